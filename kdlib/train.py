@@ -99,14 +99,17 @@ class Recipe:
 class ExampleData:
     """Fixed examples held in memory as tensors, batched by a seeded permutation per epoch.
 
-    ``augment(x, generator)`` (optional) transforms a batch; with it the examples are no longer fixed, so the
-    teacher runs on the augmented batch instead of a cache.
+    ``augment(x, generator)`` (optional) randomly transforms a training batch; with it the examples are no
+    longer fixed, so the teacher runs on the augmented batch instead of a cache. ``transform(x)`` (optional)
+    is a deterministic per-batch step applied after it and at evaluation (e.g. uint8 -> normalised float, so
+    large image sets stay compact in memory).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: Callable | None = None):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: Callable | None = None,
+                 transform: Callable | None = None):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} inputs but {len(y)} labels")
-        self.x, self.y, self.augment = x, y, augment
+        self.x, self.y, self.augment, self.transform = x, y, augment, transform
 
     @property
     def fixed(self) -> bool:
@@ -126,12 +129,15 @@ class ExampleData:
                 x = self.x[idx]
                 if self.augment is not None:
                     x = self.augment(x, generator)
-                yield idx, x, self.y[idx]
+                yield idx, self._transform(x), self.y[idx]
                 step += 1
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.transform is None else self.transform(x)
 
     def eval_batches(self, batch_size: int) -> Iterator:
         for i in range(0, len(self), batch_size):
-            yield self.x[i:i + batch_size], self.y[i:i + batch_size]
+            yield self._transform(self.x[i:i + batch_size]), self.y[i:i + batch_size]
 
 
 class WindowData:

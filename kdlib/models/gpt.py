@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import register
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -112,3 +114,9 @@ class GPT(nn.Module):
                 nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
+
+
+@register("gpt")
+def gpt(num_classes: int, **kwargs) -> GPT:
+    """Character GPT over ``num_classes`` tokens; kwargs are :class:`GPTConfig` fields."""
+    return GPT(GPTConfig(vocab_size=num_classes, **kwargs))

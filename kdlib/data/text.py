@@ -1,0 +1,49 @@
+"""TinyShakespeare, character-level: first 90% of the text for training, last 10% for testing (paper F.1)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..train import WindowData
+from . import TaskData, register, require
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+class CharTokenizer:
+    """Maps each distinct character of a text to an id, in sorted order (nanoGPT's shakespeare_char)."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def encode(self, s: str) -> torch.Tensor:
+        unknown = sorted(set(s) - set(self.index))
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the vocabulary of {len(self.chars)} characters")
+        return torch.tensor([self.index[c] for c in s], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def read_tinyshakespeare(root: Path) -> str:
+    path = require(Path(root) / "tinyshakespeare.txt", "TinyShakespeare (tinyshakespeare.txt)",
+                   "karpathy/char-rnn data/tinyshakespeare/input.txt (saved as tinyshakespeare.txt)",
+                   url=TINYSHAKESPEARE_URL)
+    return path.read_text(encoding="utf-8")
+
+
+def char_task(text: str, block_size: int, train_fraction: float = 0.9, vocabulary: str | None = None) -> TaskData:
+    """Split ``text`` into train/test token streams; ``vocabulary`` fixes the character set (default: text's)."""
+    tok = CharTokenizer(vocabulary if vocabulary is not None else text)
+    ids = tok.encode(text)
+    n = int(train_fraction * len(ids))
+    return TaskData(train=WindowData(ids[:n], block_size), test=WindowData(ids[n:], block_size),
+                    num_classes=len(tok.chars), classes=tok.chars, extra={"tokenizer": tok})
+
+
+@register("tinyshakespeare")
+def load_tinyshakespeare(root: Path, block_size: int = 256) -> TaskData:
+    return char_task(read_tinyshakespeare(root), block_size)
