@@ -45,5 +45,7 @@ def char_task(text: str, block_size: int, train_fraction: float = 0.9, vocabular
 
 
 @register("tinyshakespeare")
-def load_tinyshakespeare(root: Path, block_size: int = 256) -> TaskData:
-    return char_task(read_tinyshakespeare(root), block_size)
+def load_tinyshakespeare(root: Path, block_size: int = 256, max_chars: int | None = None) -> TaskData:
+    """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged."""
+    text = read_tinyshakespeare(root)
+    return char_task(text[:max_chars], block_size, vocabulary=text)

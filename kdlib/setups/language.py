@@ -28,7 +28,7 @@ def nanogpt_scale(profile: str) -> dict:
         return dict(gpt=CPU_GPT, recipe=Recipe("adam", lr=3e-3, batch_size=32, steps=300),
                     teacher_seeds=(0,), student_seeds=tuple(range(10, 16)), eval_batch_size=256)
     return dict(gpt=SMOKE_GPT, recipe=Recipe("adam", lr=1e-2, batch_size=8, steps=4),
-                teacher_seeds=(0,), student_seeds=(10, 11), eval_batch_size=512)
+                teacher_seeds=(0,), student_seeds=(10, 11), eval_batch_size=512, max_chars=20_000)
 
 
 def pico(gpt: dict) -> dict:
@@ -43,7 +43,8 @@ def tinyshakespeare_setup(name: str, profile: str, description: str, paper_ref: 
     student = None if student_width is None else Model("gpt", student_width(gpt))
     setup = Setup(
         name=name, modality="language", description=description, paper_ref=paper_ref,
-        dataset="tinyshakespeare", dataset_kwargs={"block_size": gpt["block_size"]},
+        dataset="tinyshakespeare",
+        dataset_kwargs={"block_size": gpt["block_size"], **({"max_chars": s["max_chars"]} if "max_chars" in s else {})},
         teacher=Model("gpt", gpt), student=student, teacher_recipe=s["recipe"], student_recipe=s["recipe"],
         teacher_seeds=s["teacher_seeds"], student_seeds=s["student_seeds"], alphas=ALPHAS,
         eval_batch_size=s["eval_batch_size"])

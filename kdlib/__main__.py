@@ -1,0 +1,74 @@
+"""Command line: ``python -m kdlib {list,run,collect,report,audit}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import setups
+from .runs import collect, run_setup, setup_dir
+
+
+def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("setup", help="setup name (see `python -m kdlib list`)")
+    p.add_argument("--profile", default="cpu", choices=setups.PROFILES, help="scale of the setup (default: cpu)")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    if data:
+        p.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
+        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list every setup")
+    _setup_args(sub.add_parser("run", help="train (or resume) every run of a setup, then collect and report"))
+    _setup_args(sub.add_parser("collect", help="gather a setup's finished runs into tables"), data=False)
+    r = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup's runs")
+    _setup_args(r, data=False)
+    r.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
+    try:
+        from . import audit
+    except ImportError:
+        audit = None
+    if audit is not None:
+        a = sub.add_parser("audit", help="functional-transfer report for any teacher/student from saved logits")
+        audit.add_arguments(a)
+    return p
+
+
+def report(setup: setups.Setup, out, figures) -> Path:
+    from .report import build_report
+    students, _ = collect(setup, out)
+    dest = Path(figures) / setup.name / setup.profile
+    build_report(students, setup.name, dest)
+    return dest
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "list":
+        for name in setups.names():
+            s = setups.get(name, "paper")
+            print(f"{name:45s} {s.modality:9s} {s.description}")
+        return 0
+    if args.command == "audit":
+        from . import audit
+        return audit.main(args)
+    try:
+        setup = setups.get(args.setup, args.profile)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        run_setup(setup, args.out, args.data_dir, args.device)
+    students, teachers = collect(setup, args.out)
+    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
+          f"collected in {setup_dir(args.out, setup)}")
+    if args.command == "report":
+        print(f"artefacts in {report(setup, args.out, args.figures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Runs: a trained model is a spec with a stable id; ``run_one`` is idempotent; results are stored atomically.
+
+Store layout under ``out``::
+
+    out/runs/<run_id>/spec.json      what is trained (the hashed fields)
+    out/runs/<run_id>/result.json    written last, atomically: its presence means the run is complete
+    out/runs/<run_id>/model.pt       final weights (teachers: also init.pt = M0, test_logits.pt, train_logits.pt)
+    out/<setup>/<profile>/runs.csv   collect(): one row per student run of the setup (+ teachers.csv)
+
+A run's id hashes only what determines its training (data, model, recipe, objective, seeds and, for a
+student, the teacher's id), never the setup's name, so setups that share a teacher (self-distillation and
+Pico-GPT students of the same Nano-GPT) train it once. A run killed mid-way leaves no result.json and is
+simply trained again; artefacts are written to temp files and renamed into place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from . import models
+from .setups import Setup
+from .train import Objective, Recipe, evaluate, init_model, predict, teacher_logits_on, train
+
+RESULT = "result.json"
+
+
+@dataclass
+class RunSpec:
+    """Everything that determines one trained model. ``condition``: teacher, siddo, kd, rcd or ls."""
+    condition: str
+    teacher_seed: int
+    dataset: str
+    dataset_kwargs: dict
+    arch: str
+    arch_kwargs: dict
+    recipe: dict | None
+    student_seed: int | None = None
+    alpha: float | None = None
+    temperature: float = 1.0
+    feature_layer: str | None = None
+    teacher_id: str | None = None
+    init: str = "seed"  # "seed": init from teacher_seed; "teacher": copy the teacher's M0
+    eval_batch_size: int = 256
+    tags: dict = field(default_factory=dict, compare=False)  # setup/profile names: not hashed
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.condition == "teacher" else "student"
+
+    @property
+    def run_id(self) -> str:
+        fields = {k: v for k, v in asdict(self).items() if k != "tags"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def objective(self) -> Objective:
+        kind = {"teacher": "ce", "siddo": "ce", "kd": "kd", "rcd": "rcd", "ls": "ls"}[self.condition]
+        if self.feature_layer and kind in ("kd", "rcd"):
+            kind = "feature" if kind == "kd" else "feature_rcd"
+        return Objective(kind, alpha=self.alpha or 0.0, temperature=self.temperature,
+                         feature_layer=self.feature_layer)
+
+
+def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
+    return RunSpec(condition="teacher", teacher_seed=teacher_seed, dataset=setup.dataset,
+                   dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
+                   recipe=asdict(setup.teacher_recipe) if setup.teacher_recipe else None,
+                   eval_batch_size=setup.eval_batch_size, tags={"setup": setup.name, "profile": setup.profile})
+
+
+def plan(setup: Setup) -> list[RunSpec]:
+    """Every run of ``setup``: per teacher seed the teacher, then its students (SIDDO, then each alpha)."""
+    specs = []
+    student = setup.student_model
+    for t in setup.teacher_seeds:
+        teacher = teacher_spec(setup, t)
+        specs.append(teacher)
+        for s in setup.student_seeds:
+            conditions = [("siddo", None)] + [(c, a) for a in setup.alphas for c in setup.conditions if c != "siddo"]
+            for condition, alpha in conditions:
+                specs.append(RunSpec(
+                    condition=condition, teacher_seed=t, student_seed=s, alpha=alpha,
+                    temperature=setup.temperature if condition in ("kd", "rcd") else 1.0,
+                    feature_layer=setup.feature_layer if condition in ("kd", "rcd") else None,
+                    dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
+                    arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
+                    init="teacher" if setup.self_distillation else "seed", eval_batch_size=setup.eval_batch_size,
+                    tags={"setup": setup.name, "profile": setup.profile}))
+    return specs
+
+
+# ----------------------------------------------------------------------------- atomic store
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def save_tensor(path: Path, obj) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def run_dir(out: Path, spec_or_id) -> Path:
+    run_id = spec_or_id if isinstance(spec_or_id, str) else spec_or_id.run_id
+    return Path(out) / "runs" / run_id
+
+
+def read_result(out: Path, spec: RunSpec) -> dict | None:
+    """The stored result of ``spec``, or None if absent or unreadable (then the run is done again)."""
+    path = run_dir(out, spec) / RESULT
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("run_id") == spec.run_id else None
+
+
+# ----------------------------------------------------------------------------- training one run
+
+@functools.lru_cache(maxsize=4)
+def _load_data(dataset: str, kwargs_json: str, root: str):
+    return datasets.load(dataset, root, **json.loads(kwargs_json))
+
+
+def load_task(spec: RunSpec, data_dir):
+    return _load_data(spec.dataset, json.dumps(spec.dataset_kwargs, sort_keys=True), str(datasets.data_dir(data_dir)))
+
+
+def build_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
+    return models.build(spec.arch, num_classes, **spec.arch_kwargs)
+
+
+def load_model(out: Path, spec: RunSpec, data_dir=None, which: str = "model.pt") -> torch.nn.Module:
+    """Rebuild a trained model of ``spec`` from the store (``which``: model.pt, or init.pt for M0)."""
+    task = load_task(spec, data_dir)
+    model = build_model(spec, task.num_classes)
+    model.load_state_dict(torch.load(run_dir(out, spec) / which, map_location="cpu"))
+    return model.eval()
+
+
+def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None) -> dict:
+    """Train and evaluate ``spec`` unless its result exists; returns the result. Students need ``teacher``."""
+    out = Path(out)
+    done = read_result(out, spec)
+    if done is not None:
+        return done
+    if spec.role == "student":
+        if teacher is None or teacher.run_id != spec.teacher_id:
+            raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
+        run_one(teacher, out, data_dir, device)
+        return _train_student(spec, teacher, out, data_dir, device)
+    return _train_teacher(spec, out, data_dir, device)
+
+
+def _recipe(spec: RunSpec) -> Recipe:
+    return Recipe(**{**spec.recipe, "milestones": tuple(spec.recipe.get("milestones", ()))})
+
+
+def _base_result(spec: RunSpec, device: str) -> dict:
+    return {"run_id": spec.run_id, "spec": asdict(spec), "device": device, "torch": torch.__version__,
+            "host": platform.node()}
+
+
+def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
+    task = load_task(spec, data_dir)
+    directory = run_dir(out, spec)
+    write_json(directory / "spec.json", asdict(spec))
+    model = init_model(lambda: build_model(spec, task.num_classes), spec.teacher_seed)
+    save_tensor(directory / "init.pt", model.state_dict())
+    result = _base_result(spec, device)
+    if spec.recipe is not None:
+        log = train(model, task.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
+                    log_every=max(1, spec.recipe["steps"] // 50))
+        result["train_curve"] = {"step": log.steps, "loss": log.losses}
+        result["train_seconds"] = log.seconds
+    model.to(device)
+    save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    test_logits = predict(model, task.test.eval_batches(spec.eval_batch_size), device)
+    save_tensor(directory / "test_logits.pt", test_logits)
+    test = evaluate(model, task.test.eval_batches(spec.eval_batch_size), test_logits, device).result()
+    train_eval = _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits))
+    train_logits = predict(model, train_eval, device)
+    train_metrics = evaluate(model, _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits)),
+                             train_logits, device).result()
+    if getattr(task.train, "fixed", False):
+        save_tensor(directory / "train_logits.pt", teacher_logits_on(model, task.train, spec.eval_batch_size, device))
+    result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                   "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"]})
+    write_json(directory / RESULT, result)
+    return result
+
+
+def _train_eval_batches(train_data, batch_size: int, n_test: int):
+    """Un-augmented training examples for the teacher's train loss/accuracy (text: as many windows as test)."""
+    if hasattr(train_data, "block_size"):
+        return train_data.eval_batches(batch_size, max_windows=n_test)
+    return train_data.eval_batches(batch_size)
+
+
+def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str) -> dict:
+    task = load_task(spec, data_dir)
+    directory = run_dir(out, spec)
+    teacher_dir = run_dir(out, teacher_spec_)
+    write_json(directory / "spec.json", asdict(spec))
+    build = lambda: build_model(spec, task.num_classes)
+    if spec.init == "teacher":
+        model = build()
+        model.load_state_dict(torch.load(teacher_dir / "init.pt", map_location="cpu"))
+    else:
+        model = init_model(build, spec.teacher_seed)
+    objective = spec.objective
+    teacher_model, cache = None, None
+    if objective.needs_teacher:
+        cache_path = teacher_dir / "train_logits.pt"
+        if objective.kind == "kd" and getattr(task.train, "fixed", False) and cache_path.exists():
+            cache = torch.load(cache_path, map_location="cpu")
+        else:
+            teacher_model = load_model(out, teacher_spec_, data_dir)
+    recipe = _recipe(spec)
+    log = train(model, task.train, objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
+                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50))
+    save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    teacher_logits = torch.load(teacher_dir / "test_logits.pt", map_location="cpu")
+    metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device).result()
+    teacher_result = read_result(out, teacher_spec_)
+    result = _base_result(spec, device)
+    result.update({"metrics": metrics, "train_curve": {"step": log.steps, "loss": log.losses},
+                   "train_seconds": log.seconds,
+                   "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
+                                                               "train_loss")}})
+    write_json(directory / RESULT, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- a setup
+
+def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
+              launcher=None) -> list[dict]:
+    """Run every spec of ``setup`` (skipping finished ones) with ``launcher`` (default: one after another)."""
+    specs = plan(setup)
+    teachers = {s.run_id: s for s in specs if s.role == "teacher"}
+    todo = [s for s in specs if read_result(out, s) is None]
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=setup.name, unit="run", disable=not progress)
+    for spec in todo:
+        bar.set_postfix_str(f"{spec.condition} t{spec.teacher_seed} s{spec.student_seed} a{spec.alpha}")
+        run_one(spec, out, data_dir, device, teacher=teachers.get(spec.teacher_id))
+        bar.update()
+    bar.close()
+    return [read_result(out, s) for s in specs]
+
+
+def setup_dir(out, setup: Setup) -> Path:
+    return Path(out) / setup.name / setup.profile
+
+
+def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/."""
+    students, teachers = [], []
+    for spec in plan(setup):
+        result = read_result(out, spec)
+        if result is None:
+            continue
+        row = {"setup": setup.name, "profile": setup.profile, "run_id": spec.run_id,
+               "teacher_seed": spec.teacher_seed, "condition": spec.condition,
+               "train_seconds": result.get("train_seconds", math.nan)}
+        if spec.role == "teacher":
+            teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
+                                                               "test_accuracy")}})
+        else:
+            students.append({**row, "student_seed": spec.student_seed,
+                             "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
+                             "temperature": spec.temperature, **result["metrics"],
+                             "final_train_loss": result["train_curve"]["loss"][-1]})
+    students, teachers = pd.DataFrame(students), pd.DataFrame(teachers)
+    if write:
+        d = setup_dir(out, setup)
+        write_table(students, d / "runs")
+        write_table(teachers, d / "teachers")
+    return students, teachers
+
+
+def write_table(df: pd.DataFrame, stem: Path) -> Path:
+    """Write ``df`` atomically as Parquet if pyarrow is installed, else CSV; returns the path."""
+    try:
+        import pyarrow  # noqa: F401
+        path = stem.with_suffix(".parquet")
+        atomic_write(path, lambda f: df.to_parquet(f, index=False))
+    except ImportError:
+        path = stem.with_suffix(".csv")
+        atomic_write(path, lambda f: f.write(df.to_csv(index=False).encode()))
+    return path
+
+
+def read_table(stem: Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_table` (Parquet or CSV)."""
+    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+        if stem.with_suffix(suffix).exists():
+            return reader(stem.with_suffix(suffix))
+    raise FileNotFoundError(f"no table {stem}.parquet or {stem}.csv: run `python -m kdlib collect` first")
+
+
+def curves(setup: Setup, out) -> pd.DataFrame:
+    """Long table of every finished run's train-loss curve (for plots)."""
+    rows = []
+    for spec in plan(setup):
+        result = read_result(out, spec)
+        if result and "train_curve" in result:
+            for step, loss in zip(result["train_curve"]["step"], result["train_curve"]["loss"]):
+                rows.append({"run_id": spec.run_id, "condition": spec.condition, "alpha": spec.alpha,
+                             "teacher_seed": spec.teacher_seed, "student_seed": spec.student_seed,
+                             "step": step, "loss": loss})
+    return pd.DataFrame(rows)

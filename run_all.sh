@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the built-in study end to end: every study notebook (papermill), then the summary notebook.
+#   PROFILE=smoke|cpu|paper (default cpu)   KDLIB_DATA_DIR (default data/)   DEVICE=cpu|cuda (default cpu)
+#   OUT (default results/)   FIGURES (default figures/)   SUITE="notebook:setup ..." (default: built-in suite)
+# Re-running after an interruption resumes: finished runs are never trained again.
+set -euo pipefail
+cd "$(dirname "$0")"
+PROFILE=${PROFILE:-cpu}
+DEVICE=${DEVICE:-cpu}
+OUT=${OUT:-results}
+FIGURES=${FIGURES:-figures}
+export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
+SUITE=${SUITE:-"language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt"}
+
+for item in $SUITE; do
+  notebook=${item%%:*}
+  setup=${item#*:}
+  dest="$OUT/$setup/$PROFILE"
+  mkdir -p "$dest"
+  echo "== $setup ($PROFILE) via notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
+  python -m papermill --no-progress-bar "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
+    -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
+    -p figures "$FIGURES" -p device "$DEVICE"
+done
+echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
+python -m papermill --no-progress-bar notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
+  -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE"
+echo "done: tables and figures in $FIGURES/, executed notebooks and runs in $OUT/"
