@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from . import models
 from .setups import Setup
-from .train import Objective, Recipe, evaluate, init_model, predict, teacher_logits_on, train
+from .train import Objective, Recipe, evaluate, init_model, score, teacher_logits_on, train
 
 RESULT = "result.json"
 
@@ -56,6 +56,7 @@ class RunSpec:
     teacher_id: str | None = None
     init: str = "seed"  # "seed": init from teacher_seed; "teacher": copy the teacher's M0
     eval_batch_size: int = 256
+    train_dataset_kwargs: dict | None = None  # teacher only: its own training data when it differs
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names: not hashed
 
     @property
@@ -64,7 +65,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k != "tags"}
+        # None-valued fields are left out, so adding an optional field later keeps existing ids valid
+        fields = {k: v for k, v in asdict(self).items() if k != "tags" and v is not None}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -80,7 +82,8 @@ def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
     return RunSpec(condition="teacher", teacher_seed=teacher_seed, dataset=setup.dataset,
                    dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
                    recipe=asdict(setup.teacher_recipe) if setup.teacher_recipe else None,
-                   eval_batch_size=setup.eval_batch_size, tags={"setup": setup.name, "profile": setup.profile})
+                   train_dataset_kwargs=setup.teacher_dataset_kwargs, eval_batch_size=setup.eval_batch_size,
+                   tags={"setup": setup.name, "profile": setup.profile})
 
 
 def plan(setup: Setup) -> list[RunSpec]:
@@ -163,8 +166,10 @@ def _load_data(dataset: str, kwargs_json: str, root: str):
     return datasets.load(dataset, root, **json.loads(kwargs_json))
 
 
-def load_task(spec: RunSpec, data_dir):
-    return _load_data(spec.dataset, json.dumps(spec.dataset_kwargs, sort_keys=True), str(datasets.data_dir(data_dir)))
+def load_task(spec: RunSpec, data_dir, dataset_kwargs: dict | None = None):
+    """The (process-cached) data of ``spec``; ``dataset_kwargs`` overrides the spec's."""
+    kwargs = spec.dataset_kwargs if dataset_kwargs is None else dataset_kwargs
+    return _load_data(spec.dataset, json.dumps(kwargs, sort_keys=True), str(datasets.data_dir(data_dir)))
 
 
 def build_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
@@ -204,25 +209,22 @@ def _base_result(spec: RunSpec, device: str) -> dict:
 
 def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
     task = load_task(spec, data_dir)
+    own = task if spec.train_dataset_kwargs is None else load_task(spec, data_dir, spec.train_dataset_kwargs)
     directory = run_dir(out, spec)
     write_json(directory / "spec.json", asdict(spec))
     model = init_model(lambda: build_model(spec, task.num_classes), spec.teacher_seed)
     save_tensor(directory / "init.pt", model.state_dict())
     result = _base_result(spec, device)
     if spec.recipe is not None:
-        log = train(model, task.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
+        log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
                     log_every=max(1, spec.recipe["steps"] // 50))
         result["train_curve"] = {"step": log.steps, "loss": log.losses}
         result["train_seconds"] = log.seconds
     model.to(device)
     save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
-    test_logits = predict(model, task.test.eval_batches(spec.eval_batch_size), device)
+    test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device)
     save_tensor(directory / "test_logits.pt", test_logits)
-    test = evaluate(model, task.test.eval_batches(spec.eval_batch_size), test_logits, device).result()
-    train_eval = _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits))
-    train_logits = predict(model, train_eval, device)
-    train_metrics = evaluate(model, _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits)),
-                             train_logits, device).result()
+    _, train_metrics = score(model, _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits)), device)
     if getattr(task.train, "fixed", False):
         save_tensor(directory / "train_logits.pt", teacher_logits_on(model, task.train, spec.eval_batch_size, device))
     result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],

@@ -209,6 +209,19 @@ def predict(model: nn.Module, batches, device: str = "cpu") -> torch.Tensor:
     return torch.cat([model(x.to(device)).float().cpu() for x, _ in batches])
 
 
+@torch.no_grad()
+def score(model: nn.Module, batches, device: str = "cpu") -> tuple[torch.Tensor, dict[str, float]]:
+    """One pass: ``model``'s logits over ``(x, y)`` batches and its accuracy and loss on them."""
+    model.eval()
+    comparison, logits = Comparison(), []
+    for x, y in batches:
+        out = model(x.to(device)).float().cpu()
+        comparison.update(out, out, y)
+        logits.append(out)
+    result = comparison.result()
+    return torch.cat(logits), {"accuracy": result["accuracy"], "loss": result["loss"]}
+
+
 def teacher_logits_on(teacher: nn.Module, data: ExampleData, batch_size: int, device: str = "cpu") -> torch.Tensor:
     """The teacher's logits on every (un-augmented) training example, in index order: the KD cache."""
     return predict(teacher, data.eval_batches(batch_size), device)

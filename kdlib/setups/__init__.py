@@ -36,7 +36,9 @@ class Setup:
     drawn from the teacher seed. ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
     ``conditions`` are the student conditions: ``siddo`` (plain CE), ``kd`` and ``rcd`` at every alpha,
     optionally ``ls`` (label smoothing with epsilon = alpha). With ``feature_layer`` set, KD and RCD match
-    that module's outputs instead of logits (feature-map matching, Section 4.3).
+    that module's outputs instead of logits (feature-map matching, Section 4.3). ``teacher_dataset_kwargs``
+    gives the teacher different training data (e.g. the adversarial "tha" text, Section 4.5); the teacher's
+    cached outputs and test metrics are still computed on the students' data.
     """
     name: str
     modality: str
@@ -53,6 +55,7 @@ class Setup:
     temperature: float = 1.0
     conditions: tuple[str, ...] = ("siddo", "kd", "rcd")
     feature_layer: str | None = None
+    teacher_dataset_kwargs: dict | None = None  # the teacher's own training data, if it differs (adversarial)
     eval_batch_size: int = 256
     profile: str = "paper"
     paper_ref: str = ""
