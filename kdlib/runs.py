@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import models
+from .probes import run_probes
 from .setups import Setup
 from .train import Objective, Recipe, evaluate, init_model, score, teacher_logits_on, train
 
@@ -57,6 +58,7 @@ class RunSpec:
     init: str = "seed"  # "seed": init from teacher_seed; "teacher": copy the teacher's M0
     eval_batch_size: int = 256
     train_dataset_kwargs: dict | None = None  # teacher only: its own training data when it differs
+    probes: list | None = None  # names of extra evaluations (kdlib.probes)
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names: not hashed
 
     @property
@@ -83,6 +85,7 @@ def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
                    dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
                    recipe=asdict(setup.teacher_recipe) if setup.teacher_recipe else None,
                    train_dataset_kwargs=setup.teacher_dataset_kwargs, eval_batch_size=setup.eval_batch_size,
+                   probes=list(setup.probes) or None,
                    tags={"setup": setup.name, "profile": setup.profile})
 
 
@@ -103,6 +106,7 @@ def plan(setup: Setup) -> list[RunSpec]:
                     dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
                     arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
                     init="teacher" if setup.self_distillation else "seed", eval_batch_size=setup.eval_batch_size,
+                    probes=list(setup.probes) or None,
                     tags={"setup": setup.name, "profile": setup.profile}))
     return specs
 
@@ -228,7 +232,8 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
     if getattr(task.train, "fixed", False):
         save_tensor(directory / "train_logits.pt", teacher_logits_on(model, task.train, spec.eval_batch_size, device))
     result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                   "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"]})
+                   "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"],
+                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size)})
     write_json(directory / RESULT, result)
     return result
 
@@ -268,6 +273,7 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
     teacher_result = read_result(out, teacher_spec_)
     result = _base_result(spec, device)
     result.update({"metrics": metrics, "train_curve": {"step": log.steps, "loss": log.losses},
+                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size),
                    "train_seconds": log.seconds,
                    "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
                                                                "train_loss")}})
@@ -308,11 +314,11 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
                "train_seconds": result.get("train_seconds", math.nan)}
         if spec.role == "teacher":
             teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
-                                                               "test_accuracy")}})
+                                                               "test_accuracy")}, **result.get("probes", {})})
         else:
             students.append({**row, "student_seed": spec.student_seed,
                              "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
-                             "temperature": spec.temperature, **result["metrics"],
+                             "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
                              "final_train_loss": result["train_curve"]["loss"][-1]})
     students, teachers = pd.DataFrame(students), pd.DataFrame(teachers)
     if write:

@@ -45,7 +45,15 @@ def char_task(text: str, block_size: int, train_fraction: float = 0.9, vocabular
 
 
 @register("tinyshakespeare")
-def load_tinyshakespeare(root: Path, block_size: int = 256, max_chars: int | None = None) -> TaskData:
-    """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged."""
-    text = read_tinyshakespeare(root)
-    return char_task(text[:max_chars], block_size, vocabulary=text)
+def load_tinyshakespeare(root: Path, block_size: int = 256, max_chars: int | None = None,
+                         replace: list | None = None) -> TaskData:
+    """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged;
+    ``replace`` is a list of ``[old, new]`` substitutions applied to the whole text first (Section 4.5's
+    adversarial teacher uses ``[["the", "tha"]]``). The clean text is kept in ``extra["text"]``."""
+    clean = read_tinyshakespeare(root)
+    text = clean
+    for old, new in replace or []:
+        text = text.replace(old, new)
+    task = char_task(text[:max_chars], block_size, vocabulary=clean)
+    task.extra["text"] = text[:max_chars]
+    return task

@@ -56,6 +56,7 @@ class Setup:
     conditions: tuple[str, ...] = ("siddo", "kd", "rcd")
     feature_layer: str | None = None
     teacher_dataset_kwargs: dict | None = None  # the teacher's own training data, if it differs (adversarial)
+    probes: tuple[str, ...] = ()  # extra evaluations from kdlib.probes, run on every model
     eval_batch_size: int = 256
     profile: str = "paper"
     paper_ref: str = ""
