@@ -2,6 +2,7 @@
 # Run the built-in study end to end: every study notebook (papermill), then the summary notebook.
 #   PROFILE=smoke|cpu|paper (default cpu)   KDLIB_DATA_DIR (default data/)   DEVICE=cpu|cuda (default cpu)
 #   OUT (default results/)   FIGURES (default figures/)   SUITE="notebook:setup ..." (default: built-in suite)
+#   LAUNCHER=serial|local (default serial)   WORKERS (processes for the local launcher, default 2)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,8 @@ PROFILE=${PROFILE:-cpu}
 DEVICE=${DEVICE:-cpu}
 OUT=${OUT:-results}
 FIGURES=${FIGURES:-figures}
+LAUNCHER=${LAUNCHER:-serial}
+WORKERS=${WORKERS:-2}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
 SUITE=${SUITE:-"language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt"}
 
@@ -20,7 +23,7 @@ for item in $SUITE; do
   echo "== $setup ($PROFILE) via notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
   python -m papermill --no-progress-bar "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
     -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
-    -p figures "$FIGURES" -p device "$DEVICE"
+    -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS"
 done
 echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
 python -m papermill --no-progress-bar notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import setups
+from . import launchers, setups
 from .runs import collect, run_setup, setup_dir
 
 
@@ -16,6 +16,9 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
+        p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
+                       help="serial: one run after another; local: a process pool (--workers)")
+        p.add_argument("--workers", type=int, default=2, help="processes for --launcher local (default 2)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.command == "run":
-        run_setup(setup, args.out, args.data_dir, args.device)
+        run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers)
     students, teachers = collect(setup, args.out)
     print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
           f"collected in {setup_dir(args.out, setup)}")

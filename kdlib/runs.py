@@ -29,7 +29,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import models
@@ -284,17 +283,17 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
 # ----------------------------------------------------------------------------- a setup
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
-              launcher=None) -> list[dict]:
-    """Run every spec of ``setup`` (skipping finished ones) with ``launcher`` (default: one after another)."""
+              launcher: str = "serial", workers: int = 1) -> list[dict]:
+    """Run every spec of ``setup`` that has no result yet: teachers first, then their students."""
+    from . import launchers
+    launch = launchers.get(launcher)
     specs = plan(setup)
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}
     todo = [s for s in specs if read_result(out, s) is None]
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=setup.name, unit="run", disable=not progress)
-    for spec in todo:
-        bar.set_postfix_str(f"{spec.condition} t{spec.teacher_seed} s{spec.student_seed} a{spec.alpha}")
-        run_one(spec, out, data_dir, device, teacher=teachers.get(spec.teacher_id))
-        bar.update()
-    bar.close()
+    for role in ("teacher", "student"):
+        jobs = [(s, teachers.get(s.teacher_id)) for s in todo if s.role == role]
+        if jobs:
+            launch(jobs, out, data_dir, device, workers=workers, progress=progress, desc=f"{setup.name} {role}s")
     return [read_result(out, s) for s in specs]
 
 
