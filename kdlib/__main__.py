@@ -1,4 +1,4 @@
-"""Command line: ``python -m kdlib {list,run,collect,report,audit}``."""
+"""Command line: ``python -m kdlib {list,run,collect,report,export,audit}``."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup's runs")
     _setup_args(r, data=False)
     r.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
+    e = sub.add_parser("export", help="write a setup's test-set logits as .npy files for `kdlib audit`")
+    _setup_args(e)
+    e.add_argument("--dest", required=True, help="folder for the exported outputs")
     try:
         from . import audit
     except ImportError:
@@ -63,6 +66,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.command == "export":
+        from .runs import export_outputs
+        print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
+        return 0
     if args.command == "run":
         run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers)
     students, teachers = collect(setup, args.out)

@@ -42,11 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu, sem
 
-from .metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER, Comparison
+from .metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER, Comparison, token_terms
 from .stats import benjamini_hochberg, one_sided_wilcoxon
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
@@ -141,14 +140,14 @@ def _resolve(spec, what: str, role: str) -> tuple[str, torch.Tensor]:
     """(name used in messages and the report, tensor) for a path or an in-memory array."""
     if isinstance(spec, (str, os.PathLike)):
         return f"{role} file {spec}", load_outputs(spec, what, role)
-    return f"{role} (in-memory)", torch.as_tensor(np.asarray(spec) if not isinstance(spec, torch.Tensor) else spec)
+    return f"{role} (in-memory)", torch.as_tensor(spec if isinstance(spec, torch.Tensor) else np.asarray(spec))
 
 
 def _check(teacher, models, labels) -> torch.Tensor:
     """Raise a ValueError naming the file for every mismatch; return the labels as class indices."""
     tname, t = teacher
     for name, x in [teacher, *models]:
-        if x.dim() not in (2, 3) or not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
+        if x.dim() not in (2, 3) or x.dtype == torch.bool or x.is_complex():
             raise ValueError(f"{name}: logits must be numbers of shape [N, K] or [N, L, K] (L tokens per sequence), "
                              f"got {x.dtype} of shape {tuple(x.shape)}")
         bad = ~torch.isfinite(x.double())
@@ -160,7 +159,7 @@ def _check(teacher, models, labels) -> torch.Tensor:
     for name, x in models:
         if x.shape[0] != N:
             raise ValueError(f"{name} has N={x.shape[0]} examples but {tname} has N={N}: every file must hold the "
-                             f"same test examples in the same order")
+                             f"same test examples in the same order{_header_hint(name, x.shape[0], N)}")
         if x.shape[-1] != K:
             raise ValueError(f"{name} has K={x.shape[-1]} classes but {tname} has K={K}")
         if x.shape != t.shape:
@@ -170,7 +169,7 @@ def _check(teacher, models, labels) -> torch.Tensor:
         hint = (" (for sequence models save [N, L, K] logits with [N, L] labels as .npy, .npz or .pt: CSV holds "
                 "[N, K] logits only)" if y.dim() == t.dim() else "")
         raise ValueError(f"{lname} has shape {tuple(y.shape)} but {tname} has logits of shape {tuple(t.shape)}: "
-                         f"expected labels of shape {tuple(t.shape[:-1])}{hint}")
+                         f"expected labels of shape {tuple(t.shape[:-1])}{hint or _header_hint(lname, len(y), N)}")
     if y.is_floating_point():
         if not (torch.isfinite(y).all() and (y == y.round()).all()):
             raise ValueError(f"{lname}: labels must be integer class indices, found non-integer values")
@@ -185,8 +184,16 @@ def _check(teacher, models, labels) -> torch.Tensor:
     return y
 
 
+def _header_hint(name: str, n: int, N: int) -> str:
+    """A CSV with one row too many probably starts with a numeric header (pandas' default for a Series is '0')."""
+    return (" (its first row looks like data: if it is a header such as pandas' default '0', name the column or "
+            "drop the header)" if name.lower().endswith(".csv") and n == N + 1 else "")
+
+
 def _control_groups(controls) -> dict[str, list]:
     """Controls as {name: [model per seed]} from a mapping, or a sequence whose items are one control each."""
+    if isinstance(controls, (str, os.PathLike, np.ndarray, torch.Tensor)):
+        controls = [controls]
     if isinstance(controls, Mapping):
         groups = {str(k): _as_list(v) for k, v in controls.items()}
     else:
@@ -214,20 +221,16 @@ def _unit_sums(teacher: torch.Tensor, model: torch.Tensor, labels: torch.Tensor)
     """[U, len(SUMS)] sums over each unit's tokens of the per-token terms whose means kdlib.metrics reports."""
     K, out = teacher.shape[-1], []
     for i in range(0, len(teacher), CHUNK):
-        y = labels[i:i + CHUNK]
-        t, m, y = teacher[i:i + CHUNK].double().reshape(-1, K), model[i:i + CHUNK].double().reshape(-1, K), y.reshape(-1)
-        log_p, log_q = F.log_softmax(t, -1), F.log_softmax(m, -1)
-        p, q = log_p.exp(), log_q.exp()
-        log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
-        js = 0.5 * (p * (log_p - log_mid)).sum(-1) + 0.5 * (q * (log_q - log_mid)).sum(-1)
-        rank_t = torch.argsort(t, dim=-1, descending=True, stable=True)
-        rank_m = torch.argsort(m, dim=-1, descending=True, stable=True)
-        agree, t_correct = rank_t[:, 0] == rank_m[:, 0], rank_t[:, 0] == y
-        terms = torch.stack([torch.ones_like(js), t_correct.double(), (p - q).norm(dim=-1), js.clamp_min(0),
-                             (rank_t != rank_m).double().mean(-1), agree.double(), (agree & t_correct).double(),
-                             (agree & ~t_correct).double(), (rank_m[:, 0] == y).double(),
-                             F.cross_entropy(m, y, reduction="none")], -1)
-        out.append(terms.reshape(len(labels[i:i + CHUNK]), -1, len(SUMS)).sum(1))
+        units = len(labels[i:i + CHUNK])
+        t, m = teacher[i:i + CHUNK].double().reshape(-1, K), model[i:i + CHUNK].double().reshape(-1, K)
+        y = labels[i:i + CHUNK].reshape(-1)
+        k = token_terms(t, m, y)
+        agree, t_correct = k["agree"], k["t_correct"]
+        terms = torch.stack([torch.ones_like(k["loss"]), t_correct.double(), k["activation_distance"],
+                             k["js_divergence"], k["rank_disagreement"], agree.double(),
+                             (agree & t_correct).double(), (agree & ~t_correct).double(), k["correct"].double(),
+                             k["loss"]], -1)
+        out.append(terms.reshape(units, -1, len(SUMS)).sum(1))
     return torch.cat(out).numpy()
 
 
@@ -262,20 +265,21 @@ def _better(metric: str) -> int:
     return -1 if LOWER_IS_BETTER.get(metric, False) else 1
 
 
-def _bootstrap_deltas(rates_point, rates_reps, sides, controls, alpha_level):
-    """Per control and quantity: point delta, percentile CI and significance (student - control)."""
-    lo, hi = 100 * alpha_level / 2, 100 * (1 - alpha_level / 2)
+def _interval(point: float, reps: np.ndarray, metric: str, alpha_level: float) -> dict:
+    """Point delta, percentile interval over the replicates, and whether it excludes 0 on the favourable side."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates (no teacher errors at all)
+        ci = np.nanpercentile(reps, [100 * alpha_level / 2, 100 * (1 - alpha_level / 2)])
+    sig = bool(ci[0] > 0) if _better(metric) > 0 else bool(ci[1] < 0)
+    return {"delta": float(point), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "significant": sig}
 
+
+def _bootstrap_deltas(rates_point, rates_reps, sides, controls, alpha_level):
+    """Per control and quantity: the student - control delta with its interval; also the replicates."""
     def side(rates, name, metric):
         return rates[metric][..., sides[name]].mean(-1)
 
-    def record(point, reps, metric):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates (a side without teacher errors)
-            ci = np.nanpercentile(reps, [lo, hi])
-        sig = bool(ci[0] > 0) if _better(metric) > 0 else bool(ci[1] < 0)
-        return {"delta": float(point), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "significant": sig}
-
+    record = lambda point, reps, metric: _interval(point, reps, metric, alpha_level)
     deltas, reps_out = {}, {}
     for c in controls:
         d, r = {}, {}
@@ -292,7 +296,7 @@ def _bootstrap_deltas(rates_point, rates_reps, sides, controls, alpha_level):
         d["asymmetry"] = record(d["incorrect_agreement"]["delta"] - d["correct_agreement"]["delta"],
                                 r["asymmetry"], "asymmetry")
         deltas[c], reps_out[c] = d, r
-    return deltas, reps_out, record
+    return deltas, reps_out
 
 
 def _seed_deltas(values: pd.DataFrame, controls, alpha_level):
@@ -380,7 +384,7 @@ def audit(teacher, students, labels, controls=(), out=None, n_boot: int = 1000, 
         "means": means,
     }
     seeds_mode = bool(groups) and all(len(sides[s]) >= 2 for s in sides)
-    best_asym = None
+    delta_reps = None
     if not groups:
         report["uncertainty"] = {"method": "none", "note": "no control given: deltas and the transfer verdict need "
                                                            "a control model"}
@@ -396,7 +400,7 @@ def audit(teacher, students, labels, controls=(), out=None, n_boot: int = 1000, 
         units = np.stack([_unit_sums(t[1], m, y) for _, (_, m) in models])
         reps = _rates(_bootstrap_sums(units, n_boot, seed))
         point = _rates(units.sum(1))
-        report["deltas"], delta_reps, record = _bootstrap_deltas(point, reps, sides, groups, alpha_level)
+        report["deltas"], delta_reps = _bootstrap_deltas(point, reps, sides, groups, alpha_level)
         report["uncertainty"] = {
             "method": "bootstrap", "n_boot": n_boot, "seed": seed, "alpha_level": alpha_level,
             "interval": f"percentile {100 * (1 - alpha_level):g}%",
@@ -405,21 +409,7 @@ def audit(teacher, students, labels, controls=(), out=None, n_boot: int = 1000, 
             "note": "models are held fixed: the intervals cover test-set sampling, not training randomness; a side "
                     "with several models enters through their mean"}
     if groups:
-        best = {q: max(groups, key=lambda c: means[c][f"{q}_agreement"]) for q in ("correct", "incorrect")}
-        agreement = {f"delta_{q}": {"control": best[q], **report["deltas"][best[q]][f"{q}_agreement"]}
-                     for q in ("correct", "incorrect")}
-        agreement.update({f"delta_{q}_normalised": {"control": best[q],
-                                                    **report["deltas"][best[q]][f"{q}_agreement_normalised"]}
-                          for q in ("correct", "incorrect")})
-        asym = agreement["delta_incorrect"]["delta"] - agreement["delta_correct"]["delta"]
-        if report["uncertainty"]["method"] == "bootstrap":
-            agreement["asymmetry"] = record(asym, delta_reps[best["incorrect"]]["incorrect_agreement"]
-                                            - delta_reps[best["correct"]]["correct_agreement"], "asymmetry")
-        else:
-            agreement["asymmetry"] = {"delta": asym}
-        agreement["asymmetry"]["control"] = (best["correct"] if best["correct"] == best["incorrect"] else
-                                             f"{best['incorrect']} (incorrect) / {best['correct']} (correct)")
-        report["agreement"] = agreement
+        report["agreement"] = _best_control(report["deltas"], means, delta_reps, alpha_level)
     report["verdict"] = _verdict(report, list(groups))
     table = _copied_table(comparisons, sides, names)
     report["copied_errors"] = table.head(TOP_ROWS).to_dict("records")
@@ -427,6 +417,22 @@ def audit(teacher, students, labels, controls=(), out=None, n_boot: int = 1000, 
     if out is not None:
         _write(Path(out), report, table, comparisons, sides, names)
     return report
+
+
+def _best_control(deltas: dict, means: dict, delta_reps: dict | None, alpha_level: float) -> dict:
+    """Eqs. 2-3 against the best control per quantity (highest mean agreement), and the asymmetry between them."""
+    best = {q: max(deltas, key=lambda c: means[c][f"{q}_agreement"]) for q in ("correct", "incorrect")}
+    out = {f"delta_{q}{n}": {"control": best[q], **deltas[best[q]][f"{q}_agreement{n}"]}
+           for n in ("", "_normalised") for q in ("correct", "incorrect")}
+    asym = out["delta_incorrect"]["delta"] - out["delta_correct"]["delta"]
+    if delta_reps is None:
+        out["asymmetry"] = {"delta": asym}
+    else:
+        out["asymmetry"] = _interval(asym, delta_reps[best["incorrect"]]["incorrect_agreement"]
+                                     - delta_reps[best["correct"]]["correct_agreement"], "asymmetry", alpha_level)
+    out["asymmetry"]["control"] = (best["correct"] if best["correct"] == best["incorrect"] else
+                                   f"{best['incorrect']} (incorrect) / {best['correct']} (correct)")
+    return out
 
 
 def _comparison(teacher: torch.Tensor, model: torch.Tensor, labels: torch.Tensor) -> Comparison:
@@ -548,8 +554,9 @@ def _uncertainty(r: dict) -> str:
     if "ci_low" in r:
         return f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
     if "sem" in r:
-        p = f", p_adj = {r['p_adj']:.3g}" if r.get("p_adj") is not None else ""
-        return f"± {abs(r['sem']):.4f} SEM{p}" if r["sem"] is not None else p.lstrip(", ")
+        p = f", p = {r['p']:.3g}" if r.get("p") is not None else ""
+        p += f", p_adj = {r['p_adj']:.3g}" if r.get("p_adj") not in (None, r.get("p")) else ""
+        return f"± {r['sem']:.4f} SEM{p}" if r["sem"] is not None else p.lstrip(", ")
     return ""
 
 
@@ -582,8 +589,6 @@ def _markdown(r: dict) -> str:
         if low:
             md.append(f"\nWarning: with these seed counts no test against {', '.join(low)} can reach "
                       f"p < {u['alpha_level']}; use at least 5 models per side.\n")
-    else:
-        md.append(f"\n{u['note'].capitalize()}.\n")
     sides = list(r["means"])
     md.append("\n## Metrics against the teacher (mean over models)\n\n" + _md_table(
         ["metric", *sides], [[m, *(f"{r['means'][s][m]:.4f}" if r["means"][s][m] is not None else "n/a"
@@ -641,7 +646,7 @@ def _plot_agreement(r: dict) -> Figure:
         ax.set_xticks(x, controls)
         ax.set_title(title)
     fig.axes[0].set_ylabel("Δ agreement with teacher")
-    fig.axes[0].legend(frameon=False)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
     method = r["uncertainty"]["method"]
     fig.suptitle(f"Agreement deltas ({'bootstrap CI' if method == 'bootstrap' else '± SEM over seeds'})")
     return fig

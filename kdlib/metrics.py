@@ -64,6 +64,26 @@ def _as_tokens(teacher_logits, model_logits, labels):
     return t, m, labels
 
 
+def token_terms(t: torch.Tensor, m: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-token terms whose means (or ratios of sums) are the metrics, for float64 ``[N, K]`` logits.
+
+    Keys: ``p``, ``q`` (softmax), ``pred_t``, ``pred_m`` (top-1), ``activation_distance``, ``js_divergence``,
+    ``rank_disagreement``, ``loss`` (float, one per token), ``agree``, ``t_correct``, ``correct`` (bool).
+    """
+    log_p, log_q = F.log_softmax(t, -1), F.log_softmax(m, -1)
+    p, q = log_p.exp(), log_q.exp()
+    log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
+    js = 0.5 * (p * (log_p - log_mid)).sum(-1) + 0.5 * (q * (log_q - log_mid)).sum(-1)
+    rank_t = torch.argsort(t, dim=-1, descending=True, stable=True)
+    rank_m = torch.argsort(m, dim=-1, descending=True, stable=True)
+    pred_t, pred_m = rank_t[:, 0], rank_m[:, 0]
+    return {"p": p, "q": q, "pred_t": pred_t, "pred_m": pred_m,
+            "activation_distance": (p - q).norm(dim=-1), "js_divergence": js.clamp_min(0),
+            "rank_disagreement": (rank_t != rank_m).double().mean(-1),
+            "loss": F.cross_entropy(m, y, reduction="none"),
+            "agree": pred_t == pred_m, "t_correct": pred_t == y, "correct": pred_m == y}
+
+
 def _entropy(counts: torch.Tensor) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log()).sum())
@@ -97,26 +117,18 @@ class Comparison:
             self._init(t.shape[-1])
         elif t.shape[-1] != self.num_classes:
             raise ValueError(f"got logits with {t.shape[-1]} classes after batches with {self.num_classes}")
-        t, m, y = t.cpu(), m.cpu(), y.cpu()
-        log_p, log_q = F.log_softmax(t, -1), F.log_softmax(m, -1)
-        p, q = log_p.exp(), log_q.exp()
-        log_mid = torch.logaddexp(log_p, log_q) - math.log(2.0)
-        js = 0.5 * (p * (log_p - log_mid)).sum(-1) + 0.5 * (q * (log_q - log_mid)).sum(-1)
-        rank_t = torch.argsort(t, dim=-1, descending=True, stable=True)
-        rank_m = torch.argsort(m, dim=-1, descending=True, stable=True)
-        pred_t, pred_m = rank_t[:, 0], rank_m[:, 0]
-        agree = pred_t == pred_m
-        t_correct = pred_t == y
+        y = y.cpu()
+        terms = token_terms(t.cpu(), m.cpu(), y)
+        p, q, pred_t, pred_m = terms["p"], terms["q"], terms["pred_t"], terms["pred_m"]
+        agree, t_correct = terms["agree"], terms["t_correct"]
         s = self._sums
-        s["activation_distance"] += float((p - q).norm(dim=-1).sum())
-        s["js_divergence"] += float(js.clamp_min(0).sum())
-        s["rank_disagreement"] += float((rank_t != rank_m).double().mean(-1).sum())
+        for key in ("activation_distance", "js_divergence", "rank_disagreement", "loss"):
+            s[key] += float(terms[key].sum())
         s["agree"] += float(agree.sum())
         s["t_correct"] += float(t_correct.sum())
         s["agree_t_correct"] += float((agree & t_correct).sum())
         s["agree_t_wrong"] += float((agree & ~t_correct).sum())
-        s["correct"] += float((pred_m == y).sum())
-        s["loss"] += float(F.cross_entropy(m, y, reduction="sum"))
+        s["correct"] += float(terms["correct"].sum())
         K = self.num_classes
         self.joint += torch.bincount(pred_t * K + pred_m, minlength=K * K).reshape(K, K).double()
         wrong = ~t_correct

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -358,3 +359,34 @@ def curves(setup: Setup, out) -> pd.DataFrame:
                              "teacher_seed": spec.teacher_seed, "student_seed": spec.student_seed,
                              "step": step, "loss": loss})
     return pd.DataFrame(rows)
+
+
+def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") -> Path:
+    """Write the test-set outputs of every finished run as .npy for ``python -m kdlib audit``.
+
+    ``dest/teacher<seed>/{teacher,labels}.npy``, ``classes.txt`` (for ``--class-names``) and ``dest/teacher<seed>/<condition>[_<alpha>]/seed<s>.npy``
+    (student logits recomputed from the stored weights, in the same test order as the teacher's).
+    """
+    dest = Path(dest)
+    for spec in plan(setup):
+        if read_result(out, spec) is None:
+            continue
+        task = load_task(spec, data_dir)
+        folder = dest / f"teacher{spec.teacher_seed}"
+        batches = task.test.eval_batches(spec.eval_batch_size)
+        if spec.role == "teacher":
+            logits = torch.load(run_dir(out, spec) / "test_logits.pt", map_location="cpu")
+            labels = torch.cat([y for _, y in task.test.eval_batches(spec.eval_batch_size)])
+            _save_npy(folder / "teacher.npy", logits.numpy())
+            _save_npy(folder / "labels.npy", labels.numpy())
+            names = "\n".join(str(c) if str(c).strip() else repr(c) for c in task.classes) + "\n"
+            atomic_write(folder / "classes.txt", lambda f: f.write(names.encode()))
+        else:
+            logits, _ = score(load_model(out, spec, data_dir).to(device), batches, device)
+            name = spec.condition if spec.alpha is None else f"{spec.condition}_{spec.alpha:g}"
+            _save_npy(folder / name / f"seed{spec.student_seed}.npy", logits.numpy())
+    return dest
+
+
+def _save_npy(path: Path, array) -> None:
+    atomic_write(path, lambda f: np.save(f, array))

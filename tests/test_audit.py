@@ -78,15 +78,14 @@ def test_planted_copied_errors_are_detected(tmp_path):
     assert "resampling unit: test example" in md and "| 3 | 5 |" in md
 
 
-def test_same_process_is_not_flagged(tmp_path):
+def test_same_process_is_not_flagged():
     task = planted_task(seed=1)
     teacher, y = task[0], task[1]
     student, control = model(task, copy=0.5), model(task, copy=0.5)  # i.i.d. draws of one process
-    r = audit(teacher, student, y, controls={"siddo": control}, out=tmp_path, n_boot=200)
+    r = audit(teacher, student, y, controls={"siddo": control}, n_boot=200)
     v = r["verdict"]
     assert not v["transfer_supported"] and not v["negative_asymmetry_significant"]
-    assert not v["negative_asymmetric_transfer"]
-    assert "Transfer supported: **no**" in (tmp_path / "report.md").read_text()
+    assert not v["negative_asymmetric_transfer"] and "Transfer is not supported" in v["text"]
     top = r["copied_errors"][0]  # the teacher's systematic error is copied, but no more than by the control
     assert (top["true_label"], top["teacher_label"]) == (3, 5) and abs(top["excess_rate"]) < 0.15
 
@@ -134,25 +133,24 @@ def test_bootstrap_interval_matches_a_hand_resample():
     rng = np.random.default_rng(3)
     teacher, student, control = rng.normal(size=(3, 12, 3)) * 2
     y = rng.integers(3, size=12)
-    r = audit(teacher, student, y, controls={"c": control}, n_boot=40, seed=7)
+    r = audit(teacher, student, y, controls={"c": control}, n_boot=25, seed=7)
     metrics = list(FUNCTIONAL_METRICS) + ["accuracy", "loss", *AGREEMENT]
-    for m, (lo, hi) in hand_bootstrap(teacher, student, control, y, 40, 7, metrics).items():
-        assert r["deltas"]["c"][m]["ci_low"] == pytest.approx(lo) and r["deltas"]["c"][m]["ci_high"] == pytest.approx(hi)
+    for m, (lo, hi) in hand_bootstrap(teacher, student, control, y, 25, 7, metrics).items():
+        assert (r["deltas"]["c"][m]["ci_low"], r["deltas"]["c"][m]["ci_high"]) == pytest.approx((lo, hi))
         better = -1 if LOWER_IS_BETTER[m] else 1
         assert r["deltas"]["c"][m]["significant"] == bool(lo > 0 if better > 0 else hi < 0)
 
 
-def test_sequences_resample_whole_sequences(tmp_path):
+def test_sequences_resample_whole_sequences():
     rng = np.random.default_rng(4)
     teacher, student, control = rng.normal(size=(3, 6, 5, 4)) * 2  # [N, L, K]
     y = rng.integers(4, size=(6, 5))
-    r = audit(teacher, student, y, controls={"c": control}, out=tmp_path, n_boot=30, seed=1)
+    r = audit(teacher, student, y, controls={"c": control}, n_boot=20, seed=1)
     assert r["uncertainty"]["resampling_unit"] == "sequence" and r["uncertainty"]["n_units"] == 6
     assert r["inputs"]["n_tokens"] == 30
     metrics = ["activation_distance", "prediction_disagreement", "incorrect_agreement"]
-    for m, (lo, hi) in hand_bootstrap(teacher, student, control, y, 30, 1, metrics).items():
+    for m, (lo, hi) in hand_bootstrap(teacher, student, control, y, 20, 1, metrics).items():
         assert (r["deltas"]["c"][m]["ci_low"], r["deltas"]["c"][m]["ci_high"]) == pytest.approx((lo, hi))
-    assert "resampling unit: sequence" in (tmp_path / "report.md").read_text()
 
 
 def test_several_seeds_use_wilcoxon_or_mann_whitney_with_bh(tmp_path):
@@ -163,13 +161,17 @@ def test_several_seeds_use_wilcoxon_or_mann_whitney_with_bh(tmp_path):
     r = audit(teacher, students, y, controls=controls, out=tmp_path)
     assert r["uncertainty"]["method"] == "seeds"
     assert r["deltas"]["siddo"]["test"].startswith("paired") and r["deltas"]["ls"]["test"].endswith("Mann-Whitney U")
-    value = lambda models, m: np.array([compare(*tensors(teacher, z, y))[m] for z in models])
+    results = {id(z): compare(*tensors(teacher, z, y)) for z in students + sum(controls.values(), [])}
+    value = lambda models, m: np.array([results[id(z)][m] for z in models])
     s = {m: value(students, m) for m in DELTA_METRICS}
     raw = []
     for c, models in controls.items():
         for m in FUNCTIONAL_METRICS:
             k, side = value(models, m), "less" if LOWER_IS_BETTER[m] else "greater"
-            p = wilcoxon(s[m] - k, alternative=side).pvalue if c == "siddo" else mannwhitneyu(s[m], k, alternative=side).pvalue
+            if c == "siddo":
+                p = wilcoxon(s[m] - k, alternative=side).pvalue
+            else:
+                p = mannwhitneyu(s[m], k, alternative=side).pvalue
             raw.append(p)
             assert r["deltas"][c][m]["p"] == pytest.approx(p)
             assert r["deltas"][c][m]["delta"] == pytest.approx(s[m].mean() - k.mean())
@@ -263,6 +265,9 @@ def test_every_file_format_round_trips(tmp_path):
     np.savez(tmp_path / "many.npz", a=z, b=z)
     with pytest.raises(ValueError, match=r"many.npz holds several entries \['a', 'b'\]: name one 'logits'"):
         load_outputs(tmp_path / "many.npz", "logits")
+    pd.Series(y).to_csv(tmp_path / "series.csv", index=False)  # header '0' cannot be told from a label 0
+    with pytest.raises(ValueError, match=r"series.csv has shape \(8,\).*if it is a header such as pandas' default '0'"):
+        audit(tmp_path / "z.npy", [tmp_path / "z.npy"], tmp_path / "series.csv")
     pd.DataFrame(seq_y).to_csv(tmp_path / "seq_labels.csv", index=False)
     with pytest.raises(ValueError, match=r"seq_labels.csv has 5 columns.*must be saved as .npy, .npz or .pt"):
         load_outputs(tmp_path / "seq_labels.csv", "labels")
@@ -288,8 +293,9 @@ def test_cli_main_end_to_end(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "report"
-    args = parser.parse_args(["--teacher", p["teacher"], "--student", p["student"], "--control", f"siddo={p['control']}",
-                              "--labels", p["labels"], "--out", str(out), "--bootstrap", "50",
+    args = parser.parse_args(["--teacher", p["teacher"], "--student", p["student"],
+                              "--control", f"siddo={p['control']}", "--labels", p["labels"], "--out", str(out),
+                              "--bootstrap", "50",
                               "--class-names", str(tmp_path / "classes.txt")])
     assert main(args) == 0
     assert "negative asymmetric transfer" in capsys.readouterr().out

@@ -115,3 +115,23 @@ def test_cli_list_and_bad_setup():
     assert "tinyshakespeare-nanogpt-to-picogpt" in listed
     bad = subprocess.run([sys.executable, "-m", "kdlib", "run", "nope"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "known setups are" in bad.stderr
+
+
+def test_study_runs_audited_from_exported_outputs_match_the_study(smoke_out, tmp_path, data_dir):
+    from kdlib.audit import audit
+    from kdlib.runs import export_outputs
+    from kdlib.stats import transfer_tests
+    setup = setups.get(SMOKE, "smoke")
+    dest = export_outputs(setup, smoke_out, tmp_path / "export", data_dir) / "teacher0"
+    students, _ = collect(setup, smoke_out, write=False)
+    seeds = sorted(students["student_seed"].unique())
+    report = audit(dest / "teacher.npy", [dest / "kd_0.9" / f"seed{s}.npy" for s in seeds], dest / "labels.npy",
+                   controls={"siddo": [dest / "siddo" / f"seed{s}.npy" for s in seeds]})
+    kd = students[(students.condition == "kd") & (students.alpha == 0.9)].sort_values("student_seed")
+    siddo = students[students.condition == "siddo"].sort_values("student_seed")
+    for metric in ("activation_distance", "js_divergence", "rank_disagreement", "correct_agreement", "accuracy"):
+        assert report["means"]["student"][metric] == pytest.approx(kd[metric].mean(), rel=1e-9), metric
+        assert report["means"]["siddo"][metric] == pytest.approx(siddo[metric].mean(), rel=1e-9), metric
+    tests = transfer_tests(students).set_index(["alpha", "metric"])
+    assert report["deltas"]["siddo"]["js_divergence"]["p"] == pytest.approx(tests.loc[(0.9, "js_divergence"), "p_siddo"])
+    assert len((dest / "classes.txt").read_text().splitlines()) == 65
