@@ -19,6 +19,8 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
         p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
                        help="serial: one run after another; local: a process pool (--workers)")
         p.add_argument("--workers", type=int, default=2, help="processes for --launcher local (default 2)")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads per process (default 1; 0: torch's default)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
         print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
         return 0
     if args.command == "run":
-        run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers)
+        run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
+                  threads=args.threads or None)
     students, teachers = collect(setup, args.out)
     print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
           f"collected in {setup_dir(args.out, setup)}")

@@ -1,21 +1,19 @@
 """Paper-style artefacts from a setup's runs table: mean +- SEM tables, tick tables, agreement-delta charts.
 
-Tables are written as CSV and LaTeX (booktabs); figures as vector PDF and PNG.
+Tables are written as CSV and LaTeX (booktabs); figures as vector PDF and PNG. Figures are built with
+matplotlib's object API (no pyplot state), so importing this module never changes a notebook's backend.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .metrics import EXTENDED_METRICS, FUNCTIONAL_METRICS, LOWER_IS_BETTER  # noqa: E402
-from .stats import agreement_deltas, transfer_tests  # noqa: E402
+from .metrics import EXTENDED_METRICS, FUNCTIONAL_METRICS, LOWER_IS_BETTER
+from .stats import agreement_deltas, transfer_tests
 
 NAMES = {
     "activation_distance": "Activation Distance", "rank_disagreement": "Rank Disagreement",
@@ -124,7 +122,8 @@ def ticks_latex(ticks: pd.DataFrame, caption: str) -> str:
 def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: bool = False):
     """Figure 7 style: per teacher seed, bars of delta correct (blue) / incorrect (red) agreement per alpha."""
     seeds = sorted(deltas["teacher_seed"].unique())
-    fig, axes = plt.subplots(1, len(seeds), figsize=(3.6 * len(seeds), 3.0), squeeze=False, sharey=True)
+    fig = Figure(figsize=(3.6 * len(seeds), 3.0))
+    axes = fig.subplots(1, len(seeds), squeeze=False, sharey=True)
     suffix = "_normalised" if normalised else ""
     for ax, seed in zip(axes[0], seeds):
         d = deltas[deltas["teacher_seed"] == seed].sort_values("alpha")
@@ -150,7 +149,6 @@ def save_figure(fig, stem: Path) -> list[Path]:
     paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
     fig.savefig(paths[0])
     fig.savefig(paths[1], dpi=200)
-    plt.close(fig)
     return paths
 
 
@@ -185,7 +183,8 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
 def plot_curves(curves: pd.DataFrame, title: str = ""):
     """Train-loss curves: teachers and each student condition (mean over student seeds), one panel per teacher."""
     seeds = sorted(curves["teacher_seed"].unique())
-    fig, axes = plt.subplots(1, len(seeds), figsize=(4.5 * len(seeds), 3.2), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(seeds), 3.2))
+    axes = fig.subplots(1, len(seeds), squeeze=False)
     for ax, seed in zip(axes[0], seeds):
         c = curves[curves["teacher_seed"] == seed]
         for (cond, alpha), g in c.groupby(["condition", c["alpha"].fillna(-1)], sort=True):
@@ -210,3 +209,31 @@ def find_collected(out) -> list[tuple[str, str, Path]]:
         if path.suffix in (".csv", ".parquet"):
             found.add((path.parent.parent.name, path.parent.name, path.with_suffix("")))
     return sorted(found)
+
+
+def plot_examples(x, titles: list[str], spectrogram: bool = False, columns: int = 6):
+    """A grid of examples: uint8/float images ``[n, C, H, W]`` or mel spectrograms ``[n, 1, mels, frames]``."""
+    n = len(titles)
+    rows = max(1, math.ceil(n / columns))
+    fig = Figure(figsize=(2.0 * columns, (1.6 if spectrogram else 2.2) * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        a = np.asarray(x[i], dtype=float)
+        if spectrogram:
+            ax.imshow(a[0], origin="lower", aspect="auto", cmap="magma")
+        else:
+            a = a.transpose(1, 2, 0)
+            a = (a - a.min()) / (a.max() - a.min() + 1e-12)
+            ax.imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray" if a.shape[-1] == 1 else None)
+        ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def copied_teacher_errors(teacher_logits, model_logits, labels) -> "np.ndarray":
+    """Indices of test examples where the teacher is wrong and the model makes the very same mistake."""
+    t, m, y = (np.asarray(a) for a in (teacher_logits.argmax(-1), model_logits.argmax(-1), labels))
+    return np.flatnonzero((t != y) & (m == t))

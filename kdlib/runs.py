@@ -284,9 +284,16 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
 # ----------------------------------------------------------------------------- a setup
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
-              launcher: str = "serial", workers: int = 1) -> list[dict]:
-    """Run every spec of ``setup`` that has no result yet: teachers first, then their students."""
+              launcher: str = "serial", workers: int = 1, threads: int | None = 1) -> list[dict]:
+    """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
+
+    ``threads``: torch CPU threads of this process (None: torch's default). One thread is the default because
+    the study's small models train about as fast on one thread, and a second thread that competes with any
+    other process for a core slows training many times over.
+    """
     from . import launchers
+    if threads:
+        torch.set_num_threads(threads)
     launch = launchers.get(launcher)
     specs = plan(setup)
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}

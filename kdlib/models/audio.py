@@ -25,7 +25,7 @@ class VGGish(nn.Module):
     not the 128-d embedding (1.0: about 34M parameters; 0.125: 8-16-32-32-64-64 channels, FC 512-512-128,
     about 0.6M). Weights: He-normal
     (convs: fan-out, as torchvision's VGG; linear layers: fan-in) and zero biases, so the deep plain ReLU
-    stack trains with SGD (PyTorch's default init shrinks the signal at every layer and stalls it).
+    stack trains with SGD (PyTorch's default init shrinks the signal layer by layer: logits ~6x smaller).
     """
 
     BLOCKS = ((64,), (128,), (256, 256), (512, 512))
