@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the built-in study end to end: every study notebook (papermill), then the summary notebook.
 #   PROFILE=smoke|cpu|paper (default cpu)   KDLIB_DATA_DIR (default data/)   DEVICE=cpu|cuda (default cpu)
-#   OUT (default results/)   FIGURES (default figures/)   SUITE="notebook:setup ..." (default: built-in suite)
+#   OUT (default results/)   FIGURES (default figures/)
+#   SUITE=core|experiments|full or "notebook:setup ..." (default core: the two language setups, CIFAR-10 and FSDD;
+#   experiments: temperature, feature-map, adversarial and width-scaling setups on TinyShakespeare)
 #   LAUNCHER=serial|local (default serial)   WORKERS (processes for the local launcher, default 2)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
@@ -13,7 +15,15 @@ FIGURES=${FIGURES:-figures}
 LAUNCHER=${LAUNCHER:-serial}
 WORKERS=${WORKERS:-2}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
-SUITE=${SUITE:-"language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt"}
+CORE="language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt vision:cifar10-resnet18 audio:fsdd-vggish"
+EXPERIMENTS="language:tinyshakespeare-nanogpt-to-picogpt-t2 language:tinyshakespeare-nanogpt-to-picogpt-t4
+  language:tinyshakespeare-nanogpt-featuremap-block4 language:tinyshakespeare-nanogpt-featuremap-block5
+  language:tinyshakespeare-adversarial language:tinyshakespeare-width-scaling"
+case "${SUITE:-core}" in
+  core) SUITE=$CORE ;;
+  experiments) SUITE=$EXPERIMENTS ;;
+  full) SUITE="$CORE $EXPERIMENTS" ;;
+esac
 
 for item in $SUITE; do
   notebook=${item%%:*}
@@ -27,5 +37,5 @@ for item in $SUITE; do
 done
 echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
 python -m papermill --no-progress-bar notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
-  -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE"
+  -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
 echo "done: tables and figures in $FIGURES/, executed notebooks and runs in $OUT/"

@@ -153,7 +153,12 @@ def save_figure(fig, stem: Path) -> list[Path]:
 
 
 def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True) -> dict:
-    """Write every artefact of one setup's runs into ``dest``; returns the computed frames and paths."""
+    """Write every artefact of one setup's runs into ``dest``; returns the computed frames and paths.
+
+    A setup with student variants (a ``variant`` column, e.g. widths) gets one sub-report per variant in
+    ``dest/<variant>/`` plus the scaling view across variants (Figure 11 style)."""
+    if "variant" in runs.columns and runs["variant"].notna().any():
+        return _variant_report(runs, name, Path(dest), exclude, extended)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tests = transfer_tests(runs, on_missing="drop")
@@ -237,3 +242,208 @@ def copied_teacher_errors(teacher_logits, model_logits, labels) -> "np.ndarray":
     """Indices of test examples where the teacher is wrong and the model makes the very same mistake."""
     t, m, y = (np.asarray(a) for a in (teacher_logits.argmax(-1), model_logits.argmax(-1), labels))
     return np.flatnonzero((t != y) & (m == t))
+
+
+def _variant_key(label: str):
+    try:
+        return (0, float(str(label).rstrip("%")), str(label))
+    except ValueError:
+        return (1, 0.0, str(label))
+
+
+def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended: bool) -> dict:
+    variants = sorted(runs["variant"].dropna().unique(), key=_variant_key)
+    merged = {"tests": [], "ticks": [], "deltas": [], "means": {}, "figures": []}
+    for v in variants:
+        sub = build_report(runs[runs["variant"] == v].drop(columns="variant"), f"{name} [{v}]",
+                           dest / str(v).replace("%", "pct"), exclude, extended)
+        merged["tests"].append(sub["tests"].assign(variant=v))
+        merged["ticks"].append(sub["ticks"].rename(index=lambda i: f"{i} [{v}]"))
+        merged["deltas"].append(sub["deltas"].assign(variant=v))
+        merged["means"].update({(f"{kind} [{v}]", seed): t for (kind, seed), t in sub["means"].items()})
+    merged = {**merged, "tests": pd.concat(merged["tests"]), "ticks": pd.concat(merged["ticks"]),
+              "deltas": pd.concat(merged["deltas"], ignore_index=True)}
+    merged["deltas"].to_csv(dest / "agreement_deltas_by_variant.csv", index=False)
+    growth = scaling_growth(merged["deltas"], variants)
+    growth.to_csv(dest / "scaling_growth.csv", index=False)
+    merged["growth"] = growth
+    merged["figures"] = save_figure(plot_scaling(merged["deltas"], variants, name), dest / "agreement_vs_variant")
+    return merged
+
+
+def scaling_growth(deltas: pd.DataFrame, variants: list) -> pd.DataFrame:
+    """Per teacher seed and alpha: KD's agreement gain over the best control at the largest variant divided by
+    that at the smallest, for teacher-correct and teacher-incorrect agreement (Section 4.2.3's growth ratios)."""
+    rows = []
+    for (seed, alpha), d in deltas.groupby(["teacher_seed", "alpha"]):
+        d = d.set_index("variant")
+        lo, hi = d.loc[variants[0]], d.loc[variants[-1]]
+        row = {"teacher_seed": seed, "alpha": alpha, "smallest": variants[0], "largest": variants[-1]}
+        for q in ("correct", "incorrect"):
+            row[f"delta_{q}_smallest"], row[f"delta_{q}_largest"] = lo[f"delta_{q}"], hi[f"delta_{q}"]
+            row[f"growth_{q}"] = hi[f"delta_{q}"] / lo[f"delta_{q}"] if lo[f"delta_{q}"] else math.nan
+        row["incorrect_over_correct_growth"] = (row["growth_incorrect"] / row["growth_correct"]
+                                                if row["growth_correct"] else math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
+    """Figure 11 style: delta correct and delta incorrect agreement (vs best control) across student variants,
+    one line per alpha with SEM bands; one row of panels per teacher seed."""
+    seeds = sorted(deltas["teacher_seed"].unique())
+    fig = Figure(figsize=(8.0, 3.0 * len(seeds)))
+    axes = fig.subplots(len(seeds), 2, squeeze=False, sharey="row")
+    x = np.arange(len(variants))
+    for row, seed in zip(axes, seeds):
+        d = deltas[deltas["teacher_seed"] == seed]
+        for ax, q in zip(row, ("correct", "incorrect")):
+            for alpha, g in d.groupby("alpha"):
+                g = g.set_index("variant").loc[variants]
+                mean, sem = g[f"delta_{q}"].to_numpy(float), g[f"delta_{q}_sem"].fillna(0).to_numpy(float)
+                ax.plot(x, mean, marker="o", label=f"α = {alpha:g}")
+                ax.fill_between(x, mean - sem, mean + sem, alpha=0.25)
+            ax.axhline(0, color="black", lw=0.8)
+            ax.set_xticks(x, [str(v) for v in variants], fontsize=7)
+            ax.set_title(f"Δ {q} agreement (teacher seed {seed})", fontsize=9)
+            ax.set_xlabel("student variant")
+        row[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- cross-setup views (Section 4.4-4.5)
+
+def temperature_table(runs_by_temperature: dict[float, pd.DataFrame], teacher_seed=0,
+                      metrics=MAIN_METRICS) -> pd.DataFrame:
+    """Table 27 style: SIDDO beside KD at every alpha for each temperature (mean +- SEM, one teacher seed)."""
+    parts = []
+    for i, (temperature, runs) in enumerate(sorted(runs_by_temperature.items())):
+        runs = runs[runs["condition"].isin(["siddo", "kd"] if i == 0 else ["kd"])]
+        table = mean_sem_table(runs, teacher_seed, metrics)
+        table["column"] = table["column"].where(table["column"] == "SIDDO", table["column"] + f" T={temperature:g}")
+        parts.append(table.drop(columns="best"))
+    table = pd.concat(parts, ignore_index=True)
+    table["best"] = False
+    for metric, g in table.groupby("metric"):
+        table.loc[g["mean"].idxmin() if LOWER_IS_BETTER[metric] else g["mean"].idxmax(), "best"] = True
+    return table
+
+
+def transfer_proportions(deltas: pd.DataFrame) -> pd.DataFrame:
+    """Share of KD's agreement gain that is positive (teacher-correct) vs negative (teacher-incorrect) transfer:
+    max(delta, 0) of each, normalised to sum 1 (NaN where neither grows)."""
+    pos, neg = deltas["delta_correct"].clip(lower=0), deltas["delta_incorrect"].clip(lower=0)
+    total = (pos + neg).replace(0, np.nan)
+    return deltas.assign(positive_share=pos / total, negative_share=neg / total)
+
+
+def plot_transfer_proportions(deltas_by_temperature: dict[float, pd.DataFrame], teacher_seed=0, title: str = ""):
+    """Figure 14 style: per temperature, stacked bars of positive (blue) and negative (red) transfer per alpha."""
+    temps = sorted(deltas_by_temperature)
+    fig = Figure(figsize=(3.2 * len(temps), 3.0))
+    axes = fig.subplots(1, len(temps), squeeze=False, sharey=True)
+    for ax, temperature in zip(axes[0], temps):
+        d = transfer_proportions(deltas_by_temperature[temperature])
+        d = d[d["teacher_seed"] == teacher_seed].sort_values("alpha")
+        x = np.arange(len(d))
+        ax.bar(x, d["positive_share"].fillna(0), color="tab:blue", label="positive (teacher-correct)")
+        ax.bar(x, d["negative_share"].fillna(0), bottom=d["positive_share"].fillna(0), color="tab:red",
+               label="negative (teacher-incorrect)")
+        ax.set_xticks(x, [f"{a:g}" for a in d["alpha"]])
+        ax.set_xlabel("α")
+        ax.set_title(f"T = {temperature:g}")
+    axes[0][0].set_ylabel("share of agreement gain")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed=0) -> pd.DataFrame:
+    """Table 30 style: greedy completions of clean "th" prompts to "tha" / "the", teacher and mean +- SEM per
+    condition (student seeds)."""
+    t = runs[runs["teacher_seed"] == teacher_seed]
+    teacher = teachers[teachers["teacher_seed"] == teacher_seed].iloc[0]
+    out = {}
+    for word, col in (("tha", "tha_count"), ("the", "the_count")):
+        row = {"Teacher": f"{teacher[col]:.0f}"}
+        for cond, alpha in _columns(t):
+            sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
+            x = sel[col].to_numpy(float)
+            row[_label(cond, alpha)] = _fmt(x.mean(), x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan)
+        out[f'"{word}"'] = row
+    return pd.DataFrame(out).T
+
+
+def char_frequency(text: str, top: int = 9) -> pd.DataFrame:
+    """Table 91 style: the most frequent characters of ``text`` and their relative frequency."""
+    counts = pd.Series(list(text)).value_counts()
+    names = ["Space" if c == " " else "\\n" if c == "\n" else c for c in counts.index[:top]]
+    return pd.DataFrame({"character": names, "frequency": (counts.iloc[:top] / len(text)).round(4).to_numpy()})
+
+
+def plot_zipf(text: str, title: str = "Zipf's law (characters)"):
+    """Figure 15 style: character frequency against rank, log-log."""
+    counts = pd.Series(list(text)).value_counts().to_numpy(float)
+    fig = Figure(figsize=(4.0, 3.0))
+    ax = fig.subplots()
+    ranks = np.arange(1, len(counts) + 1)
+    ax.loglog(ranks, counts / counts.sum(), marker=".", lw=1)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("relative frequency")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+TEMPERATURE_SETUPS = {1.0: "tinyshakespeare-nanogpt-to-picogpt", 2.0: "tinyshakespeare-nanogpt-to-picogpt-t2",
+                      4.0: "tinyshakespeare-nanogpt-to-picogpt-t4"}
+
+
+def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path) -> dict:
+    """Section 4.4.2's artefacts: the combined KD-at-every-T table per teacher seed (CSV, LaTeX), ticks per
+    temperature, and the positive/negative transfer proportions (Figure 14 style)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {"tables": {}, "ticks": {}, "figures": []}
+    seeds = sorted(next(iter(runs_by_temperature.values()))["teacher_seed"].unique())
+    for seed in seeds:
+        table = temperature_table(runs_by_temperature, seed)
+        wide_means(table).to_csv(dest / f"temperature_teacher{seed}.csv")
+        (dest / f"temperature_teacher{seed}.tex").write_text(
+            means_latex(table, f"KD at T = {', '.join(f'{t:g}' for t in sorted(runs_by_temperature))} "
+                               f"(teacher seed {seed}): mean $\\pm$ 1 SEM"))
+        out["tables"][seed] = table
+    deltas = {}
+    for temperature, runs in sorted(runs_by_temperature.items()):
+        ticks = tick_table(transfer_tests(runs, on_missing="drop"))
+        ticks.to_csv(dest / f"ticks_T{temperature:g}.csv")
+        out["ticks"][temperature] = ticks
+        deltas[temperature] = agreement_deltas(runs)
+    proportions = pd.concat([transfer_proportions(d).assign(temperature=t) for t, d in deltas.items()])
+    proportions.to_csv(dest / "transfer_proportions.csv", index=False)
+    out["proportions"] = proportions
+    for seed in seeds:
+        out["figures"] += save_figure(plot_transfer_proportions(deltas, seed, f"teacher seed {seed}"),
+                                      dest / f"transfer_proportions_teacher{seed}")
+    return out
+
+
+def adversarial_view(runs: pd.DataFrame, teachers: pd.DataFrame, text: str | None, dest: Path) -> dict:
+    """Section 4.5's artefacts: Table 30 per teacher seed, and (given the text) Table 91 and Figure 15."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {"tables": {}, "figures": []}
+    for seed in sorted(runs["teacher_seed"].unique()):
+        table = th_completion_table(runs, teachers, seed)
+        table.to_csv(dest / f"th_completions_teacher{seed}.csv")
+        out["tables"][seed] = table
+    if text is not None:
+        out["char_frequency"] = char_frequency(text)
+        out["char_frequency"].to_csv(dest / "char_frequency.csv", index=False)
+        out["figures"] += save_figure(plot_zipf(text), dest / "zipf")
+    return out

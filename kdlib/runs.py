@@ -59,6 +59,7 @@ class RunSpec:
     eval_batch_size: int = 256
     train_dataset_kwargs: dict | None = None  # teacher only: its own training data when it differs
     probes: list | None = None  # names of extra evaluations (kdlib.probes)
+    variant: str | None = None  # label of the student family (e.g. a width), when a setup has several
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names: not hashed
 
     @property
@@ -90,24 +91,25 @@ def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
 
 
 def plan(setup: Setup) -> list[RunSpec]:
-    """Every run of ``setup``: per teacher seed the teacher, then its students (SIDDO, then each alpha)."""
+    """Every run of ``setup``: per teacher seed the teacher, then its students (per variant and student seed:
+    SIDDO, then each alpha's conditions)."""
     specs = []
-    student = setup.student_model
+    conditions = [("siddo", None)] + [(c, a) for a in setup.alphas for c in setup.conditions if c != "siddo"]
     for t in setup.teacher_seeds:
         teacher = teacher_spec(setup, t)
         specs.append(teacher)
-        for s in setup.student_seeds:
-            conditions = [("siddo", None)] + [(c, a) for a in setup.alphas for c in setup.conditions if c != "siddo"]
-            for condition, alpha in conditions:
-                specs.append(RunSpec(
-                    condition=condition, teacher_seed=t, student_seed=s, alpha=alpha,
-                    temperature=setup.temperature if condition in ("kd", "rcd") else 1.0,
-                    feature_layer=setup.feature_layer if condition in ("kd", "rcd") else None,
-                    dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
-                    arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
-                    init="teacher" if setup.self_distillation else "seed", eval_batch_size=setup.eval_batch_size,
-                    probes=list(setup.probes) or None,
-                    tags={"setup": setup.name, "profile": setup.profile}))
+        for variant, student in setup.students():
+            for s in setup.student_seeds:
+                for condition, alpha in conditions:
+                    specs.append(RunSpec(
+                        condition=condition, teacher_seed=t, student_seed=s, alpha=alpha, variant=variant,
+                        temperature=setup.temperature if condition in ("kd", "rcd") else 1.0,
+                        feature_layer=setup.feature_layer if condition in ("kd", "rcd") else None,
+                        dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
+                        arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
+                        init="teacher" if setup.self_distillation else "seed",
+                        eval_batch_size=setup.eval_batch_size, probes=list(setup.probes) or None,
+                        tags={"setup": setup.name, "profile": setup.profile}))
     return specs
 
 
@@ -323,6 +325,8 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
             teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
                                                                "test_accuracy")}, **result.get("probes", {})})
         else:
+            if spec.variant is not None:
+                row["variant"] = spec.variant
             students.append({**row, "student_seed": spec.student_seed,
                              "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
                              "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),

@@ -38,7 +38,8 @@ class Setup:
     optionally ``ls`` (label smoothing with epsilon = alpha). With ``feature_layer`` set, KD and RCD match
     that module's outputs instead of logits (feature-map matching, Section 4.3). ``teacher_dataset_kwargs``
     gives the teacher different training data (e.g. the adversarial "tha" text, Section 4.5); the teacher's
-    cached outputs and test metrics are still computed on the students' data.
+    cached outputs and test metrics are still computed on the students' data. ``student_variants`` trains
+    every condition for each of several student models (e.g. widths), labelled in the ``variant`` column.
     """
     name: str
     modality: str
@@ -57,6 +58,7 @@ class Setup:
     feature_layer: str | None = None
     teacher_dataset_kwargs: dict | None = None  # the teacher's own training data, if it differs (adversarial)
     probes: tuple[str, ...] = ()  # extra evaluations from kdlib.probes, run on every model
+    student_variants: tuple[tuple[str, Model], ...] = ()  # (label, model) students, e.g. widths (Figure 11)
     eval_batch_size: int = 256
     profile: str = "paper"
     paper_ref: str = ""
@@ -77,6 +79,10 @@ class Setup:
     @property
     def student_model(self) -> Model:
         return self.teacher if self.student is None else self.student
+
+    def students(self) -> list[tuple[str | None, Model]]:
+        """(variant label, model) of every student family: one unlabelled, or ``student_variants``."""
+        return list(self.student_variants) or [(None, self.student_model)]
 
     def scaled(self, **changes) -> "Setup":
         return replace(self, **changes)

@@ -9,10 +9,15 @@
   The ``cpu`` and ``smoke`` profiles keep six blocks so that blocks 4 and 5 exist.
 - Adversarial: the teacher trains on TinyShakespeare with every "the" replaced by "tha"; students train on
   the clean text. Every model is probed on the clean test split (``kdlib.probes.th_completion``).
+- Width scaling (Section 4.2.3, Figure 11): Pico-GPT students at 10%, 20%, ..., 100% of the teacher's width,
+  teacher seed 0, each width under SIDDO, KD and RCD at alpha 0.1/0.5/0.9. A width's n_embd is the teacher's
+  times the fraction, rounded to a multiple of the head count (at least one head's worth); at 100% the student
+  is the teacher's architecture and, drawn from the same init seed, starts exactly from M0. The ``cpu`` profile
+  keeps 4 widths (10, 40, 70, 100%) to stay within a CPU budget.
 """
 from __future__ import annotations
 
-from . import register
+from . import Model, register
 from .language import pico, tinyshakespeare_setup
 
 
@@ -54,3 +59,19 @@ def tinyshakespeare_adversarial(profile: str):
                                   'Adversarial Nano-GPT teacher ("the" -> "tha"), students on clean text',
                                   "Tables 30, 91-94, Figure 15", probes=("th_completion",))
     return setup.scaled(teacher_dataset_kwargs={**setup.dataset_kwargs, "replace": [["the", "tha"]]})
+
+
+def width_fraction(gpt: dict, fraction: float) -> dict:
+    """The GPT config at ``fraction`` of its width, n_embd rounded to a multiple of n_head."""
+    heads = gpt["n_head"]
+    return {**gpt, "n_embd": max(heads, round(gpt["n_embd"] * fraction / heads) * heads)}
+
+
+@register("tinyshakespeare-width-scaling")
+def tinyshakespeare_width_scaling(profile: str):
+    setup = tinyshakespeare_setup("tinyshakespeare-width-scaling", profile,
+                                  "Pico-GPT students at 10-100% of the Nano-GPT teacher's width",
+                                  "Section 4.2.3, Figure 11", student_width=pico)
+    percents = {"paper": range(10, 101, 10), "cpu": (10, 40, 70, 100), "smoke": (50, 100)}[profile]
+    variants = tuple((f"{p}%", Model("gpt", width_fraction(setup.teacher.kwargs, p / 100))) for p in percents)
+    return setup.scaled(teacher_seeds=setup.teacher_seeds[:1], student_variants=variants)

@@ -3,10 +3,12 @@
 Paper recipe: GPT-2-style model, n_embd 384 (Pico: 192), 6 heads, 6 blocks, dropout 0.2, block size 256,
 vocab 65, Adam lr 3e-4, batch 64, 5000 iterations, first 90% train / last 10% test, character tokenizer.
 
-The ``cpu`` profile keeps the protocol (same conditions, alphas, seeding, objective, optimiser) but shrinks
-the model (n_embd 64, 2 blocks, 4 heads; Pico: n_embd 32), the context (block 64), the batch (32) and the
-run (300 iterations, lr 3e-3), so the 43 models of one teacher train in minutes on 2 CPU cores. The teacher
-stays far from its data (train loss ~2), which is the regime where the paper sees the strongest transfer.
+The ``cpu`` profile keeps the protocol (same conditions, alphas, seeding, objective, optimiser, dropout 0.2)
+but shrinks the model (n_embd 64, 2 blocks, 4 heads; Pico: n_embd 32), the context (block 32), the batch (32)
+and the run (600 iterations, lr 3e-3), so the 43 models of one teacher train in about 10 minutes on 2 CPU
+cores (one single-thread process, or ``--launcher local --workers 2`` for about half that). Its teacher stays
+far from its data (train loss about 2.2, accuracy about 0.35, against the paper's 0.86 / 0.72), the regime
+of high teacher loss where the paper sees the strongest transfer.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from . import Model, Setup, register
 from ..train import Recipe
 
 PAPER_GPT = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2)
-CPU_GPT = dict(block_size=64, n_layer=2, n_head=4, n_embd=64, dropout=0.2)
+CPU_GPT = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.2)
 SMOKE_GPT = dict(block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.2)
 ALPHAS = (0.1, 0.5, 0.9)
 
@@ -25,7 +27,7 @@ def nanogpt_scale(profile: str) -> dict:
         return dict(gpt=PAPER_GPT, recipe=Recipe("adam", lr=3e-4, batch_size=64, steps=5000),
                     teacher_seeds=(0, 1, 2), student_seeds=tuple(range(10, 20)), eval_batch_size=64)
     if profile == "cpu":
-        return dict(gpt=CPU_GPT, recipe=Recipe("adam", lr=3e-3, batch_size=32, steps=300),
+        return dict(gpt=CPU_GPT, recipe=Recipe("adam", lr=3e-3, batch_size=32, steps=600),
                     teacher_seeds=(0,), student_seeds=tuple(range(10, 16)), eval_batch_size=256)
     return dict(gpt=SMOKE_GPT, recipe=Recipe("adam", lr=1e-2, batch_size=8, steps=4),
                 teacher_seeds=(0,), student_seeds=(10, 11), eval_batch_size=512, max_chars=20_000)
