@@ -29,12 +29,10 @@ Choices fixed here:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,7 +44,9 @@ from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu, sem
 
 from .metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER, Comparison, token_terms
+from .report import save_figure
 from .stats import benjamini_hochberg, one_sided_wilcoxon
+from .store import atomic_write
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 AGREEMENT = ("correct_agreement", "incorrect_agreement")
@@ -514,36 +514,14 @@ def _json_safe(x):
 # outputs
 
 
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write(out: Path, report: dict, table: pd.DataFrame, comparisons, sides, names) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with _atomic(out / "report.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    with _atomic(out / "copied_errors.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    with _atomic(out / "report.md") as tmp:
-        Path(tmp).write_text(_markdown(report))
-    _save(_plot_agreement(report), out / "agreement_deltas")
-    _save(_plot_copied(comparisons, sides, names), out / "copied_errors")
-
-
-def _save(fig: Figure, stem: Path) -> None:
-    for fmt in ("pdf", "png"):
-        path = stem.with_suffix(f".{fmt}")
-        with _atomic(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150)
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    atomic_write(out / "report.json", lambda f: f.write(text.encode()))
+    atomic_write(out / "copied_errors.csv", lambda f: f.write(table.to_csv(index=False).encode()))
+    atomic_write(out / "report.md", lambda f: f.write(_markdown(report).encode()))
+    save_figure(_plot_agreement(report), out / "agreement_deltas")
+    save_figure(_plot_copied(comparisons, sides, names), out / "copied_errors")
 
 
 def _fmt(x, digits: int = 4) -> str:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from .metrics import EXTENDED_METRICS, FUNCTIONAL_METRICS, LOWER_IS_BETTER
 from .stats import agreement_deltas, transfer_tests
+from .store import atomic_write, write_csv, write_text
 
 NAMES = {
     "activation_distance": "Activation Distance", "rank_disagreement": "Rank Disagreement",
@@ -144,11 +145,10 @@ def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: boo
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
-    """Save ``fig`` as vector PDF and 200-dpi PNG next to each other."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """Save ``fig`` atomically as vector PDF and 200-dpi PNG next to each other."""
     paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
-    fig.savefig(paths[0])
-    fig.savefig(paths[1], dpi=200)
+    for path in paths:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=200))
     return paths
 
 
@@ -162,20 +162,20 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tests = transfer_tests(runs, on_missing="drop")
-    tests.to_csv(dest / "tests.csv", index=False)
+    write_csv(tests, dest / "tests.csv")
     ticks = tick_table(tests)
-    ticks.to_csv(dest / "ticks.csv")
-    (dest / "ticks.tex").write_text(ticks_latex(ticks, f"{name}: significance (one tick per teacher seed)"))
+    write_csv(ticks, dest / "ticks.csv", index=True)
+    write_text(dest / "ticks.tex", ticks_latex(ticks, f"{name}: significance (one tick per teacher seed)"))
     deltas = agreement_deltas(runs, exclude=exclude)
-    deltas.to_csv(dest / "agreement_deltas.csv", index=False)
+    write_csv(deltas, dest / "agreement_deltas.csv")
     means = {}
     for seed in sorted(runs["teacher_seed"].unique()):
         for kind, metrics in (("means", MAIN_METRICS), ("extended", EXTENDED_TABLE_METRICS)):
             if kind == "extended" and not extended:
                 continue
             table = mean_sem_table(runs, seed, metrics)
-            wide_means(table).to_csv(dest / f"{kind}_teacher{seed}.csv")
-            (dest / f"{kind}_teacher{seed}.tex").write_text(
+            write_csv(wide_means(table), dest / f"{kind}_teacher{seed}.csv", index=True)
+            write_text(dest / f"{kind}_teacher{seed}.tex",
                 means_latex(table, f"{name} (teacher seed {seed}): mean $\\pm$ 1 SEM"))
             means[(kind, seed)] = table
     figures = []
@@ -263,9 +263,9 @@ def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended
         merged["means"].update({(f"{kind} [{v}]", seed): t for (kind, seed), t in sub["means"].items()})
     merged = {**merged, "tests": pd.concat(merged["tests"]), "ticks": pd.concat(merged["ticks"]),
               "deltas": pd.concat(merged["deltas"], ignore_index=True)}
-    merged["deltas"].to_csv(dest / "agreement_deltas_by_variant.csv", index=False)
+    write_csv(merged["deltas"], dest / "agreement_deltas_by_variant.csv")
     growth = scaling_growth(merged["deltas"], variants)
-    growth.to_csv(dest / "scaling_growth.csv", index=False)
+    write_csv(growth, dest / "scaling_growth.csv")
     merged["growth"] = growth
     merged["figures"] = save_figure(plot_scaling(merged["deltas"], variants, name), dest / "agreement_vs_variant")
     return merged
@@ -413,19 +413,19 @@ def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path)
     seeds = sorted(next(iter(runs_by_temperature.values()))["teacher_seed"].unique())
     for seed in seeds:
         table = temperature_table(runs_by_temperature, seed)
-        wide_means(table).to_csv(dest / f"temperature_teacher{seed}.csv")
-        (dest / f"temperature_teacher{seed}.tex").write_text(
+        write_csv(wide_means(table), dest / f"temperature_teacher{seed}.csv", index=True)
+        write_text(dest / f"temperature_teacher{seed}.tex",
             means_latex(table, f"KD at T = {', '.join(f'{t:g}' for t in sorted(runs_by_temperature))} "
                                f"(teacher seed {seed}): mean $\\pm$ 1 SEM"))
         out["tables"][seed] = table
     deltas = {}
     for temperature, runs in sorted(runs_by_temperature.items()):
         ticks = tick_table(transfer_tests(runs, on_missing="drop"))
-        ticks.to_csv(dest / f"ticks_T{temperature:g}.csv")
+        write_csv(ticks, dest / f"ticks_T{temperature:g}.csv", index=True)
         out["ticks"][temperature] = ticks
         deltas[temperature] = agreement_deltas(runs)
     proportions = pd.concat([transfer_proportions(d).assign(temperature=t) for t, d in deltas.items()])
-    proportions.to_csv(dest / "transfer_proportions.csv", index=False)
+    write_csv(proportions, dest / "transfer_proportions.csv")
     out["proportions"] = proportions
     for seed in seeds:
         out["figures"] += save_figure(plot_transfer_proportions(deltas, seed, f"teacher seed {seed}"),
@@ -440,10 +440,10 @@ def adversarial_view(runs: pd.DataFrame, teachers: pd.DataFrame, text: str | Non
     out = {"tables": {}, "figures": []}
     for seed in sorted(runs["teacher_seed"].unique()):
         table = th_completion_table(runs, teachers, seed)
-        table.to_csv(dest / f"th_completions_teacher{seed}.csv")
+        write_csv(table, dest / f"th_completions_teacher{seed}.csv", index=True)
         out["tables"][seed] = table
     if text is not None:
         out["char_frequency"] = char_frequency(text)
-        out["char_frequency"].to_csv(dest / "char_frequency.csv", index=False)
+        write_csv(out["char_frequency"], dest / "char_frequency.csv")
         out["figures"] += save_figure(plot_zipf(text), dest / "zipf")
     return out

@@ -14,18 +14,13 @@ simply trained again; artefacts are written to temp files and renamed into place
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import math
-import os
 import platform
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +29,9 @@ import torch
 from . import data as datasets
 from . import models
 from .probes import run_probes
+from .store import atomic_write, write_json
 from .setups import Setup
-from .train import Objective, Recipe, evaluate, init_model, score, teacher_logits_on, train
+from .train import Objective, Recipe, evaluate, init_model, score, train
 
 RESULT = "result.json"
 
@@ -115,37 +111,6 @@ def plan(setup: Setup) -> list[RunSpec]:
 
 # ----------------------------------------------------------------------------- atomic store
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def save_tensor(path: Path, obj) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
@@ -183,9 +148,12 @@ def build_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
 
 
 def load_model(out: Path, spec: RunSpec, data_dir=None, which: str = "model.pt") -> torch.nn.Module:
-    """Rebuild a trained model of ``spec`` from the store (``which``: model.pt, or init.pt for M0)."""
+    """Rebuild a trained model of ``spec`` from the store (``which``: model.pt, or init.pt for M0).
+
+    Pretrained-weight arguments are dropped: the stored state replaces them, so no hub download is needed."""
     task = load_task(spec, data_dir)
-    model = build_model(spec, task.num_classes)
+    kwargs = {k: v for k, v in spec.arch_kwargs.items() if k != "weights"}
+    model = models.build(spec.arch, task.num_classes, **kwargs)
     model.load_state_dict(torch.load(run_dir(out, spec) / which, map_location="cpu"))
     return model.eval()
 
@@ -230,9 +198,10 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
     save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
     test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device)
     save_tensor(directory / "test_logits.pt", test_logits)
-    _, train_metrics = score(model, _train_eval_batches(task.train, spec.eval_batch_size, len(test_logits)), device)
-    if getattr(task.train, "fixed", False):
-        save_tensor(directory / "train_logits.pt", teacher_logits_on(model, task.train, spec.eval_batch_size, device))
+    train_logits, train_metrics = score(model, _train_eval_batches(task.train, spec.eval_batch_size,
+                                                                   len(test_logits)), device)
+    if getattr(task.train, "fixed", False):  # every training example, in index order: the students' KD cache
+        save_tensor(directory / "train_logits.pt", train_logits)
     result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                    "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"],
                    "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size)})

@@ -126,6 +126,8 @@ class ExampleData:
                 if step == steps:
                     return
                 idx = order[i:i + batch_size]
+                if len(idx) == 1 and len(order) > 1:
+                    continue  # a lone last example would break BatchNorm; it is drawn again next epoch
                 x = self.x[idx]
                 if self.augment is not None:
                     x = self.augment(x, generator)

@@ -4,8 +4,9 @@ In-memory sets hold images as uint8 ``[N, C, H, W]`` in an :class:`ExampleData` 
 (:class:`Normalize`) turns a batch into normalised float32, so 100k TinyImageNet images take 1.2 GB, not 4.9.
 ImageNet stays on disk and is read by :class:`ImageFolderData` through a DataLoader.
 
-Every loader takes ``train_per_class`` / ``test_per_class``: keep the first n examples of each class in the
-stored order (deterministic subsets for the ``cpu``/``smoke`` profiles). Normalisation follows the paper:
+Every loader takes ``train_per_class`` / ``test_per_class`` (keep the first n examples of each class, in
+stored order) and the in-memory ones ``num_classes`` (keep the first n classes): deterministic subsets for
+the ``cpu``/``smoke`` profiles. Normalisation follows the paper:
 SVHN mean = std = 0.5 (Appendix D.2), TinyImageNet and ImageNet the ImageNet mean/std (D.1, C.2).
 """
 from __future__ import annotations
@@ -75,11 +76,19 @@ def first_per_class(labels: np.ndarray, n: int | None) -> np.ndarray:
 
 
 def image_task(train: tuple, test: tuple, classes: list[str], normalize: Normalize, train_per_class=None,
-               test_per_class=None, augment: Callable | None = None) -> TaskData:
-    """TaskData of uint8 images: ``train``/``test`` are ``(x [N,C,H,W] uint8, y [N])`` numpy arrays."""
+               test_per_class=None, num_classes: int | None = None, augment: Callable | None = None) -> TaskData:
+    """TaskData of uint8 images: ``train``/``test`` are ``(x [N,C,H,W] uint8, y [N])`` numpy arrays.
+
+    ``num_classes`` keeps only the first classes; ``*_per_class`` the first examples of each class.
+    """
+    if num_classes is not None:
+        if not 1 <= num_classes <= len(classes):
+            raise ValueError(f"num_classes must lie in [1, {len(classes)}], got {num_classes}")
+        classes = classes[:num_classes]
     sources = []
     for (x, y), n in ((train, train_per_class), (test, test_per_class)):
         keep = first_per_class(y, n)
+        keep = keep[np.asarray(y)[keep] < len(classes)]
         if len(keep) < len(y):
             x, y = x[keep], y[keep]
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -114,11 +123,13 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict]) -> d
     else ``build()`` them (and save them to ``cache`` if its folder is writable): decoding happens once."""
     key = (str(cache), fingerprint)
     if key not in _MEMO:
+        arrays = None
         try:
             with np.load(cache) as f:
-                arrays = {k: f[k] for k in f.files if k != "fingerprint"} if str(f["fingerprint"]) == fingerprint else None
+                if str(f["fingerprint"]) == fingerprint:
+                    arrays = {k: f[k] for k in f.files if k != "fingerprint"}
         except (OSError, KeyError, ValueError):
-            arrays = None
+            pass
         if arrays is None:
             arrays = build()
             try:
@@ -135,7 +146,8 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict]) -> d
 # ----------------------------------------------------------------------------- SVHN
 
 @register("svhn")
-def load_svhn(root: Path, train_per_class: int | None = None, test_per_class: int | None = None) -> TaskData:
+def load_svhn(root: Path, train_per_class: int | None = None, test_per_class: int | None = None,
+              num_classes: int | None = None) -> TaskData:
     """SVHN cropped digits (train 73,257 / test 26,032, 32x32 RGB) from torchvision's ``{split}_32x32.mat``.
 
     The .mat files hold ``X`` [32, 32, 3, N] uint8 and ``y`` [N, 1] with label 10 for the digit 0.
@@ -146,7 +158,8 @@ def load_svhn(root: Path, train_per_class: int | None = None, test_per_class: in
         name = f"{split}_32x32.mat"
         mat = loadmat(require(Path(root) / name, f"SVHN {split} split ({name})", SVHN_URL, url=SVHN_URL + name))
         splits.append((mat["X"].transpose(3, 2, 0, 1), mat["y"].reshape(-1).astype(np.int64) % 10))
-    return image_task(*splits, [str(d) for d in range(10)], Normalize(HALF, HALF), train_per_class, test_per_class)
+    return image_task(*splits, [str(d) for d in range(10)], Normalize(HALF, HALF), train_per_class, test_per_class,
+                      num_classes)
 
 
 # ----------------------------------------------------------------------------- TinyImageNet
@@ -168,7 +181,8 @@ def _tinyimagenet_files(base: Path) -> tuple[list[str], list[tuple[Path, int]], 
     index = {w: i for i, w in enumerate(wnids)}
     train = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
     val = []
-    annotations = require(base / "val" / "val_annotations.txt", "TinyImageNet's val/val_annotations.txt", TINYIMAGENET_URL)
+    annotations = require(base / "val" / "val_annotations.txt", "TinyImageNet's val/val_annotations.txt",
+                          TINYIMAGENET_URL)
     for line in annotations.read_text().splitlines():
         if line.strip():
             name, wnid = line.split("\t")[:2]
@@ -180,7 +194,7 @@ def _tinyimagenet_files(base: Path) -> tuple[list[str], list[tuple[Path, int]], 
 
 @register("tinyimagenet")
 def load_tinyimagenet(root: Path, randaugment: bool = False, train_per_class: int | None = None,
-                      test_per_class: int | None = None) -> TaskData:
+                      test_per_class: int | None = None, num_classes: int | None = None) -> TaskData:
     """TinyImageNet (200 classes, 500 train / 50 val images each, 64x64 RGB); the val set is the test set.
 
     Decoded images are cached as ``tiny-imagenet-200/kdlib_decoded.npz`` (keyed by the file list). With
@@ -201,7 +215,7 @@ def load_tinyimagenet(root: Path, randaugment: bool = False, train_per_class: in
     classes = [names_of.get(w, w) for w in wnids]
     return image_task((arrays["train_x"], np.array([y for _, y in train], dtype=np.int64)),
                       (arrays["test_x"], np.array([y for _, y in val], dtype=np.int64)),
-                      classes, Normalize(IMAGENET_MEAN, IMAGENET_STD), train_per_class, test_per_class,
+                      classes, Normalize(IMAGENET_MEAN, IMAGENET_STD), train_per_class, test_per_class, num_classes,
                       augment=RandAugmentBatch() if randaugment else None)
 
 
@@ -220,8 +234,8 @@ def _cifar_split(path: Path, split: str, per_class: int | None) -> tuple[np.ndar
 
 
 @register("cifar10_subset")
-def load_cifar10_subset(root: Path, train_per_class: int | None = None,
-                        test_per_class: int | None = None) -> TaskData:
+def load_cifar10_subset(root: Path, train_per_class: int | None = None, test_per_class: int | None = None,
+                        num_classes: int | None = None) -> TaskData:
     """CIFAR-10 as JPEGs (train 1,000 per class, the full 10,000 test set), from ``cifar10_jpeg_subset.npz``."""
     path = require(Path(root) / "cifar10_jpeg_subset.npz", "CIFAR-10 JPEG subset (cifar10_jpeg_subset.npz)",
                    f"the CIFAR-10 images ({CIFAR_URL}): the file holds 1,000 training images per class and the "
@@ -229,14 +243,14 @@ def load_cifar10_subset(root: Path, train_per_class: int | None = None,
     with np.load(path) as f:
         classes = [str(c) for c in f["classes"]]
     return image_task(_cifar_split(path, "train", train_per_class), _cifar_split(path, "test", test_per_class),
-                      classes, Normalize(CIFAR_MEAN, CIFAR_STD))
+                      classes, Normalize(CIFAR_MEAN, CIFAR_STD), num_classes=num_classes)
 
 
 # ----------------------------------------------------------------------------- digits
 
 @register("digits")
-def load_digits(root: Path | None = None, train_per_class: int | None = None,
-                test_per_class: int | None = None) -> TaskData:
+def load_digits(root: Path | None = None, train_per_class: int | None = None, test_per_class: int | None = None,
+                num_classes: int | None = None) -> TaskData:
     """scikit-learn's 8x8 digits (1,797 images, 16 grey levels), stratified 80/20 split with random_state 0."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
@@ -244,7 +258,7 @@ def load_digits(root: Path | None = None, train_per_class: int | None = None,
     x = d.images.astype(np.uint8)[:, None]  # values 0..16
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.2, stratify=d.target, random_state=0)
     return image_task((x_tr, y_tr), (x_te, y_te), [str(c) for c in d.target_names],
-                      Normalize((0.5,), (0.5,), scale=16.0), train_per_class, test_per_class)
+                      Normalize((0.5,), (0.5,), scale=16.0), train_per_class, test_per_class, num_classes)
 
 
 # ----------------------------------------------------------------------------- ImageNet
@@ -280,7 +294,8 @@ class ImageFolderData:
                  final_size: int | None = None, ramp: tuple[float, float] = (0.0, 0.0), crop_ratio: float = 0.875,
                  num_workers: int = 0):
         self.samples, self.normalize, self.size, self.random_crop = samples, normalize, size, random_crop
-        self.final_size, self.ramp, self.crop_ratio, self.num_workers = final_size or size, ramp, crop_ratio, num_workers
+        self.final_size, self.ramp, self.crop_ratio = final_size or size, ramp, crop_ratio
+        self.num_workers = num_workers
 
     @property
     def fixed(self) -> bool:
@@ -302,7 +317,7 @@ class ImageFolderData:
         return v2.Compose([v2.Resize(round(self.size / self.crop_ratio), antialias=True), v2.CenterCrop(self.size),
                            v2.PILToTensor()])
 
-    def _loader(self, transform: Callable, order, batch_size: int, generator=None):
+    def _loader(self, transform: Callable, order, batch_size: int, generator: torch.Generator):
         return torch.utils.data.DataLoader(_Folder(self.samples, transform), batch_size=batch_size, sampler=order,
                                            num_workers=self.num_workers, generator=generator)
 
@@ -325,7 +340,8 @@ class ImageFolderData:
                     return
 
     def eval_batches(self, batch_size: int) -> Iterator:
-        for x, y in self._loader(self._eval_transform(), range(len(self)), batch_size):
+        # a generator of its own: the DataLoader draws a worker seed from it, never from the global RNG
+        for x, y in self._loader(self._eval_transform(), range(len(self)), batch_size, torch.Generator()):
             yield self.normalize(x), y
 
 

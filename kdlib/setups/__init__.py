@@ -11,6 +11,7 @@ without changing its protocol:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -86,6 +87,11 @@ class Setup:
 
     def scaled(self, **changes) -> "Setup":
         return replace(self, **changes)
+
+
+def epoch_steps(epochs: float, n: int, batch_size: int) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n`` examples in batches of ``batch_size`` (last one partial)."""
+    return max(1, round(epochs * math.ceil(n / batch_size)))
 
 
 SETUPS: dict[str, Callable[[str], Setup]] = {}

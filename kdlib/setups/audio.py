@@ -29,9 +29,8 @@ per setup); their accuracies are unmeasured here (the datasets are not available
 """
 from __future__ import annotations
 
-import math
 
-from . import Model, Setup, register
+from . import Model, Setup, epoch_steps, register
 from ..data.audio import num_frames
 from ..train import Recipe
 
@@ -43,11 +42,6 @@ CPU_SUBSET = {"speechcommands": dict(max_train=2700, max_test=1000),
               "urbansound8k": dict(max_train=800, max_test=400), "fsdd": {}}
 CPU_EPOCHS = {"speechcommands": 4, "urbansound8k": 3, "fsdd": 4}
 PAPER_AST = dict(embed_dim=768, depth=12, heads=12, patch=8, stride=4)
-
-
-def epoch_steps(epochs: int, n: int, batch_size: int) -> int:
-    """Optimiser steps of ``epochs`` passes over ``n`` examples in batches of ``batch_size`` (last one partial)."""
-    return epochs * math.ceil(n / batch_size)
 
 
 def audio_scale(dataset: str, arch: str, profile: str) -> dict:
