@@ -17,8 +17,16 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
         p.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
         p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
-                       help="serial: one run after another; local: a process pool (--workers)")
-        p.add_argument("--workers", type=int, default=2, help="processes for --launcher local (default 2)")
+                       help="serial: one run after another; local: a process pool; slurm: submitit job arrays; "
+                            "ray: Ray tasks")
+        p.add_argument("--workers", type=int, default=2,
+                       help="runs at once for local/slurm/ray (default 2)")
+        p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run asks for (slurm, ray)")
+        p.add_argument("--slurm-partition", default=None, help="SLURM partition")
+        p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local"),
+                       help="force submitit's executor (default: SLURM if sbatch exists, else local)")
+        p.add_argument("--time-limit", type=int, default=60, help="minutes per SLURM task (default 60)")
+        p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
         p.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads per process (default 1; 0: torch's default)")
 
@@ -73,8 +81,14 @@ def main(argv=None) -> int:
         print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
         return 0
     if args.command == "run":
+        options = {}
+        if args.launcher == "slurm":
+            options = dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
+                           time_limit_min=args.time_limit, cluster=args.slurm_cluster)
+        elif args.launcher == "ray":
+            options = dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
         run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
-                  threads=args.threads or None)
+                  threads=args.threads or None, **options)
     students, teachers = collect(setup, args.out)
     print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
           f"collected in {setup_dir(args.out, setup)}")

@@ -14,11 +14,14 @@ simply trained again; artefacts are written to temp files and renamed into place
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
+import os
 import platform
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,8 +161,11 @@ def load_model(out: Path, spec: RunSpec, data_dir=None, which: str = "model.pt")
     return model.eval()
 
 
-def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None) -> dict:
-    """Train and evaluate ``spec`` unless its result exists; returns the result. Students need ``teacher``."""
+def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None) -> dict | None:
+    """Train and evaluate ``spec`` unless its result exists; returns the result. Students need ``teacher``.
+
+    Returns None when another live process holds the run's claim (it is being trained there). A run whose loss
+    diverges is recorded as failed (``status`` and ``reason`` in its result) rather than raising."""
     out = Path(out)
     done = read_result(out, spec)
     if done is not None:
@@ -167,9 +173,79 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
     if spec.role == "student":
         if teacher is None or teacher.run_id != spec.teacher_id:
             raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
-        run_one(teacher, out, data_dir, device)
-        return _train_student(spec, teacher, out, data_dir, device)
-    return _train_teacher(spec, out, data_dir, device)
+        teacher_result = run_one(teacher, out, data_dir, device)
+        if teacher_result is None:
+            return None
+    with claim(run_dir(out, spec)) as mine:
+        if not mine:
+            return None
+        done = read_result(out, spec)  # finished by another process between our check and our claim
+        if done is not None:
+            return done
+        with open(run_dir(out, spec) / "attempts.log", "a") as log:  # provenance: who started training when
+            log.write(json.dumps({"host": platform.node(), "pid": os.getpid(), "time": time.time()}) + "\n")
+        if spec.role == "student" and teacher_result.get("status") == "failed":
+            return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed")
+        try:
+            if spec.role == "student":
+                return _train_student(spec, teacher, out, data_dir, device)
+            return _train_teacher(spec, out, data_dir, device)
+        except FloatingPointError as e:
+            return _record_failure(out, spec, device, f"diverged: {e}")
+
+
+def _record_failure(out: Path, spec: RunSpec, device: str, reason: str) -> dict:
+    result = {**_base_result(spec, device), "status": "failed", "reason": reason}
+    write_json(run_dir(out, spec) / RESULT, result)
+    return result
+
+
+@contextlib.contextmanager
+def claim(directory: Path):
+    """Hold an exclusive claim on a run folder while training it (yields False if another live process has it).
+
+    The claim is a file created with O_EXCL holding host and pid; a claim left by a dead process on this host
+    is reclaimed. Claims from other hosts are honoured until they are older than $KDLIB_CLAIM_TIMEOUT seconds
+    (default one day), since their liveness cannot be checked from here."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "claim"
+    me = {"host": platform.node(), "pid": os.getpid(), "time": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _claim_is_stale(path):
+                path.unlink(missing_ok=True)
+                continue
+            yield False
+            return
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def _claim_is_stale(path: Path) -> bool:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):  # being written right now, or a truncated file from a crash
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except OSError:
+            return True
+    if holder.get("host") == platform.node():
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return time.time() - float(holder.get("time", 0)) > float(os.environ.get("KDLIB_CLAIM_TIMEOUT", 86400))
 
 
 def _recipe(spec: RunSpec) -> Recipe:
@@ -177,8 +253,8 @@ def _recipe(spec: RunSpec) -> Recipe:
 
 
 def _base_result(spec: RunSpec, device: str) -> dict:
-    return {"run_id": spec.run_id, "spec": asdict(spec), "device": device, "torch": torch.__version__,
-            "host": platform.node()}
+    return {"run_id": spec.run_id, "status": "ok", "spec": asdict(spec), "device": device,
+            "torch": torch.__version__, "host": platform.node(), "pid": os.getpid()}
 
 
 def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
@@ -255,10 +331,16 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
 # ----------------------------------------------------------------------------- a setup
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
-              launcher: str = "serial", workers: int = 1, threads: int | None = 1) -> list[dict]:
+              launcher: str = "serial", workers: int = 1, threads: int | None = 1,
+              poll_seconds: float = 2.0, **launcher_options) -> list[dict]:
     """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
 
-    ``threads``: torch CPU threads of this process (None: torch's default). One thread is the default because
+    Several launchers may share one output folder: each run is claimed before training, so none is trained
+    twice; runs claimed by another launcher are waited for (polling every ``poll_seconds``).
+
+    ``launcher_options`` go to the launcher (e.g. ``partition``, ``gpus_per_run``, ``time_limit_min``,
+    ``cluster`` for slurm; ``address``, ``gpus_per_run`` for ray). ``threads``: torch CPU threads of this
+    process (None: torch's default). One thread is the default because
     the study's small models train about as fast on one thread, and a second thread that competes with any
     other process for a core slows training many times over.
     """
@@ -268,12 +350,20 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     launch = launchers.get(launcher)
     specs = plan(setup)
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}
-    todo = [s for s in specs if read_result(out, s) is None]
-    for role in ("teacher", "student"):
-        jobs = [(s, teachers.get(s.teacher_id)) for s in todo if s.role == role]
-        if jobs:
-            launch(jobs, out, data_dir, device, workers=workers, progress=progress, desc=f"{setup.name} {role}s")
-    return [read_result(out, s) for s in specs]
+    while True:
+        todo = [s for s in specs if read_result(out, s) is None]
+        for role in ("teacher", "student"):
+            jobs = [(s, teachers.get(s.teacher_id)) for s in todo if s.role == role]
+            if jobs:
+                launch(jobs, out, data_dir, device, workers=workers, progress=progress,
+                       desc=f"{setup.name} {role}s", **launcher_options)
+        busy = [s for s in specs if read_result(out, s) is None]
+        if not busy:
+            return [read_result(out, s) for s in specs]
+        if not any((run_dir(out, s) / "claim").exists() for s in busy):
+            raise RuntimeError(f"{len(busy)} runs of {setup.name} neither finished nor are claimed by another "
+                               f"process, e.g. {busy[0].run_id}")
+        time.sleep(poll_seconds)  # another launcher is training them: wait, then pick up what it leaves
 
 
 def setup_dir(out, setup: Setup) -> Path:
@@ -281,11 +371,18 @@ def setup_dir(out, setup: Setup) -> Path:
 
 
 def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/."""
-    students, teachers = [], []
+    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/.
+
+    Failed runs (diverged) are left out of both and listed with their reason in ``failed``; the statistics
+    then report the pairs they leave incomplete (``missing_pairs``)."""
+    students, teachers, failed = [], [], []
     for spec in plan(setup):
         result = read_result(out, spec)
         if result is None:
+            continue
+        if result.get("status") == "failed":
+            failed.append({"run_id": spec.run_id, "condition": spec.condition, "teacher_seed": spec.teacher_seed,
+                           "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result["reason"]})
             continue
         row = {"setup": setup.name, "profile": setup.profile, "run_id": spec.run_id,
                "teacher_seed": spec.teacher_seed, "condition": spec.condition,
@@ -305,6 +402,8 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
         d = setup_dir(out, setup)
         write_table(students, d / "runs")
         write_table(teachers, d / "teachers")
+        write_table(pd.DataFrame(failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha",
+                                                  "reason"]), d / "failed")
     return students, teachers
 
 
@@ -349,7 +448,8 @@ def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") 
     """
     dest = Path(dest)
     for spec in plan(setup):
-        if read_result(out, spec) is None:
+        result = read_result(out, spec)
+        if result is None or result.get("status") == "failed":
             continue
         task = load_task(spec, data_dir)
         folder = dest / f"teacher{spec.teacher_seed}"

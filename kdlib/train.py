@@ -12,6 +12,7 @@ very batch the student sees.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -169,6 +170,13 @@ class WindowData:
             yield x[i:i + batch_size], y[i:i + batch_size]
 
 
+def autocast(device: str):
+    """bf16 autocast on CUDA (the paper-scale GPU path); a no-op on CPU, where everything stays float32."""
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def derive_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent 63-bit seeds from one integer seed (numpy SeedSequence)."""
     return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
@@ -208,7 +216,8 @@ class TrainLog:
 def predict(model: nn.Module, batches, device: str = "cpu") -> torch.Tensor:
     """Logits of ``model`` (eval mode) over ``(x, y)`` batches, concatenated on the CPU."""
     model.eval()
-    return torch.cat([model(x.to(device)).float().cpu() for x, _ in batches])
+    with autocast(device):
+        return torch.cat([model(x.to(device)).float().cpu() for x, _ in batches])
 
 
 @torch.no_grad()
@@ -217,7 +226,8 @@ def score(model: nn.Module, batches, device: str = "cpu") -> tuple[torch.Tensor,
     model.eval()
     comparison, logits = Comparison(), []
     for x, y in batches:
-        out = model(x.to(device)).float().cpu()
+        with autocast(device):
+            out = model(x.to(device)).float().cpu()
         comparison.update(out, out, y)
         logits.append(out)
     result = comparison.result()
@@ -237,7 +247,8 @@ def evaluate(model: nn.Module, batches, teacher_logits: torch.Tensor, device: st
     comparison = comparison or Comparison()
     i = 0
     for x, y in batches:
-        logits = model(x.to(device)).float().cpu()
+        with autocast(device):
+            logits = model(x.to(device)).float().cpu()
         comparison.update(teacher_logits[i:i + len(x)], logits, y)
         i += len(x)
     if i != len(teacher_logits):
@@ -270,8 +281,10 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
                                                 desc=objective.kind, leave=False), start=1):
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
+            with autocast(device):
+                logits = model(x)
+                loss = _loss(objective, logits.float(), x, y, idx, teacher, teacher_cache, student_hook,
+                             teacher_hook)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at step {step}")
             optimizer.zero_grad(set_to_none=True)

@@ -91,10 +91,4 @@ def load(name: str, root: str | os.PathLike | None = None, **kwargs) -> TaskData
 
 
 def _import_modalities():
-    from . import text  # noqa: F401  (registers loaders)
-    for optional in ("vision", "audio"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{optional}":
-                raise
+    from . import text, vision, audio  # noqa: F401  (importing registers them)

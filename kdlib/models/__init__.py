@@ -24,10 +24,4 @@ def build(arch: str, num_classes: int, **kwargs) -> nn.Module:
 
 
 def _import_families():
-    from . import gpt  # noqa: F401
-    for optional in ("vision", "audio"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{optional}":
-                raise
+    from . import gpt, vision, audio  # noqa: F401  (importing registers them)

@@ -108,13 +108,8 @@ def register(name: str):
 
 
 def _import_families():
-    from . import language  # noqa: F401
-    for optional in ("vision", "audio", "experiments"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{optional}":
-                raise
+    from . import language, vision, audio, experiments  # noqa: F401  (importing registers them)
+
 
 
 def names() -> list[str]:

@@ -78,32 +78,21 @@ def audio_setup(dataset: str, arch: str, profile: str, description: str, paper_r
                  student_seeds=s["student_seeds"], alphas=ALPHAS)
 
 
-@register("speechcommands-vggish")
-def speechcommands_vggish(profile: str) -> Setup:
-    return audio_setup("speechcommands", "vggish", profile, "VGGish self-distillation on SpeechCommands v2",
-                       "Section 4.1.2, Tables 10-11, 73-75, Figure 5")
+AUDIO_SETUPS = {
+    ("speechcommands", "vggish"): ("VGGish self-distillation on SpeechCommands v2",
+                                   "Section 4.1.2, Tables 10-11, 73-75, Figure 5"),
+    ("speechcommands", "ast"): ("AST self-distillation on SpeechCommands v2", "Appendix E.1.2, Tables 76-80, Figure 22"),
+    ("urbansound8k", "vggish"): ("VGGish self-distillation on UrbanSound8K",
+                                 "Section 4.1.2, Tables 12-13, 81-83, Figure 6"),
+    ("urbansound8k", "ast"): ("AST self-distillation on UrbanSound8K", "Appendix E.2.2, Tables 84-87"),
+    ("fsdd", "vggish"): ("VGGish self-distillation on the Free Spoken Digit Dataset (built-in, offline)",
+                         "not in the paper: Appendix E protocol with the SpeechCommands recipe"),
+}
 
 
-@register("speechcommands-ast")
-def speechcommands_ast(profile: str) -> Setup:
-    return audio_setup("speechcommands", "ast", profile, "AST self-distillation on SpeechCommands v2",
-                       "Appendix E.1.2, Tables 76-80, Figure 22")
+def _make(dataset: str, arch: str, description: str, paper_ref: str):
+    return lambda profile: audio_setup(dataset, arch, profile, description, paper_ref)
 
 
-@register("urbansound8k-vggish")
-def urbansound8k_vggish(profile: str) -> Setup:
-    return audio_setup("urbansound8k", "vggish", profile, "VGGish self-distillation on UrbanSound8K",
-                       "Section 4.1.2, Tables 12-13, 81-83, Figure 6")
-
-
-@register("urbansound8k-ast")
-def urbansound8k_ast(profile: str) -> Setup:
-    return audio_setup("urbansound8k", "ast", profile, "AST self-distillation on UrbanSound8K",
-                       "Appendix E.2.2, Tables 84-87")
-
-
-@register("fsdd-vggish")
-def fsdd_vggish(profile: str) -> Setup:
-    return audio_setup("fsdd", "vggish", profile,
-                       "VGGish self-distillation on the Free Spoken Digit Dataset (built-in, offline)",
-                       "not in the paper: Appendix E protocol with the SpeechCommands recipe")
+for (_dataset, _arch), (_description, _ref) in AUDIO_SETUPS.items():
+    register(f"{_dataset}-{_arch}")(_make(_dataset, _arch, _description, _ref))

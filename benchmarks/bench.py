@@ -1,0 +1,150 @@
+"""Speed benchmarks, printed as ratios measured side by side in one run on the machine at hand.
+
+    python benchmarks/bench.py --data-dir ../shared/data [--students 6]
+
+1. Models per hour on the ``cpu`` profile of cifar10-resnet18 (KD students of one teacher): kdlib's serial
+   launcher and ``local --workers 2`` against a naive baseline (one model at a time through a plain DataLoader
+   loop that runs the teacher's forward pass every step, torch's default threads).
+2. A KD student step (cached teacher logits) against a SIDDO step.
+3. Achieved FLOP/s of a language (cpu-profile Nano-GPT) training step against this machine's fp32 matmul peak.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from kdlib import setups
+from kdlib.losses import kd_loss
+from kdlib.runs import load_model, load_task, plan, run_one, run_setup
+from kdlib.train import Objective, init_model, train
+from kdlib.models import build
+
+
+def naive_student(spec, teacher_model, task, threads: int) -> None:
+    """One KD student the naive way: DataLoader batches, teacher forward every step."""
+    torch.set_num_threads(threads)
+    recipe = spec.recipe
+    model = build(spec.arch, task.num_classes, **spec.arch_kwargs)
+    model.load_state_dict(teacher_model.init_state)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    data = TensorDataset(task.train.x, task.train.y)
+    loader = DataLoader(data, batch_size=recipe["batch_size"], shuffle=True,
+                        generator=torch.Generator().manual_seed(spec.student_seed))
+    step = 0
+    model.train()
+    while step < recipe["steps"]:
+        for x, y in loader:
+            x = task.train.transform(x)
+            with torch.no_grad():
+                t = teacher_model(x)
+            loss = kd_loss(model(x), t, y, spec.alpha)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == recipe["steps"]:
+                break
+
+
+def throughput(data_dir, n_students: int) -> dict[str, float]:
+    setup = setups.get("cifar10-resnet18", "cpu")
+    kd = [s for s in plan(setup) if s.condition == "kd" and s.alpha == 0.9][:n_students]
+    teacher = plan(setup)[0]
+    per_hour = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        run_one(teacher, base, data_dir)
+        task = load_task(teacher, data_dir)
+        teacher_model = load_model(base, teacher, data_dir)
+        teacher_model.init_state = torch.load(base / "runs" / teacher.run_id / "init.pt")
+        start = time.perf_counter()
+        for spec in kd:
+            naive_student(spec, teacher_model, task, threads=torch.get_num_threads())
+        per_hour["naive (DataLoader, teacher forward each step, default threads)"] = \
+            len(kd) * 3600 / (time.perf_counter() - start)
+        for launcher, workers in (("serial", 1), ("local", 2)):
+            out = Path(tmp) / launcher
+            run_one(teacher, out, data_dir)
+            sub = replace(setup, student_seeds=tuple(s.student_seed for s in kd), alphas=(0.9,), conditions=("kd",))
+            todo = [s for s in plan(sub) if s.condition == "kd"]
+            start = time.perf_counter()
+            run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=1)
+            per_hour[f"kdlib {launcher} (workers={workers})"] = len(todo) * 3600 / (time.perf_counter() - start)
+    return per_hour
+
+
+def step_ratio(data_dir, steps: int = 60) -> float:
+    setup = setups.get("cifar10-resnet18", "cpu")
+    teacher_spec = plan(setup)[0]
+    task = load_task(teacher_spec, data_dir)
+    build_model = lambda: build(teacher_spec.arch, task.num_classes, **teacher_spec.arch_kwargs)
+    torch.set_num_threads(1)
+    cache = torch.randn(len(task.train), task.num_classes)
+    recipe = replace(setup.student_recipe, steps=steps)
+    times = {}
+    for kind in ("ce", "kd", "ce", "kd"):  # interleaved, best of two
+        model = init_model(build_model, 0)
+        start = time.perf_counter()
+        train(model, task.train, Objective(kind, alpha=0.9), recipe, data_seed=10,
+              teacher_cache=cache if kind == "kd" else None)
+        times[kind] = min(times.get(kind, float("inf")), time.perf_counter() - start)
+    return times["kd"] / times["ce"]
+
+
+def flops_ratio(data_dir, steps: int = 20) -> tuple[float, float, float]:
+    setup = setups.get("tinyshakespeare-nanogpt", "cpu")
+    spec = plan(setup)[0]
+    task = load_task(spec, data_dir)
+    torch.set_num_threads(1)
+    model = init_model(lambda: build(spec.arch, task.num_classes, **spec.arch_kwargs), 0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    batches = task.train.batches(setup.student_recipe.batch_size, steps + 1, torch.Generator().manual_seed(0))
+    _, x, y = next(batches)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+    flops = counter.get_total_flops()
+    start = time.perf_counter()
+    for _, x, y in batches:
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    achieved = flops * steps / (time.perf_counter() - start)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        a @ b
+    peak = 2 * 1024 ** 3 * n / (time.perf_counter() - start)
+    return achieved, peak, achieved / peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--students", type=int, default=6)
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
+    rates = throughput(args.data_dir, args.students)
+    naive = next(v for k, v in rates.items() if k.startswith("naive"))
+    print("\n1. models per hour, cifar10-resnet18 cpu profile, KD students")
+    for name, rate in rates.items():
+        print(f"   {name:65s} {rate:8.1f}/h   x{rate / naive:.2f} vs naive")
+    serial = rates["kdlib serial (workers=1)"]
+    print(f"   local(2) / serial: x{rates['kdlib local (workers=2)'] / serial:.2f}")
+    print(f"\n2. KD step (cached teacher logits) / SIDDO step: x{step_ratio(args.data_dir):.3f}  (target <= 1.1)")
+    achieved, peak, ratio = flops_ratio(args.data_dir)
+    print(f"\n3. language training step: {achieved / 1e9:.2f} GFLOP/s achieved, fp32 matmul peak "
+          f"{peak / 1e9:.2f} GFLOP/s (1 thread): {ratio:.1%} of peak")
+
+
+if __name__ == "__main__":
+    main()

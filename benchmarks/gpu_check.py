@@ -1,0 +1,72 @@
+"""Per-model time of the paper profile of tinyshakespeare-nanogpt on this device, and the full-grid estimate.
+
+Trains the paper-profile teacher and a few students (SIDDO, KD 0.9, RCD 0.9) for ``--steps`` of the recipe's
+5000 iterations each, times them, and extrapolates to whole runs and to the 71-model grid of one teacher seed
+(1 teacher + 10 student seeds x 7 conditions), and to all three teacher seeds (213 models).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+
+from kdlib import setups
+from kdlib.data import DatasetMissing, TaskData
+from kdlib.data.text import char_task, load_tinyshakespeare
+from kdlib.models import build
+from kdlib.train import Objective, init_model, score, train
+
+
+def task_for(data_dir, block_size: int) -> TaskData:
+    try:
+        return load_tinyshakespeare(data_dir, block_size=block_size)
+    except DatasetMissing:
+        print("tinyshakespeare.txt not found: timing on random characters of the same vocabulary and length")
+        g = torch.Generator().manual_seed(0)
+        vocab = "".join(chr(32 + i) for i in range(65))
+        text = "".join(vocab[i] for i in torch.randint(65, (1_115_394,), generator=g).tolist())
+        return char_task(text, block_size)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--steps", type=int, default=500, help="iterations timed per model (of the recipe's 5000)")
+    p.add_argument("--profile", default="paper", choices=setups.PROFILES)
+    args = p.parse_args()
+    setup = setups.get("tinyshakespeare-nanogpt", args.profile)
+    task = task_for(args.data_dir, setup.dataset_kwargs["block_size"])
+    recipe = setup.student_recipe
+    timed = replace(recipe, steps=min(args.steps, recipe.steps))
+    make = lambda: build("gpt", task.num_classes, **setup.teacher.kwargs)
+    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}), "
+          f"{sum(p.numel() for p in make().parameters()) / 1e6:.1f}M parameters, timing {timed.steps} of "
+          f"{recipe.steps} iterations per model")
+    teacher = init_model(make, 0)
+    per_model = {}
+    for name, objective in (("teacher (CE)", Objective("ce")), ("SIDDO", Objective("ce")),
+                            ("KD 0.9", Objective("kd", alpha=0.9)), ("RCD 0.9", Objective("rcd", alpha=0.9))):
+        model = teacher if name.startswith("teacher") else init_model(make, 0)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train(model, task.train, objective, timed, data_seed=10, device=args.device,
+              teacher=None if name.startswith("teacher") else teacher)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        train_s = (time.perf_counter() - start) * recipe.steps / timed.steps
+        start = time.perf_counter()
+        score(model, task.test.eval_batches(setup.eval_batch_size), args.device)
+        per_model[name] = train_s + time.perf_counter() - start
+        print(f"  {name:14s} {per_model[name]:8.1f} s per full model (train extrapolated + evaluation)")
+    student = (per_model["SIDDO"] + 3 * per_model["KD 0.9"] + 3 * per_model["RCD 0.9"]) / 7
+    grid = per_model["teacher (CE)"] + 70 * student
+    print(f"one teacher seed's grid (1 teacher + 70 students): {grid / 3600:.2f} h on one device; "
+          f"all 3 teacher seeds (213 models): {3 * grid / 3600:.2f} h")
+
+
+if __name__ == "__main__":
+    main()

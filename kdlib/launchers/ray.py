@@ -1,0 +1,43 @@
+"""Ray tasks, one per run, each asking for ``gpus_per_run`` GPUs and one CPU.
+
+Connects to the cluster named by ``$RAY_ADDRESS`` (or ``address``), else starts a local Ray instance for the
+duration of the launch. Ray's scheduler throttles the tasks to the resources available.
+"""
+from __future__ import annotations
+
+import os
+
+import ray
+from tqdm.auto import tqdm
+
+
+def _run(spec, teacher, out, data_dir, device):
+    import torch
+    torch.set_num_threads(1)
+    from kdlib.runs import run_one
+    result = run_one(spec, out, data_dir, device, teacher=teacher)
+    return None if result is None else result["run_id"]
+
+
+def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,
+           address=None):
+    if not jobs:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        address = address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+    try:
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run)
+        pending = [task.remote(spec, teacher, str(out), None if data_dir is None else str(data_dir), device)
+                   for spec, teacher in jobs]
+        bar = tqdm(total=len(pending), desc=desc, unit="run", disable=not progress)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # raises with the task's traceback if a run failed outright
+            bar.update(len(done))
+        bar.close()
+    finally:
+        if started_here:
+            ray.shutdown()

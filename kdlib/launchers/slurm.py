@@ -1,0 +1,51 @@
+"""SLURM through submitit: one job array per phase, one task per run; preempted tasks are requeued.
+
+On a machine without SLURM, submitit's local executor runs the same array as local processes (that is how
+CI tests it). ``run_one`` is idempotent and claims each run, so a requeued or duplicated task never trains a
+finished run again. Options come from ``launch``'s keyword arguments (the CLI's ``--slurm-*`` flags).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import submitit
+from tqdm.auto import tqdm
+
+
+class _RunTask(submitit.helpers.Checkpointable):
+    """A picklable task; being Checkpointable, SLURM preemption requeues it instead of failing it."""
+
+    def __call__(self, spec, teacher, out, data_dir, device):
+        import torch
+        torch.set_num_threads(1)
+        from ..runs import run_one
+        result = run_one(spec, out, data_dir, device, teacher=teacher)
+        return None if result is None else result["run_id"]
+
+
+def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", partition=None,
+           gpus_per_run=0, time_limit_min=60, cluster=None, log_dir=None):
+    """Submit ``jobs`` as a SLURM job array (at most ``workers`` at once) and wait for them.
+
+    ``cluster``: None picks SLURM when ``sbatch`` is available, else submitit's local executor; "local" forces
+    it. The local executor has no array throttle, so there the array is submitted in waves of ``workers``."""
+    if not jobs:
+        return
+    executor = submitit.AutoExecutor(folder=Path(log_dir or Path(out) / "slurm_logs") / "%j", cluster=cluster)
+    params = dict(timeout_min=time_limit_min, cpus_per_task=1, tasks_per_node=1, gpus_per_node=gpus_per_run,
+                  name=desc.replace(" ", "_"))
+    if executor.cluster == "slurm":
+        params["slurm_array_parallelism"] = workers
+        if partition:
+            params["slurm_partition"] = partition
+    executor.update_parameters(**params)
+    wave = len(jobs) if executor.cluster == "slurm" else max(1, workers)
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
+    for i in range(0, len(jobs), wave):
+        specs, teachers = zip(*jobs[i:i + wave])
+        n = len(specs)
+        submitted = executor.map_array(_RunTask(), specs, teachers, [out] * n, [data_dir] * n, [device] * n)
+        for job in submitted:
+            job.result()  # raises with the task's traceback if a run failed outright
+            bar.update()
+    bar.close()
