@@ -4,7 +4,7 @@
 #   OUT (default results/)   FIGURES (default figures/)
 #   SUITE=core|experiments|full or "notebook:setup ..." (default core: the two language setups, CIFAR-10 and FSDD;
 #   experiments: temperature, feature-map, adversarial and width-scaling setups on TinyShakespeare)
-#   LAUNCHER=serial|local (default serial)   WORKERS (processes for the local launcher, default 2)
+#   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +12,7 @@ PROFILE=${PROFILE:-cpu}
 DEVICE=${DEVICE:-cpu}
 OUT=${OUT:-results}
 FIGURES=${FIGURES:-figures}
-LAUNCHER=${LAUNCHER:-serial}
+LAUNCHER=${LAUNCHER:-local}
 WORKERS=${WORKERS:-2}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
 CORE="language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt vision:cifar10-resnet18 audio:fsdd-vggish"

@@ -148,7 +148,7 @@ def save_figure(fig, stem: Path) -> list[Path]:
     """Save ``fig`` atomically as vector PDF and 200-dpi PNG next to each other."""
     paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
     for path in paths:
-        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=200))
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=200, bbox_inches="tight"))
     return paths
 
 
@@ -356,7 +356,8 @@ def plot_transfer_proportions(deltas_by_temperature: dict[float, pd.DataFrame], 
         ax.set_xlabel("α")
         ax.set_title(f"T = {temperature:g}")
     axes[0][0].set_ylabel("share of agreement gain")
-    axes[0][0].legend(fontsize=7)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

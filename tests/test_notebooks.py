@@ -21,7 +21,8 @@ def test_committed_notebooks_carry_no_outputs():
 
 def test_run_all_smoke_produces_tables_ticks_and_charts(tmp_path, data_dir):
     env = {**os.environ, "PROFILE": "smoke", "OUT": str(tmp_path / "results"), "FIGURES": str(tmp_path / "figures"),
-           "KDLIB_DATA_DIR": str(data_dir), "SUITE": "full", "KDLIB_CACHE_DIR": str(tmp_path / "cache")}
+           "KDLIB_DATA_DIR": str(data_dir), "SUITE": "full", "KDLIB_CACHE_DIR": str(tmp_path / "cache"),
+           "LAUNCHER": "serial"}  # the local launcher's process start-up would dominate smoke runs
     subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, check=True, capture_output=True)
     figures = tmp_path / "figures"
     assert (figures / "tinyshakespeare-width-scaling" / "smoke" / "agreement_vs_variant.pdf").exists()
