@@ -2,19 +2,23 @@
 
     python benchmarks/bench.py --data-dir ../shared/data [--students 6]
 
-1. Models per hour on the ``cpu`` profile of cifar10-resnet18 (KD students of one teacher): kdlib's serial
-   launcher and ``local --workers 2`` against a naive baseline (one model at a time through a plain DataLoader
+1. Models per hour on the ``cpu`` profile of cifar10-resnet18 (SIDDO and KD students of one teacher): kdlib's
+   serial launcher (1 thread and torch's default) and ``local --workers 2`` against a naive baseline (one model at a time through a plain DataLoader
    loop that runs the teacher's forward pass every step, torch's default threads).
 2. A KD student step (cached teacher logits) against a SIDDO step.
 3. Achieved FLOP/s of a language (cpu-profile Nano-GPT) training step against this machine's fp32 matmul peak.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
 import argparse
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +33,7 @@ from kdlib.models import build
 
 
 def naive_student(spec, teacher_model, task, threads: int) -> None:
-    """One KD student the naive way: DataLoader batches, teacher forward every step."""
+    """One student the naive way: DataLoader batches; a KD student runs the teacher forward every step."""
     torch.set_num_threads(threads)
     recipe = spec.recipe
     model = build(spec.arch, task.num_classes, **spec.arch_kwargs)
@@ -43,9 +47,12 @@ def naive_student(spec, teacher_model, task, threads: int) -> None:
     while step < recipe["steps"]:
         for x, y in loader:
             x = task.train.transform(x)
-            with torch.no_grad():
-                t = teacher_model(x)
-            loss = kd_loss(model(x), t, y, spec.alpha)
+            if spec.condition == "kd":
+                with torch.no_grad():
+                    t = teacher_model(x)
+                loss = kd_loss(model(x), t, y, spec.alpha)
+            else:
+                loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -57,6 +64,7 @@ def naive_student(spec, teacher_model, task, threads: int) -> None:
 def throughput(data_dir, n_students: int) -> dict[str, float]:
     setup = setups.get("cifar10-resnet18", "cpu")
     kd = [s for s in plan(setup) if s.condition == "kd" and s.alpha == 0.9][:n_students]
+    students = [s for s in plan(setup) if s.condition == "siddo"][:n_students] + kd
     teacher = plan(setup)[0]
     per_hour = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,18 +74,21 @@ def throughput(data_dir, n_students: int) -> dict[str, float]:
         teacher_model = load_model(base, teacher, data_dir)
         teacher_model.init_state = torch.load(base / "runs" / teacher.run_id / "init.pt")
         start = time.perf_counter()
-        for spec in kd:
+        for spec in students:
             naive_student(spec, teacher_model, task, threads=torch.get_num_threads())
         per_hour["naive (DataLoader, teacher forward each step, default threads)"] = \
-            len(kd) * 3600 / (time.perf_counter() - start)
-        for launcher, workers in (("serial", 1), ("local", 2)):
-            out = Path(tmp) / launcher
+            len(students) * 3600 / (time.perf_counter() - start)
+        default_threads = torch.get_num_threads()
+        for launcher, workers, threads in (("serial", 1, 1), ("serial", 1, default_threads), ("local", 2, 1)):
+            name = f"kdlib {launcher} (workers={workers}, {threads} thread{'s' * (threads > 1)} each)"
+            out = Path(tmp) / name.replace(" ", "_")
             run_one(teacher, out, data_dir)
             sub = replace(setup, student_seeds=tuple(s.student_seed for s in kd), alphas=(0.9,), conditions=("kd",))
-            todo = [s for s in plan(sub) if s.condition == "kd"]
+            todo = [s for s in plan(sub) if s.role == "student"]  # SIDDO and KD 0.9 per student seed
             start = time.perf_counter()
-            run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=1)
-            per_hour[f"kdlib {launcher} (workers={workers})"] = len(todo) * 3600 / (time.perf_counter() - start)
+            run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=threads)
+            per_hour[name] = len(todo) * 3600 / (time.perf_counter() - start)
+        torch.set_num_threads(default_threads)
     return per_hour
 
 
@@ -137,9 +148,10 @@ def main() -> None:
     naive = next(v for k, v in rates.items() if k.startswith("naive"))
     print("\n1. models per hour, cifar10-resnet18 cpu profile, KD students")
     for name, rate in rates.items():
-        print(f"   {name:65s} {rate:8.1f}/h   x{rate / naive:.2f} vs naive")
-    serial = rates["kdlib serial (workers=1)"]
-    print(f"   local(2) / serial: x{rates['kdlib local (workers=2)'] / serial:.2f}")
+        print(f"   {name:66s} {rate:8.1f}/h   x{rate / naive:.2f} vs naive")
+    names = list(rates)
+    print(f"   local(2 x 1 thread) / serial(1 thread): x{rates[names[3]] / rates[names[1]]:.2f}; "
+          f"/ serial(default threads): x{rates[names[3]] / rates[names[2]]:.2f}")
     print(f"\n2. KD step (cached teacher logits) / SIDDO step: x{step_ratio(args.data_dir):.3f}  (target <= 1.1)")
     achieved, peak, ratio = flops_ratio(args.data_dir)
     print(f"\n3. language training step: {achieved / 1e9:.2f} GFLOP/s achieved, fp32 matmul peak "

@@ -6,6 +6,11 @@ Trains the paper-profile teacher and a few students (SIDDO, KD 0.9, RCD 0.9) for
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
 import argparse
 import time
 from dataclasses import replace
