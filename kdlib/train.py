@@ -283,10 +283,11 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
             x, y = x.to(device), y.to(device)
             with autocast(device):
                 logits = model(x)
-                loss = _loss(objective, logits.float(), x, y, idx, teacher, teacher_cache, student_hook,
-                             teacher_hook)
+                if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
+                    logits = logits.float()
+                loss = _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at step {step}")
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
