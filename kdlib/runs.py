@@ -270,8 +270,7 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
                     log_every=max(1, spec.recipe["steps"] // 50))
         result["train_curve"] = {"step": log.steps, "loss": log.losses}
         result["train_seconds"] = log.seconds
-    model.to(device)
-    save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    _save_model(directory / "model.pt", model)
     test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device)
     save_tensor(directory / "test_logits.pt", test_logits)
     train_logits, train_metrics = score(model, _train_eval_batches(task.train, spec.eval_batch_size,
@@ -283,6 +282,11 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
                    "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size)})
     write_json(directory / RESULT, result)
     return result
+
+
+def _save_model(path: Path, model: torch.nn.Module) -> None:
+    """Store the weights on the CPU in the default (contiguous) layout, whatever device and layout trained them."""
+    save_tensor(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 def _train_eval_batches(train_data, batch_size: int, n_test: int):
@@ -314,7 +318,7 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
     recipe = _recipe(spec)
     log = train(model, task.train, objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
                 teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50))
-    save_tensor(directory / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    _save_model(directory / "model.pt", model)
     teacher_logits = torch.load(teacher_dir / "test_logits.pt", map_location="cpu")
     metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device).result()
     teacher_result = read_result(out, teacher_spec_)

@@ -98,3 +98,26 @@ def test_schedules():
 def test_bad_configuration(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_channels_last_placement_changes_layout_not_values():
+    from kdlib.models import build
+    from kdlib.train import inputs, place
+    torch.manual_seed(0)
+    reference = build("resnet18", 10, image_size=16, in_channels=3, width=4).train()
+    fast = build("resnet18", 10, image_size=16, in_channels=3, width=4).train()
+    fast.load_state_dict(reference.state_dict())
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(10, (8,))
+    place(fast, "cpu")
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert inputs(x, "cpu").is_contiguous(memory_format=torch.channels_last)
+    losses = []
+    for model, batch in ((reference, x), (fast, inputs(x, "cpu"))):
+        loss = torch.nn.functional.cross_entropy(model(batch), y)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1])
+    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+    gpt = place(GPT(TINY), "cpu")  # no convolution: layout untouched
+    assert all(p.is_contiguous() for p in gpt.parameters())

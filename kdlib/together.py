@@ -1,0 +1,117 @@
+"""Train several same-architecture models together, one optimiser step for all of them per batch.
+
+Where many small students share a GPU, one model per step leaves the device mostly idle (kernel launches
+dominate); stacking K students' weights and running their forward passes as one vectorised call
+(``torch.func.vmap`` over ``functional_call``) does K models' work per launch. Each model keeps everything
+that defines its run in :func:`kdlib.train.train`: its own data-order generator (so it sees exactly the
+batches it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix freely in one pack),
+the same loss functions, and optimiser updates and gradient clipping that act per model. Without dropout the
+result equals training the models one by one, to float rounding (``tests/test_together.py``). With dropout,
+the masks come from one stream shared by the pack (seeded from the members' data-order seeds), so a packed
+model is an equally valid draw of its run but not the same bits as its solo run; runs record their pack.
+
+On CPU, packing measured no faster than one model after another (the models are already compute-bound
+there); it is meant for GPUs. ``benchmarks/gpu_check.py`` measures both on a lent GPU.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from .train import TrainLog, Objective, Recipe, _loss, autocast, derive_seeds, place
+
+PACKABLE = ("ce", "kd", "rcd", "ls")  # logit objectives; feature matching needs per-model hooks
+
+
+def check_packable(models: list[nn.Module], objectives: list[Objective], data_seeds: list[int]) -> None:
+    if not models or not len(models) == len(objectives) == len(data_seeds):
+        raise ValueError(f"need one objective and one data seed per model: got {len(models)} models, "
+                         f"{len(objectives)} objectives, {len(data_seeds)} data seeds")
+    bad = [o.kind for o in objectives if o.kind not in PACKABLE]
+    if bad:
+        raise ValueError(f"objectives {bad} cannot be trained together: allowed are {list(PACKABLE)}")
+    shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError("models trained together must share one architecture (same parameter names and shapes)")
+
+
+def train_together(models: list[nn.Module], data, objectives: list[Objective], recipe: Recipe,
+                   data_seeds: list[int], *, teacher: nn.Module | None = None,
+                   teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
+                   progress: bool = False) -> list[TrainLog]:
+    """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
+
+    Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
+    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone."""
+    check_packable(models, objectives, data_seeds)
+    if any(o.needs_teacher for o in objectives) and teacher is None and teacher_cache is None:
+        raise ValueError("a KD objective in the pack needs a teacher model or a teacher_cache")
+    if teacher_cache is not None and not getattr(data, "fixed", False):
+        raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
+    K = len(models)
+    seeds = [derive_seeds(s, 2) for s in data_seeds]
+    generators = [torch.Generator().manual_seed(order) for order, _ in seeds]
+    shared_dropout_seed = int(np.random.SeedSequence([d for _, d in seeds]).generate_state(1, np.uint64)[0] >> 1)
+    skeleton = copy.deepcopy(models[0]).to(device).train()
+    params, buffers = stack_module_state([m.to(device) for m in models])
+    if teacher is not None:
+        place(teacher, device).eval()
+    optimizer, scheduler = recipe.build(list(params.values()))
+
+    def forward(p, b, x):
+        return functional_call(skeleton, (p, b), (x,))
+
+    batched = vmap(forward, randomness="different")
+    logs, running, count, start = [TrainLog() for _ in range(K)], torch.zeros(K), 0, time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(shared_dropout_seed)
+        streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
+        for step, batches in enumerate(tqdm(zip(*streams), total=recipe.steps, disable=not progress,
+                                            desc=f"{K} models", leave=False), start=1):
+            idx = [b[0] for b in batches]
+            x = torch.stack([b[1] for b in batches]).to(device)
+            y = torch.stack([b[2] for b in batches]).to(device)
+            with autocast(device):
+                logits = batched(params, buffers, x)
+                if logits.dtype in (torch.float16, torch.bfloat16):
+                    logits = logits.float()
+                losses = torch.stack([_loss(o, logits[k], x[k], y[k], idx[k], teacher, teacher_cache, None, None)
+                                      for k, o in enumerate(objectives)])
+            bad = [k for k in range(K) if not torch.isfinite(losses[k])]
+            if bad:
+                raise FloatingPointError(f"loss of model {bad[0]} became {losses[bad[0]].item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # the models share no weights: each gets exactly its own loss's gradient
+            if recipe.grad_clip:
+                _clip_per_model(list(params.values()), recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            running, count = running + losses.detach().cpu(), count + 1
+            if step % log_every == 0 or step == recipe.steps:
+                for k, log in enumerate(logs):
+                    log.steps.append(step)
+                    log.losses.append(float(running[k]) / count)
+                running, count = torch.zeros(K), 0
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+                tensor.copy_((params if name in params else buffers)[name][k])
+    for log in logs:
+        log.seconds = seconds / K  # each model's share of the pack's time
+    return logs
+
+
+def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` applied to each model of the stack on its own (leading dim = model)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))

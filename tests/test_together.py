@@ -1,0 +1,85 @@
+"""Training a pack of models together equals training them one by one (no dropout), to float rounding."""
+import copy
+
+import pytest
+import torch
+
+from kdlib.models import build
+from kdlib.models.gpt import GPT, GPTConfig
+from kdlib.together import train_together
+from kdlib.train import ExampleData, Objective, Recipe, WindowData, init_model, teacher_logits_on, train
+
+NO_DROPOUT = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+MIXED = [Objective("ce"), Objective("kd", alpha=0.5, temperature=2.0), Objective("rcd", alpha=0.9),
+         Objective("ls", alpha=0.1), Objective("kd", alpha=0.9)]
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def one_by_one_and_together(start, data, objectives, recipe, seeds, **teacher):
+    alone = [copy.deepcopy(start) for _ in objectives]
+    logs = [train(m, data, o, recipe, s, **teacher) for m, o, s in zip(alone, objectives, seeds)]
+    packed = [copy.deepcopy(start) for _ in objectives]
+    packed_logs = train_together(packed, data, objectives, recipe, seeds, **teacher)
+    return alone, logs, packed, packed_logs
+
+
+def assert_same_runs(alone, logs, packed, packed_logs):
+    for k, (a, b) in enumerate(zip(alone, packed)):
+        sa, sb = state(a), state(b)
+        assert sa.keys() == sb.keys()
+        for name in sa:
+            torch.testing.assert_close(sb[name], sa[name], rtol=1e-4, atol=1e-5, msg=f"model {k}: {name}")
+        assert packed_logs[k].steps == logs[k].steps
+        torch.testing.assert_close(torch.tensor(packed_logs[k].losses), torch.tensor(logs[k].losses),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_gpt_pack_with_a_live_teacher_and_clipping_equals_one_by_one():
+    tokens = torch.randint(11, (3000,), generator=torch.Generator().manual_seed(0))
+    data = WindowData(tokens, NO_DROPOUT.block_size)
+    teacher = init_model(lambda: GPT(NO_DROPOUT), 99).eval()
+    start = init_model(lambda: GPT(NO_DROPOUT), 0)
+    recipe = Recipe("adamw", lr=3e-3, batch_size=4, steps=7, weight_decay=0.1, grad_clip=0.5, schedule="cosine")
+    runs = one_by_one_and_together(start, data, MIXED, recipe, [10, 11, 12, 13, 14], teacher=teacher)
+    assert_same_runs(*runs)
+    alone, _, packed, _ = runs
+    assert not torch.equal(state(alone[0])["wte.weight"], state(alone[1])["wte.weight"])  # the runs differ
+    assert packed[0].lm_head.weight is packed[0].wte.weight  # weight tying survives
+
+
+def test_batchnorm_pack_with_a_teacher_cache_equals_one_by_one():
+    g = torch.Generator().manual_seed(1)
+    data = ExampleData(torch.randn(64, 3, 8, 8, generator=g), torch.randint(10, (64,), generator=g))
+    make = lambda: build("resnet18", 10, image_size=8, in_channels=3, width=4)
+    teacher = init_model(make, 5)
+    cache = teacher_logits_on(teacher, data, 16)
+    recipe = Recipe("sgd", lr=0.01, batch_size=16, steps=6, momentum=0.9, weight_decay=5e-4, schedule="step",
+                    milestones=(0.5,))
+    runs = one_by_one_and_together(init_model(make, 0), data, MIXED[:3], recipe, [10, 11, 12],
+                                   teacher_cache=cache)
+    assert_same_runs(*runs)
+    assert int(runs[2][0].bn1.num_batches_tracked) == 6  # BatchNorm statistics were tracked per model
+
+
+def test_pack_rejects_mixed_architectures_and_feature_objectives():
+    a, b = GPT(NO_DROPOUT), GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    data = WindowData(torch.randint(11, (500,)), 16)
+    recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=1)
+    with pytest.raises(ValueError, match="share one architecture"):
+        train_together([a, b], data, [Objective("ce")] * 2, recipe, [1, 2])
+    with pytest.raises(ValueError, match=r"\['feature'\] cannot be trained together"):
+        train_together([a], data, [Objective("feature", alpha=0.5, feature_layer="blocks.0")], recipe, [1])
+    with pytest.raises(ValueError, match="one objective and one data seed per model"):
+        train_together([a], data, [Objective("ce")] * 2, recipe, [1])
+
+
+def test_pack_names_the_model_whose_loss_diverges():
+    models = [GPT(NO_DROPOUT), GPT(NO_DROPOUT)]
+    with torch.no_grad():
+        models[1].lm_head.weight.fill_(float("nan"))
+    data = WindowData(torch.randint(11, (500,)), 16)
+    with pytest.raises(FloatingPointError, match="model 1 became nan at step 1"):
+        train_together(models, data, [Objective("ce")] * 2, Recipe("adam", lr=1e-3, batch_size=2, steps=2), [1, 2])
