@@ -5,6 +5,7 @@
 #   SUITE=core|experiments|full or "notebook:setup ..." (default core: the two language setups, CIFAR-10 and FSDD;
 #   experiments: temperature, feature-map, adversarial and width-scaling setups on TinyShakespeare)
 #   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
+#   PACK (default 1: students one by one; >1 trains that many together per step: for small models on a GPU)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +15,7 @@ OUT=${OUT:-results}
 FIGURES=${FIGURES:-figures}
 LAUNCHER=${LAUNCHER:-local}
 WORKERS=${WORKERS:-2}
+PACK=${PACK:-1}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
 CORE="language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt vision:cifar10-resnet18 audio:fsdd-vggish"
 EXPERIMENTS="language:tinyshakespeare-nanogpt-to-picogpt-t2 language:tinyshakespeare-nanogpt-to-picogpt-t4
@@ -33,7 +35,8 @@ for item in $SUITE; do
   echo "== $setup ($PROFILE) via notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
   python -m papermill --no-progress-bar "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
     -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
-    -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS"
+    -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
+    -p pack "$PACK"
 done
 echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
 python -m papermill --no-progress-bar notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \

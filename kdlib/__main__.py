@@ -29,6 +29,9 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
         p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
         p.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads per process (default 1; 0: torch's default)")
+        p.add_argument("--pack", type=int, default=1,
+                       help="students of a teacher trained together in one vectorised step (default 1: one by "
+                            "one; e.g. 8 for small models on a GPU)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
         elif args.launcher == "ray":
             options = dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
         run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
-                  threads=args.threads or None, **options)
+                  threads=args.threads or None, pack=args.pack, **options)
     students, teachers = collect(setup, args.out)
     print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
           f"collected in {setup_dir(args.out, setup)}")

@@ -170,28 +170,100 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
     done = read_result(out, spec)
     if done is not None:
         return done
-    if spec.role == "student":
-        if teacher is None or teacher.run_id != spec.teacher_id:
-            raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
-        teacher_result = run_one(teacher, out, data_dir, device)
-        if teacher_result is None:
-            return None
+    teacher_result = _teacher_result(spec, teacher, out, data_dir, device)
+    if spec.role == "student" and teacher_result is None:
+        return None
     with claim(run_dir(out, spec)) as mine:
         if not mine:
             return None
         done = read_result(out, spec)  # finished by another process between our check and our claim
         if done is not None:
             return done
-        with open(run_dir(out, spec) / "attempts.log", "a") as log:  # provenance: who started training when
-            log.write(json.dumps({"host": platform.node(), "pid": os.getpid(), "time": time.time()}) + "\n")
-        if spec.role == "student" and teacher_result.get("status") == "failed":
-            return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed")
-        try:
-            if spec.role == "student":
-                return _train_student(spec, teacher, out, data_dir, device)
-            return _train_teacher(spec, out, data_dir, device)
-        except FloatingPointError as e:
-            return _record_failure(out, spec, device, f"diverged: {e}")
+        return _train_claimed(spec, teacher, teacher_result, out, data_dir, device)
+
+
+def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device: str = "cpu") -> None:
+    """Train students of one teacher together (:func:`kdlib.together.train_together`) where they can share a
+    step, each claimed and stored exactly as :func:`run_one` would; see :func:`packs` for which can.
+
+    Runs already finished or claimed elsewhere are left out of the pack. If any member diverges, the claimed
+    members are trained one by one instead, so the divergent run is recorded as failed and the rest finish."""
+    out = Path(out)
+    teacher_result = _teacher_result(specs[0], teacher, out, data_dir, device)
+    if teacher_result is None:
+        return
+    with contextlib.ExitStack() as held:
+        mine = [s for s in specs if read_result(out, s) is None and held.enter_context(claim(run_dir(out, s)))
+                and read_result(out, s) is None]
+        if len(mine) > 1 and teacher_result.get("status") != "failed":
+            for spec in mine:
+                _log_attempt(out, spec)
+            try:
+                _train_students_together(mine, teacher, out, data_dir, device)
+                return
+            except FloatingPointError:
+                pass  # found out below, run by run
+        for spec in mine:
+            _train_claimed(spec, teacher, teacher_result, out, data_dir, device)
+
+
+def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu") -> None:
+    """What a launcher runs: ``job`` is one spec (:func:`run_one`) or a tuple of specs (:func:`run_pack`)."""
+    if isinstance(job, RunSpec):
+        run_one(job, out, data_dir, device, teacher=teacher)
+    else:
+        run_pack(list(job), teacher, out, data_dir, device)
+
+
+def packs(specs: list[RunSpec], size: int) -> list:
+    """Group students into packs of at most ``size`` that can train together: same teacher, data, model,
+    recipe and initialisation, and a logit objective (feature matching runs alone). Singles stay specs."""
+    from .together import PACKABLE
+    if size < 1:
+        raise ValueError(f"pack size {size} is not allowed: it must be a positive integer")
+    groups: dict[str, list[RunSpec]] = {}
+    jobs = []
+    for spec in specs:
+        if size == 1 or spec.role != "student" or spec.objective.kind not in PACKABLE:
+            jobs.append(spec)
+            continue
+        key = json.dumps([spec.teacher_id, spec.dataset, spec.dataset_kwargs, spec.arch, spec.arch_kwargs,
+                          spec.recipe, spec.init, spec.eval_batch_size, spec.probes], sort_keys=True)
+        groups.setdefault(key, []).append(spec)
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            chunk = tuple(group[i:i + size])
+            jobs.append(chunk if len(chunk) > 1 else chunk[0])
+    return jobs
+
+
+def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str) -> dict | None:
+    """A student's finished teacher result (training the teacher first if needed); None for a teacher spec or
+    while another process trains the teacher."""
+    if spec.role != "student":
+        return None
+    if teacher is None or teacher.run_id != spec.teacher_id:
+        raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
+    return run_one(teacher, out, data_dir, device)
+
+
+def _log_attempt(out: Path, spec: RunSpec) -> None:
+    with open(run_dir(out, spec) / "attempts.log", "a") as log:  # provenance: who started training when
+        log.write(json.dumps({"host": platform.node(), "pid": os.getpid(), "time": time.time()}) + "\n")
+
+
+def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: dict | None, out: Path, data_dir,
+                   device: str) -> dict:
+    """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures."""
+    _log_attempt(out, spec)
+    if spec.role == "student" and teacher_result.get("status") == "failed":
+        return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed")
+    try:
+        if spec.role == "student":
+            return _train_student(spec, teacher, out, data_dir, device)
+        return _train_teacher(spec, out, data_dir, device)
+    except FloatingPointError as e:
+        return _record_failure(out, spec, device, f"diverged: {e}")
 
 
 def _record_failure(out: Path, spec: RunSpec, device: str, reason: str) -> dict:
@@ -296,11 +368,11 @@ def _train_eval_batches(train_data, batch_size: int, n_test: int):
     return train_data.eval_batches(batch_size)
 
 
-def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str) -> dict:
+def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir):
+    """A student's data, initial model and what its objective needs: (task, model, teacher model, cache)."""
     task = load_task(spec, data_dir)
-    directory = run_dir(out, spec)
     teacher_dir = run_dir(out, teacher_spec_)
-    write_json(directory / "spec.json", asdict(spec))
+    write_json(run_dir(out, spec) / "spec.json", asdict(spec))
     build = lambda: build_model(spec, task.num_classes)
     if spec.init == "teacher":
         model = build()
@@ -315,29 +387,59 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
             cache = torch.load(cache_path, map_location="cpu")
         else:
             teacher_model = load_model(out, teacher_spec_, data_dir)
-    recipe = _recipe(spec)
-    log = train(model, task.train, objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
-                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50))
-    _save_model(directory / "model.pt", model)
-    teacher_logits = torch.load(teacher_dir / "test_logits.pt", map_location="cpu")
+    return task, model, teacher_model, cache
+
+
+def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, model, log, device: str,
+                    **extra) -> dict:
+    """Store a trained student's weights, compare it with its teacher on the test set, write its result."""
+    _save_model(run_dir(out, spec) / "model.pt", model)
+    teacher_logits = torch.load(run_dir(out, teacher_spec_) / "test_logits.pt", map_location="cpu")
     metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device).result()
     teacher_result = read_result(out, teacher_spec_)
     result = _base_result(spec, device)
     result.update({"metrics": metrics, "train_curve": {"step": log.steps, "loss": log.losses},
                    "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size),
-                   "train_seconds": log.seconds,
+                   "train_seconds": log.seconds, **extra,
                    "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
                                                                "train_loss")}})
-    write_json(directory / RESULT, result)
+    write_json(run_dir(out, spec) / RESULT, result)
     return result
+
+
+def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str) -> dict:
+    task, model, teacher_model, cache = _prepare_student(spec, teacher_spec_, out, data_dir)
+    recipe = _recipe(spec)
+    log = train(model, task.train, spec.objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
+                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50))
+    return _finish_student(spec, teacher_spec_, out, task, model, log, device)
+
+
+def _train_students_together(specs: list[RunSpec], teacher_spec_: RunSpec, out: Path, data_dir,
+                             device: str) -> list[dict]:
+    from .together import train_together
+    prepared = [_prepare_student(s, teacher_spec_, out, data_dir) for s in specs]
+    task = prepared[0][0]
+    teacher_model = next((p[2] for p in prepared if p[2] is not None), None)
+    cache = next((p[3] for p in prepared if p[3] is not None), None)
+    recipe = _recipe(specs[0])
+    logs = train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
+                          [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
+                          device=device, log_every=max(1, recipe.steps // 50))
+    pack = [s.run_id for s in specs]
+    return [_finish_student(s, teacher_spec_, out, task, p[1], log, device, pack=pack)
+            for s, p, log in zip(specs, prepared, logs)]
 
 
 # ----------------------------------------------------------------------------- a setup
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
               launcher: str = "serial", workers: int = 1, threads: int | None = 1,
-              poll_seconds: float = 2.0, **launcher_options) -> list[dict]:
+              poll_seconds: float = 2.0, pack: int = 1, **launcher_options) -> list[dict]:
     """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
+
+    ``pack`` > 1 trains up to that many students of a teacher together in one vectorised step (see
+    :mod:`kdlib.together`: faster for small models on a GPU, not on a CPU); 1 trains them one by one.
 
     Several launchers may share one output folder: each run is claimed before training, so none is trained
     twice; runs claimed by another launcher are waited for (polling every ``poll_seconds``).
@@ -357,7 +459,8 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
-            jobs = [(s, teachers.get(s.teacher_id)) for s in todo if s.role == role]
+            jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
+                    for job in packs([s for s in todo if s.role == role], pack)]
             if jobs:
                 launch(jobs, out, data_dir, device, workers=workers, progress=progress,
                        desc=f"{setup.name} {role}s", **launcher_options)
@@ -390,7 +493,8 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
             continue
         row = {"setup": setup.name, "profile": setup.profile, "run_id": spec.run_id,
                "teacher_seed": spec.teacher_seed, "condition": spec.condition,
-               "train_seconds": result.get("train_seconds", math.nan)}
+               "train_seconds": result.get("train_seconds", math.nan),
+               "pack_size": len(result.get("pack", [spec.run_id]))}
         if spec.role == "teacher":
             teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
                                                                "test_accuracy")}, **result.get("probes", {})})

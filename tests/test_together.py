@@ -83,3 +83,66 @@ def test_pack_names_the_model_whose_loss_diverges():
     data = WindowData(torch.randint(11, (500,)), 16)
     with pytest.raises(FloatingPointError, match="model 1 became nan at step 1"):
         train_together(models, data, [Objective("ce")] * 2, Recipe("adam", lr=1e-3, batch_size=2, steps=2), [1, 2])
+
+
+# ----------------------------------------------------------------------------- packs of runs
+
+
+def test_packs_group_students_that_can_share_a_step():
+    from kdlib import setups
+    from kdlib.runs import RunSpec, packs, plan
+    students = [s for s in plan(setups.get("tinyshakespeare-nanogpt", "smoke")) if s.role == "student"]
+    jobs = packs(students, 4)
+    assert [len(j) if isinstance(j, tuple) else 1 for j in jobs] == [4, 4, 4, 2]
+    assert sorted(s.run_id for j in jobs for s in j) == sorted(s.run_id for s in students)
+    assert packs(students, 1) == students
+    feature = [s for s in plan(setups.get("tinyshakespeare-nanogpt-featuremap-block4", "smoke"))
+               if s.role == "student"]
+    jobs = packs(feature, 8)
+    alone = [j for j in jobs if isinstance(j, RunSpec)]
+    assert {s.condition for s in alone} == {"kd", "rcd"} and all(s.feature_layer for s in alone)
+    with pytest.raises(ValueError, match="pack size 0 is not allowed"):
+        packs(students, 0)
+
+
+def test_packed_setup_matches_one_by_one_and_resumes(tmp_path, data_dir):
+    import pandas as pd
+    from kdlib import setups
+    from kdlib.runs import collect, read_result, plan, run_setup
+    setup = setups.get("digits-resnet18", "smoke")  # no dropout, no augmentation: packing changes nothing
+    run_setup(setup, tmp_path / "alone", data_dir, progress=False)
+    run_setup(setup, tmp_path / "packed", data_dir, progress=False, pack=5, launcher="local", workers=2)
+    alone, packed = (collect(setup, tmp_path / d, write=False)[0] for d in ("alone", "packed"))
+    assert set(packed["pack_size"]) == {5, 4} and set(alone["pack_size"]) == {1}
+    drop = ["train_seconds", "pack_size"]
+    pd.testing.assert_frame_equal(packed.drop(columns=drop), alone.drop(columns=drop), rtol=1e-3, atol=1e-4)
+    result = read_result(tmp_path / "packed", plan(setup)[1])
+    assert plan(setup)[1].run_id in result["pack"] and len(result["pack"]) == 5
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "packed" / "runs").glob("*/result.json")}
+    run_setup(setup, tmp_path / "packed", data_dir, progress=False, pack=5)  # resumes: trains nothing
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "packed" / "runs").glob("*/result.json")}
+
+
+def test_a_diverging_member_is_retrained_alone_and_recorded(tmp_path, data_dir, monkeypatch):
+    from kdlib import runs as runs_mod
+    from kdlib import setups
+    from kdlib.runs import plan, read_result, run_setup
+    setup = setups.get("tinyshakespeare-nanogpt", "smoke")
+    real = runs_mod.train
+
+    def diverge(model, data, objective, recipe, data_seed, **kw):
+        if objective.kind == "rcd" and objective.alpha == 0.5 and data_seed == 10:
+            raise FloatingPointError("loss became inf at step 2")
+        return real(model, data, objective, recipe, data_seed, **kw)
+
+    def pack_diverges(models, data, objectives, recipe, data_seeds, **kw):
+        raise FloatingPointError("loss of model 3 became inf at step 2")
+
+    import kdlib.together
+    monkeypatch.setattr(runs_mod, "train", diverge)
+    monkeypatch.setattr(kdlib.together, "train_together", pack_diverges)
+    run_setup(setup, tmp_path, data_dir, progress=False, pack=7)
+    results = {s.run_id: read_result(tmp_path, s) for s in plan(setup)}
+    failed = [r for r in results.values() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["spec"]["condition"] == "rcd" and "diverged" in failed[0]["reason"]
+    assert all("pack" not in r for r in results.values())  # the pack fell back to one-by-one training

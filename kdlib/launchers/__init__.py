@@ -1,7 +1,8 @@
-"""Launchers map ``run_one`` over a setup's specs: teachers first, then their students.
+"""Launchers map ``kdlib.runs.run_job`` over a setup's jobs: teachers first, then their students.
 
 Each launcher is a function ``launch(jobs, out, data_dir, device, workers, progress)`` where ``jobs`` is a
-list of ``(spec, teacher_spec_or_None)`` that are all independent of each other. ``kdlib.runs.run_setup``
+list of ``(job, teacher_spec_or_None)`` that are all independent of each other; a job is one spec, or a tuple
+of specs trained together (``--pack``). ``kdlib.runs.run_setup``
 calls it twice: once for the teachers, once for the students. Engine-specific options
 (``partition``, ``gpus_per_run``, ``time_limit_min``, ``address``) are passed as keyword arguments.
 kdlib's core never imports an engine; ``slurm`` (submitit) and ``ray`` live in their own modules, are imported

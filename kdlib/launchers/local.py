@@ -19,10 +19,9 @@ def _init_worker(device: str, gpu_queue):
     torch.set_num_threads(1)
 
 
-def _run(spec, teacher, out, data_dir, device):
-    from ..runs import run_one
-    run_one(spec, out, data_dir, device, teacher=teacher)
-    return spec.run_id
+def _run(job, teacher, out, data_dir, device):
+    from ..runs import run_job
+    run_job(job, teacher, out, data_dir, device)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs"):
@@ -44,7 +43,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
                                  initargs=(device, gpu_queue)) as pool:
-            futures = [pool.submit(_run, spec, teacher, out, data_dir, device) for spec, teacher in jobs]
+            futures = [pool.submit(_run, job, teacher, out, data_dir, device) for job, teacher in jobs]
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run",
                                disable=not progress):
                 future.result()

@@ -11,12 +11,11 @@ import ray
 from tqdm.auto import tqdm
 
 
-def _run(spec, teacher, out, data_dir, device):
+def _run(job, teacher, out, data_dir, device):
     import torch
     torch.set_num_threads(1)
-    from kdlib.runs import run_one
-    result = run_one(spec, out, data_dir, device, teacher=teacher)
-    return None if result is None else result["run_id"]
+    from kdlib.runs import run_job
+    run_job(job, teacher, out, data_dir, device)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,
@@ -30,8 +29,8 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
                  log_to_driver=False, ignore_reinit_error=True)
     try:
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run)
-        pending = [task.remote(spec, teacher, str(out), None if data_dir is None else str(data_dir), device)
-                   for spec, teacher in jobs]
+        pending = [task.remote(job, teacher, str(out), None if data_dir is None else str(data_dir), device)
+                   for job, teacher in jobs]
         bar = tqdm(total=len(pending), desc=desc, unit="run", disable=not progress)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from ..runs import run_one
+from ..runs import RunSpec, run_job
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=1, progress=True, desc="runs"):
     bar = tqdm(jobs, desc=desc, unit="run", disable=not progress)
-    for spec, teacher in bar:
-        bar.set_postfix_str(f"{spec.condition} t{spec.teacher_seed} s{spec.student_seed} a{spec.alpha}")
-        run_one(spec, out, data_dir, device, teacher=teacher)
+    for job, teacher in bar:
+        if isinstance(job, RunSpec):
+            bar.set_postfix_str(f"{job.condition} t{job.teacher_seed} s{job.student_seed} a{job.alpha}")
+        else:
+            bar.set_postfix_str(f"pack of {len(job)}")
+        run_job(job, teacher, out, data_dir, device)

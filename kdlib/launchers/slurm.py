@@ -1,7 +1,7 @@
 """SLURM through submitit: one job array per phase, one task per run; preempted tasks are requeued.
 
 On a machine without SLURM, submitit's local executor runs the same array as local processes (that is how
-CI tests it). ``run_one`` is idempotent and claims each run, so a requeued or duplicated task never trains a
+CI tests it). ``run_job`` is idempotent and claims each run, so a requeued or duplicated task never trains a
 finished run again. Options come from ``launch``'s keyword arguments (the CLI's ``--slurm-*`` flags).
 """
 from __future__ import annotations
@@ -15,12 +15,11 @@ from tqdm.auto import tqdm
 class _RunTask(submitit.helpers.Checkpointable):
     """A picklable task; being Checkpointable, SLURM preemption requeues it instead of failing it."""
 
-    def __call__(self, spec, teacher, out, data_dir, device):
+    def __call__(self, job, teacher, out, data_dir, device):
         import torch
         torch.set_num_threads(1)
-        from ..runs import run_one
-        result = run_one(spec, out, data_dir, device, teacher=teacher)
-        return None if result is None else result["run_id"]
+        from ..runs import run_job
+        run_job(job, teacher, out, data_dir, device)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", partition=None,
@@ -42,9 +41,9 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     wave = len(jobs) if executor.cluster == "slurm" else max(1, workers)
     bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
     for i in range(0, len(jobs), wave):
-        specs, teachers = zip(*jobs[i:i + wave])
-        n = len(specs)
-        submitted = executor.map_array(_RunTask(), specs, teachers, [out] * n, [data_dir] * n, [device] * n)
+        work, teachers = zip(*jobs[i:i + wave])
+        n = len(work)
+        submitted = executor.map_array(_RunTask(), work, teachers, [out] * n, [data_dir] * n, [device] * n)
         for job in submitted:
             job.result()  # raises with the task's traceback if a run failed outright
             bar.update()
