@@ -3,10 +3,12 @@
     python benchmarks/bench.py --data-dir ../shared/data [--students 6]
 
 1. Models per hour on the ``cpu`` profile of cifar10-resnet18 (SIDDO and KD students of one teacher): kdlib's
-   serial launcher (1 thread and torch's default) and ``local --workers 2`` against a naive baseline (one model at a time through a plain DataLoader
-   loop that runs the teacher's forward pass every step, torch's default threads).
+   serial launcher (1 thread and torch's default), ``local --workers 2`` and the same with ``--pack 6``,
+   against a naive baseline (one model at a time through a plain DataLoader loop that runs the teacher's
+   forward pass every step, torch's default threads, default memory layout).
 2. A KD student step (cached teacher logits) against a SIDDO step.
 3. Achieved FLOP/s of a language (cpu-profile Nano-GPT) training step against this machine's fp32 matmul peak.
+4. Seven cpu-profile Nano-GPT students of one seed trained together (``--pack 7``) against one by one.
 """
 from __future__ import annotations
 
@@ -79,14 +81,17 @@ def throughput(data_dir, n_students: int) -> dict[str, float]:
         per_hour["naive (DataLoader, teacher forward each step, default threads)"] = \
             len(students) * 3600 / (time.perf_counter() - start)
         default_threads = torch.get_num_threads()
-        for launcher, workers, threads in (("serial", 1, 1), ("serial", 1, default_threads), ("local", 2, 1)):
-            name = f"kdlib {launcher} (workers={workers}, {threads} thread{'s' * (threads > 1)} each)"
+        for launcher, workers, threads, pack in (("serial", 1, 1, 1), ("serial", 1, default_threads, 1),
+                                                 ("local", 2, 1, 1), ("local", 2, 1, 6)):
+            name = f"kdlib {launcher} (workers={workers}, {threads} thread{'s' * (threads > 1)} each" + \
+                (f", pack {pack})" if pack > 1 else ")")
             out = Path(tmp) / name.replace(" ", "_")
             run_one(teacher, out, data_dir)
             sub = replace(setup, student_seeds=tuple(s.student_seed for s in kd), alphas=(0.9,), conditions=("kd",))
             todo = [s for s in plan(sub) if s.role == "student"]  # SIDDO and KD 0.9 per student seed
             start = time.perf_counter()
-            run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=threads)
+            run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=threads,
+                      pack=pack)
             per_hour[name] = len(todo) * 3600 / (time.perf_counter() - start)
         torch.set_num_threads(default_threads)
     return per_hour
@@ -138,6 +143,23 @@ def flops_ratio(data_dir, steps: int = 20) -> tuple[float, float, float]:
     return achieved, peak, achieved / peak
 
 
+def pack_ratio(data_dir, steps: int = 60) -> float:
+    """One-by-one over packed training seconds per model: seven cpu-profile Nano-GPT students, one thread."""
+    from gpu_check import SEVEN, pack_seconds
+    setup = setups.get("tinyshakespeare-nanogpt", "cpu")
+    spec = plan(setup)[0]
+    task = load_task(spec, data_dir)
+    torch.set_num_threads(1)
+    make = lambda: build(spec.arch, task.num_classes, **spec.arch_kwargs)
+    teacher = init_model(make, 0).eval()
+    recipe = replace(setup.student_recipe, steps=steps)
+    start = time.perf_counter()
+    for seed, objective in enumerate(SEVEN, start=10):
+        train(init_model(make, 0), task.train, objective, recipe, data_seed=seed, teacher=teacher)
+    alone = (time.perf_counter() - start) / len(SEVEN)
+    return alone / pack_seconds(make, teacher, task.train, recipe, "cpu")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
@@ -156,6 +178,8 @@ def main() -> None:
     achieved, peak, ratio = flops_ratio(args.data_dir)
     print(f"\n3. language training step: {achieved / 1e9:.2f} GFLOP/s achieved, fp32 matmul peak "
           f"{peak / 1e9:.2f} GFLOP/s (1 thread): {ratio:.1%} of peak")
+    print(f"\n4. seven Nano-GPT students trained together (--pack 7) / one by one, models per hour: "
+          f"x{pack_ratio(args.data_dir):.2f}")
 
 
 if __name__ == "__main__":

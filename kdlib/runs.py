@@ -189,6 +189,9 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
     Runs already finished or claimed elsewhere are left out of the pack. If any member diverges, the claimed
     members are trained one by one instead, so the divergent run is recorded as failed and the rest finish."""
     out = Path(out)
+    if len({_pack_key(s) for s in specs}) != 1:
+        raise ValueError(f"runs {[s.run_id for s in specs]} cannot train together: they differ in teacher, data, "
+                         f"model, recipe or initialisation (group them with kdlib.runs.packs)")
     teacher_result = _teacher_result(specs[0], teacher, out, data_dir, device)
     if teacher_result is None:
         return
@@ -198,11 +201,17 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
         if len(mine) > 1 and teacher_result.get("status") != "failed":
             for spec in mine:
                 _log_attempt(out, spec)
+            prepared = [_prepare_student(s, teacher, out, data_dir) for s in mine]
             try:
-                _train_students_together(mine, teacher, out, data_dir, device)
+                logs = _train_together(mine, prepared, device)
+            except (FloatingPointError, torch.cuda.OutOfMemoryError):
+                pass  # a diverging member, or a pack too big for the device: train them one by one below
+            else:
+                pack = [s.run_id for s in mine]
+                for spec, (task, model, _, _), log in zip(mine, prepared, logs):
+                    _finish_student(spec, teacher, out, task, model, log, device, pack=pack)
                 return
-            except FloatingPointError:
-                pass  # found out below, run by run
+            del prepared
         for spec in mine:
             _train_claimed(spec, teacher, teacher_result, out, data_dir, device)
 
@@ -227,14 +236,18 @@ def packs(specs: list[RunSpec], size: int) -> list:
         if size == 1 or spec.role != "student" or spec.objective.kind not in PACKABLE:
             jobs.append(spec)
             continue
-        key = json.dumps([spec.teacher_id, spec.dataset, spec.dataset_kwargs, spec.arch, spec.arch_kwargs,
-                          spec.recipe, spec.init, spec.eval_batch_size, spec.probes], sort_keys=True)
-        groups.setdefault(key, []).append(spec)
+        groups.setdefault(_pack_key(spec), []).append(spec)
     for group in groups.values():
         for i in range(0, len(group), size):
             chunk = tuple(group[i:i + size])
             jobs.append(chunk if len(chunk) > 1 else chunk[0])
     return jobs
+
+
+def _pack_key(spec: RunSpec) -> str:
+    """What students must share to train in one step: everything but their objective and data-order seed."""
+    return json.dumps([spec.role, spec.teacher_id, spec.dataset, spec.dataset_kwargs, spec.arch, spec.arch_kwargs,
+                       spec.recipe, spec.init, spec.eval_batch_size, spec.probes], sort_keys=True)
 
 
 def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str) -> dict | None:
@@ -415,20 +428,16 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
     return _finish_student(spec, teacher_spec_, out, task, model, log, device)
 
 
-def _train_students_together(specs: list[RunSpec], teacher_spec_: RunSpec, out: Path, data_dir,
-                             device: str) -> list[dict]:
+def _train_together(specs: list[RunSpec], prepared: list, device: str) -> list:
+    """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
     from .together import train_together
-    prepared = [_prepare_student(s, teacher_spec_, out, data_dir) for s in specs]
     task = prepared[0][0]
     teacher_model = next((p[2] for p in prepared if p[2] is not None), None)
     cache = next((p[3] for p in prepared if p[3] is not None), None)
     recipe = _recipe(specs[0])
-    logs = train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
+    return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
                           [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=device, log_every=max(1, recipe.steps // 50))
-    pack = [s.run_id for s in specs]
-    return [_finish_student(s, teacher_spec_, out, task, p[1], log, device, pack=pack)
-            for s, p, log in zip(specs, prepared, logs)]
 
 
 # ----------------------------------------------------------------------------- a setup

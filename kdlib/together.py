@@ -4,7 +4,7 @@ Where many small students share a GPU, one model per step leaves the device most
 dominate); stacking K students' weights and running their forward passes as one vectorised call
 (``torch.func.vmap`` over ``functional_call``) does K models' work per launch. Each model keeps everything
 that defines its run in :func:`kdlib.train.train`: its own data-order generator (so it sees exactly the
-batches it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix freely in one pack),
+batches and augmentations it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix freely in one pack),
 the same loss functions, and optimiser updates and gradient clipping that act per model. Without dropout the
 result equals training the models one by one, to float rounding (``tests/test_together.py``). With dropout,
 the masks come from one stream shared by the pack (seeded from the members' data-order seeds), so a packed
@@ -58,6 +58,12 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     seeds = [derive_seeds(s, 2) for s in data_seeds]
     generators = [torch.Generator().manual_seed(order) for order, _ in seeds]
     shared_dropout_seed = int(np.random.SeedSequence([d for _, d in seeds]).generate_state(1, np.uint64)[0] >> 1)
+    # Augmentations that draw from the global RNG see, per model, the stream its solo run would give them.
+    member_rng = []
+    for _, dropout_seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(dropout_seed)
+            member_rng.append(torch.get_rng_state())
     skeleton = copy.deepcopy(models[0]).to(device).train()
     params, buffers = stack_module_state([m.to(device) for m in models])
     if teacher is not None:
@@ -68,24 +74,30 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         return functional_call(skeleton, (p, b), (x,))
 
     batched = vmap(forward, randomness="different")
+    kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
     logs, running, count, start = [TrainLog() for _ in range(K)], torch.zeros(K), 0, time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(shared_dropout_seed)
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
-        for step, batches in enumerate(tqdm(zip(*streams), total=recipe.steps, disable=not progress,
-                                            desc=f"{K} models", leave=False), start=1):
+        for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
+            batches = _next_batches(streams, member_rng)
             idx = [b[0] for b in batches]
             x = torch.stack([b[1] for b in batches]).to(device)
             y = torch.stack([b[2] for b in batches]).to(device)
             with autocast(device):
+                live = None
+                if kd and teacher_cache is None:  # one teacher pass over every KD member's batch
+                    with torch.no_grad():
+                        live = teacher(x[kd].flatten(0, 1)).unflatten(0, (len(kd), -1))
                 logits = batched(params, buffers, x)
                 if logits.dtype in (torch.float16, torch.bfloat16):
                     logits = logits.float()
-                losses = torch.stack([_loss(o, logits[k], x[k], y[k], idx[k], teacher, teacher_cache, None, None)
+                losses = torch.stack([_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, x, kd, teacher,
+                                                                                        teacher_cache, live), None, None)
                                       for k, o in enumerate(objectives)])
-            bad = [k for k in range(K) if not torch.isfinite(losses[k])]
-            if bad:
-                raise FloatingPointError(f"loss of model {bad[0]} became {losses[bad[0]].item()} at step {step}")
+            if not torch.isfinite(losses).all():  # one host sync per step; name the model only on failure
+                bad = next(k for k in range(K) if not torch.isfinite(losses[k]))
+                raise FloatingPointError(f"loss of model {bad} became {losses[bad].item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # the models share no weights: each gets exactly its own loss's gradient
             if recipe.grad_clip:
@@ -108,10 +120,32 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     return logs
 
 
+def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
+    """The next batch of every model, each drawn under that model's own global-RNG state."""
+    shared, batches = torch.get_rng_state(), []
+    for k, stream in enumerate(streams):
+        torch.set_rng_state(member_rng[k])
+        batch = next(stream, None)
+        if batch is None:
+            raise ValueError(f"the data of model {k} ran out of batches before the recipe's steps")
+        batches.append(batch)
+        member_rng[k] = torch.get_rng_state()
+    torch.set_rng_state(shared)
+    return batches
+
+
+def _teacher_source(k: int, idx, x, kd: list[int], teacher, teacher_cache, live):
+    """(index, teacher, cache) for model ``k``'s loss: the KD cache at its batch's examples, or its rows of
+    the teacher outputs computed for the whole pack (passed as a cache indexed by its place among KD models)."""
+    if live is not None and k in kd:
+        return kd.index(k), None, live
+    return idx[k], teacher, teacher_cache
+
+
 def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
     """``clip_grad_norm_`` applied to each model of the stack on its own (leading dim = model)."""
     grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    norms = torch.stack([g.reshape(len(g), -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
