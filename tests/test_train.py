@@ -100,24 +100,13 @@ def test_bad_configuration(make, match):
         make()
 
 
-def test_channels_last_placement_changes_layout_not_values():
+def test_placement_keeps_the_default_layout_on_cpu():
+    """Channels-last is for CUDA only: torch 2.14.1's CPU channels-last backward of a 1x1 stride-2 convolution
+    corrupts the heap (this model's downsample at 64 px)."""
     from kdlib.models import build
     from kdlib.train import inputs, place
-    torch.manual_seed(0)
-    reference = build("resnet18", 10, image_size=16, in_channels=3, width=4).train()
-    fast = build("resnet18", 10, image_size=16, in_channels=3, width=4).train()
-    fast.load_state_dict(reference.state_dict())
-    x, y = torch.randn(8, 3, 16, 16), torch.randint(10, (8,))
-    place(fast, "cpu")
-    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert inputs(x, "cpu").is_contiguous(memory_format=torch.channels_last)
-    losses = []
-    for model, batch in ((reference, x), (fast, inputs(x, "cpu"))):
-        loss = torch.nn.functional.cross_entropy(model(batch), y)
-        loss.backward()
-        losses.append(loss)
-    torch.testing.assert_close(losses[0], losses[1])
-    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
-    gpt = place(GPT(TINY), "cpu")  # no convolution: layout untouched
-    assert all(p.is_contiguous() for p in gpt.parameters())
+    model = place(build("resnet18", 10, image_size=64, in_channels=3, width=4), "cpu")
+    x = inputs(torch.randn(8, 3, 64, 64), "cpu")
+    assert all(p.is_contiguous() for p in model.parameters()) and x.is_contiguous()
+    torch.nn.functional.cross_entropy(model(x), torch.randint(10, (8,))).backward()  # crashed channels-last
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
