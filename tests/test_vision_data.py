@@ -175,6 +175,25 @@ def test_cifar_subset_pixels_subsets_and_normalisation(tmp_path):
         load("cifar10_subset", tmp_path, num_classes=11)
 
 
+def test_cifar_subset_is_decoded_once_into_the_cache_folder(tmp_path, monkeypatch):
+    from kdlib.data import vision
+    monkeypatch.setenv("KDLIB_CACHE_DIR", str(tmp_path / "cache"))
+    write_fake_cifar_subset(tmp_path)
+    first = load("cifar10_subset", tmp_path, train_per_class=2)
+    cached = sorted((tmp_path / "cache").glob("cifar10_subset-*.npz"))
+    assert len(cached) == 2  # train and test
+    vision._MEMO.clear()  # a fresh process: reads the cache, never decodes
+    monkeypatch.setattr(vision, "decode_images", lambda *a: pytest.fail("decoded again despite the cache"))
+    again = load("cifar10_subset", tmp_path, train_per_class=2)
+    assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
+    vision._MEMO.clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("KDLIB_CACHE_DIR", str(tmp_path / "cache"))
+    write_fake_cifar_subset(tmp_path, train_per_class=7)  # the source changed: its cache entry no longer matches
+    changed = load("cifar10_subset", tmp_path, train_per_class=2)
+    assert not torch.equal(first.train.x, changed.train.x)
+
+
 def test_cifar_subset_missing_says_how_it_is_built(tmp_path):
     with pytest.raises(DatasetMissing, match=r"cifar10_jpeg_subset\.npz.*cs\.toronto\.edu/~kriz/cifar\.html"):
         load("cifar10_subset", tmp_path)

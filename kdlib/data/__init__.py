@@ -37,6 +37,11 @@ class TaskData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def cache_folder(path: str | os.PathLike | None = None) -> Path:
+    """Derived-data cache folder: ``path`` if given, else ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib``."""
+    return Path(path or os.environ.get("KDLIB_CACHE_DIR") or Path.home() / ".cache" / "kdlib")
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """The data folder: ``path`` if given, else ``$KDLIB_DATA_DIR``, else ``data/``."""
     return Path(path or os.environ.get("KDLIB_DATA_DIR") or DEFAULT_DATA_DIR)

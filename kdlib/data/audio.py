@@ -45,7 +45,7 @@ from torchaudio.transforms import MelScale, Spectrogram
 from tqdm.auto import tqdm
 
 from ..train import ExampleData
-from . import TaskData, register, require
+from . import TaskData, cache_folder, register, require
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -113,11 +113,6 @@ def features(items: Sequence, read: Callable[..., tuple[np.ndarray, int]], secon
             out.append(log_mel(to_16k(clips, length)))
             bar.update(len(clips))
     return torch.cat(out) if out else torch.zeros(0, 1, N_MELS, num_frames(seconds))
-
-
-def cache_folder(path: str | os.PathLike | None = None) -> Path:
-    """Feature cache folder: ``path`` if given, else ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib``."""
-    return Path(path or os.environ.get("KDLIB_CACHE_DIR") or Path.home() / ".cache" / "kdlib")
 
 
 def cached(name: str, key: dict, compute: Callable[[], dict], directory: Path) -> dict:
