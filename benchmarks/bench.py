@@ -2,10 +2,11 @@
 
     python benchmarks/bench.py --data-dir ../shared/data [--students 6]
 
-1. Models per hour on the ``cpu`` profile of cifar10-resnet18 (SIDDO and KD students of one teacher): kdlib's
-   serial launcher (1 thread and torch's default), ``local --workers 2`` and the same with ``--pack 6``,
-   against a naive baseline (one model at a time through a plain DataLoader loop that runs the teacher's
-   forward pass every step, torch's default threads, default memory layout).
+1. Models per hour on the ``cpu`` profile of ``--setups`` (default: cifar10-resnet18, the built-in conv
+   setup, and tinyshakespeare-nanogpt, the model of most built-in setups), SIDDO and KD 0.9 students of one
+   teacher: kdlib's serial launcher (1 thread and torch's default), ``local --workers 2`` and the same with
+   ``--pack``, against a naive baseline (one model at a time through a plain DataLoader loop that runs the
+   teacher's forward pass every step, torch's default threads).
 2. A KD student step (cached teacher logits) against a SIDDO step.
 3. Achieved FLOP/s of a language (cpu-profile Nano-GPT) training step against this machine's fp32 matmul peak.
 4. Seven cpu-profile Nano-GPT students of one seed trained together (``--pack 7``) against one by one.
@@ -24,7 +25,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdlib import setups
@@ -34,6 +35,20 @@ from kdlib.train import Objective, init_model, train
 from kdlib.models import build
 
 
+class Windows(Dataset):
+    """Every window of a token stream as a map-style dataset (the plain-PyTorch way to batch text)."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int):
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.block_size - 1
+
+    def __getitem__(self, i: int):
+        window = self.tokens[i:i + self.block_size + 1]
+        return window[:-1], window[1:]
+
+
 def naive_student(spec, teacher_model, task, threads: int) -> None:
     """One student the naive way: DataLoader batches; a KD student runs the teacher forward every step."""
     torch.set_num_threads(threads)
@@ -41,20 +56,21 @@ def naive_student(spec, teacher_model, task, threads: int) -> None:
     model = build(spec.arch, task.num_classes, **spec.arch_kwargs)
     model.load_state_dict(teacher_model.init_state)
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
-    data = TensorDataset(task.train.x, task.train.y)
+    text = hasattr(task.train, "tokens")
+    data = Windows(task.train.tokens, task.train.block_size) if text else TensorDataset(task.train.x, task.train.y)
     loader = DataLoader(data, batch_size=recipe["batch_size"], shuffle=True,
                         generator=torch.Generator().manual_seed(spec.student_seed))
     step = 0
     model.train()
     while step < recipe["steps"]:
         for x, y in loader:
-            x = task.train.transform(x)
+            x = x if text else task.train.transform(x)
             if spec.condition == "kd":
                 with torch.no_grad():
                     t = teacher_model(x)
                 loss = kd_loss(model(x), t, y, spec.alpha)
             else:
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x).flatten(0, -2), y.flatten())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -63,8 +79,8 @@ def naive_student(spec, teacher_model, task, threads: int) -> None:
                 break
 
 
-def throughput(data_dir, n_students: int) -> dict[str, float]:
-    setup = setups.get("cifar10-resnet18", "cpu")
+def throughput(data_dir, n_students: int, setup_name: str) -> dict[str, float]:
+    setup = setups.get(setup_name, "cpu")
     kd = [s for s in plan(setup) if s.condition == "kd" and s.alpha == 0.9][:n_students]
     students = [s for s in plan(setup) if s.condition == "siddo"][:n_students] + kd
     teacher = plan(setup)[0]
@@ -82,7 +98,7 @@ def throughput(data_dir, n_students: int) -> dict[str, float]:
             len(students) * 3600 / (time.perf_counter() - start)
         default_threads = torch.get_num_threads()
         for launcher, workers, threads, pack in (("serial", 1, 1, 1), ("serial", 1, default_threads, 1),
-                                                 ("local", 2, 1, 1), ("local", 2, 1, 6)):
+                                                 ("local", 2, 1, 1), ("local", 2, 1, n_students)):
             name = f"kdlib {launcher} (workers={workers}, {threads} thread{'s' * (threads > 1)} each" + \
                 (f", pack {pack})" if pack > 1 else ")")
             out = Path(tmp) / name.replace(" ", "_")
@@ -164,16 +180,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--students", type=int, default=6)
+    p.add_argument("--setups", nargs="+", default=["cifar10-resnet18", "tinyshakespeare-nanogpt"])
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
-    rates = throughput(args.data_dir, args.students)
-    naive = next(v for k, v in rates.items() if k.startswith("naive"))
-    print("\n1. models per hour, cifar10-resnet18 cpu profile, KD students")
-    for name, rate in rates.items():
-        print(f"   {name:66s} {rate:8.1f}/h   x{rate / naive:.2f} vs naive")
-    names = list(rates)
-    print(f"   local(2 x 1 thread) / serial(1 thread): x{rates[names[3]] / rates[names[1]]:.2f}; "
-          f"/ serial(default threads): x{rates[names[3]] / rates[names[2]]:.2f}")
+    default_threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {default_threads} default threads")
+    for number, setup_name in enumerate(args.setups):
+        rates = throughput(args.data_dir, args.students, setup_name)
+        torch.set_num_threads(default_threads)
+        naive = next(v for k, v in rates.items() if k.startswith("naive"))
+        print(f"\n1{'abcdefgh'[number]}. models per hour, {setup_name} cpu profile, SIDDO and KD 0.9 students")
+        for name, rate in rates.items():
+            print(f"   {name:66s} {rate:8.1f}/h   x{rate / naive:.2f} vs naive")
+        names = list(rates)
+        print(f"   local(2 x 1 thread) / serial(1 thread): x{rates[names[3]] / rates[names[1]]:.2f}; "
+              f"/ serial(default threads): x{rates[names[3]] / rates[names[2]]:.2f}", flush=True)
     print(f"\n2. KD step (cached teacher logits) / SIDDO step: x{step_ratio(args.data_dir):.3f}  (target <= 1.1)")
     achieved, peak, ratio = flops_ratio(args.data_dir)
     print(f"\n3. language training step: {achieved / 1e9:.2f} GFLOP/s achieved, fp32 matmul peak "
