@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 import argparse
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -30,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kdlib import setups
 from kdlib.losses import kd_loss
-from kdlib.runs import load_model, load_task, plan, run_one, run_setup
+from kdlib.runs import load_model, load_task, plan, run_dir, run_one, run_setup
 from kdlib.train import Objective, init_model, train
 from kdlib.models import build
 
@@ -81,16 +82,15 @@ def naive_student(spec, teacher_model, task, threads: int) -> None:
 
 def throughput(data_dir, n_students: int, setup_name: str) -> dict[str, float]:
     setup = setups.get(setup_name, "cpu")
-    kd = [s for s in plan(setup) if s.condition == "kd" and s.alpha == 0.9][:n_students]
-    students = [s for s in plan(setup) if s.condition == "siddo"][:n_students] + kd
-    teacher = plan(setup)[0]
+    sub = replace(setup, student_seeds=setup.student_seeds[:n_students], alphas=(0.9,), conditions=("kd",))
+    teacher, *students = plan(sub)  # SIDDO and KD 0.9 per student seed
     per_hour = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
         run_one(teacher, base, data_dir)
         task = load_task(teacher, data_dir)
         teacher_model = load_model(base, teacher, data_dir)
-        teacher_model.init_state = torch.load(base / "runs" / teacher.run_id / "init.pt")
+        teacher_model.init_state = torch.load(run_dir(base, teacher) / "init.pt")
         start = time.perf_counter()
         for spec in students:
             naive_student(spec, teacher_model, task, threads=torch.get_num_threads())
@@ -102,13 +102,11 @@ def throughput(data_dir, n_students: int, setup_name: str) -> dict[str, float]:
             name = f"kdlib {launcher} (workers={workers}, {threads} thread{'s' * (threads > 1)} each" + \
                 (f", pack {pack})" if pack > 1 else ")")
             out = Path(tmp) / name.replace(" ", "_")
-            run_one(teacher, out, data_dir)
-            sub = replace(setup, student_seeds=tuple(s.student_seed for s in kd), alphas=(0.9,), conditions=("kd",))
-            todo = [s for s in plan(sub) if s.role == "student"]  # SIDDO and KD 0.9 per student seed
+            shutil.copytree(run_dir(base, teacher), run_dir(out, teacher), dirs_exist_ok=True)  # the teacher is trained once
             start = time.perf_counter()
             run_setup(sub, out, data_dir, progress=False, launcher=launcher, workers=workers, threads=threads,
                       pack=pack)
-            per_hour[name] = len(todo) * 3600 / (time.perf_counter() - start)
+            per_hour[name] = len(students) * 3600 / (time.perf_counter() - start)
         torch.set_num_threads(default_threads)
     return per_hour
 

@@ -253,7 +253,7 @@ def _variant_key(label: str):
 
 def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended: bool) -> dict:
     variants = sorted(runs["variant"].dropna().unique(), key=_variant_key)
-    merged = {"tests": [], "ticks": [], "deltas": [], "means": {}, "figures": []}
+    merged = {"tests": [], "ticks": [], "deltas": [], "means": {}}
     for v in variants:
         sub = build_report(runs[runs["variant"] == v].drop(columns="variant"), f"{name} [{v}]",
                            dest / str(v).replace("%", "pct"), exclude, extended)

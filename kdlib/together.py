@@ -3,14 +3,15 @@
 Where many small students share a GPU, one model per step leaves the device mostly idle (kernel launches
 dominate); stacking K students' weights and running their forward passes as one vectorised call
 (``torch.func.vmap`` over ``functional_call``) does K models' work per launch. Each model keeps everything
-that defines its run in :func:`kdlib.train.train`: its own data-order generator (so it sees exactly the
-batches and augmentations it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix freely in one pack),
-the same loss functions, and optimiser updates and gradient clipping that act per model. Without dropout the
-result equals training the models one by one, to float rounding (``tests/test_together.py``). With dropout,
-the masks come from one stream shared by the pack (seeded from the members' data-order seeds), so a packed
-model is an equally valid draw of its run but not the same bits as its solo run; runs record their pack.
+that defines its run in :func:`kdlib.train.train`: its own data-order generator and augmentation stream (so
+it sees exactly the batches it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix
+freely in one pack), the same loss functions, and optimiser updates and gradient clipping that act per model.
+Without dropout the result equals training the models one by one, to float rounding
+(``tests/test_together.py``). With dropout, the masks come from one stream shared by the pack (seeded from the
+members' data-order seeds), so a packed model is an equally valid draw of its run but not the same bits as its
+solo run; runs record their pack.
 
-On CPU, packing measured no faster than one model after another (the models are already compute-bound
+On CPU, packing measured about as fast as one model after another (the models are already compute-bound
 there); it is meant for GPUs. ``benchmarks/gpu_check.py`` measures both on a lent GPU.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from .train import TrainLog, Objective, Recipe, _loss, autocast, derive_seeds, place
+from .train import TrainLog, Objective, Recipe, _loss, autocast, check_teacher_source, derive_seeds, place
 
 PACKABLE = ("ce", "kd", "rcd", "ls")  # logit objectives; feature matching needs per-model hooks
 
@@ -50,10 +51,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
     non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone."""
     check_packable(models, objectives, data_seeds)
-    if any(o.needs_teacher for o in objectives) and teacher is None and teacher_cache is None:
-        raise ValueError("a KD objective in the pack needs a teacher model or a teacher_cache")
-    if teacher_cache is not None and not getattr(data, "fixed", False):
-        raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
+    check_teacher_source(objectives, data, teacher, teacher_cache)
     K = len(models)
     seeds = [derive_seeds(s, 2) for s in data_seeds]
     generators = [torch.Generator().manual_seed(order) for order, _ in seeds]
@@ -90,11 +88,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                     with torch.no_grad():
                         live = teacher(x[kd].flatten(0, 1)).unflatten(0, (len(kd), -1))
                 logits = batched(params, buffers, x)
-                if logits.dtype in (torch.float16, torch.bfloat16):
-                    logits = logits.float()
-                losses = torch.stack([_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, x, kd, teacher,
-                                                                                        teacher_cache, live), None, None)
-                                      for k, o in enumerate(objectives)])
+                losses = torch.stack([
+                    _loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache, live),
+                          None, None) for k, o in enumerate(objectives)])
             if not torch.isfinite(losses).all():  # one host sync per step; name the model only on failure
                 bad = next(k for k in range(K) if not torch.isfinite(losses[k]))
                 raise FloatingPointError(f"loss of model {bad} became {losses[bad].item()} at step {step}")
@@ -134,7 +130,7 @@ def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
     return batches
 
 
-def _teacher_source(k: int, idx, x, kd: list[int], teacher, teacher_cache, live):
+def _teacher_source(k: int, idx, kd: list[int], teacher, teacher_cache, live):
     """(index, teacher, cache) for model ``k``'s loss: the KD cache at its batch's examples, or its rows of
     the teacher outputs computed for the whole pack (passed as a cache indexed by its place among KD models)."""
     if live is not None and k in kd:

@@ -281,12 +281,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False) -> TrainLog:
     """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps)."""
-    if objective.needs_teacher and teacher is None and teacher_cache is None:
-        raise ValueError(f"objective {objective.kind!r} needs a teacher model or a teacher_cache")
-    if teacher_cache is not None and not getattr(data, "fixed", False):
-        raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
-    if objective.kind == "feature" and teacher is None:
-        raise ValueError("feature-map matching needs the teacher model itself, not a logit cache")
+    check_teacher_source([objective], data, teacher, teacher_cache)
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
     place(model, device).train()
@@ -304,8 +299,6 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
             x, y = inputs(x, device), y.to(device)
             with autocast(device):
                 logits = model(x)
-                if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
-                    logits = logits.float()
                 loss = _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
@@ -327,7 +320,20 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     return log
 
 
+def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cache) -> None:
+    """Objectives that need a teacher get one in a form they can use (shared by train and train_together)."""
+    for objective in objectives:
+        if objective.needs_teacher and teacher is None and teacher_cache is None:
+            raise ValueError(f"objective {objective.kind!r} needs a teacher model or a teacher_cache")
+        if objective.kind == "feature" and teacher is None:
+            raise ValueError("feature-map matching needs the teacher model itself, not a logit cache")
+    if teacher_cache is not None and not getattr(data, "fixed", False):
+        raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
+
+
 def _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook):
+    if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
+        logits = logits.float()
     kind = objective.kind
     if kind == "ce":
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))

@@ -42,6 +42,12 @@ def cache_folder(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("KDLIB_CACHE_DIR") or Path.home() / ".cache" / "kdlib")
 
 
+def fingerprint(path: Path) -> list:
+    """Identity of a source file for cache keys: resolved path, size and modification time."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """The data folder: ``path`` if given, else ``$KDLIB_DATA_DIR``, else ``data/``."""
     return Path(path or os.environ.get("KDLIB_DATA_DIR") or DEFAULT_DATA_DIR)

@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,7 +44,8 @@ from torchaudio.transforms import MelScale, Spectrogram
 from tqdm.auto import tqdm
 
 from ..train import ExampleData
-from . import TaskData, cache_folder, register, require
+from ..store import atomic_write
+from . import TaskData, cache_folder, fingerprint, register, require
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -125,21 +125,9 @@ def cached(name: str, key: dict, compute: Callable[[], dict], directory: Path) -
     if path.exists():
         return torch.load(path, weights_only=True)
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(result, tmp)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    atomic_write(path, lambda f: torch.save(result, f))
     return result
 
-
-def fingerprint(path: Path) -> list:
-    """Identity of a source file for cache keys: resolved path, size and modification time."""
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def subset(n: int, limit: int | None, seed: int = 0) -> np.ndarray:

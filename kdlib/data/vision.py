@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +27,8 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from ..train import ExampleData
-from . import TaskData, cache_folder, register, require
+from ..store import atomic_write
+from . import TaskData, cache_folder, fingerprint, register, require
 
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -133,11 +134,8 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict]) -> d
         if arrays is None:
             arrays = build()
             try:
-                fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, fingerprint=np.array(fingerprint), **arrays)
-                os.replace(tmp, cache)
-            except OSError:  # read-only data folder: keep the in-process copy only
+                atomic_write(cache, lambda f: np.savez(f, fingerprint=np.array(fingerprint), **arrays))
+            except OSError:  # read-only folder: keep the in-process copy only
                 pass
         _MEMO[key] = arrays
     return _MEMO[key]
@@ -225,8 +223,7 @@ def _cifar_split(path: Path, split: str, per_class: int | None) -> tuple[np.ndar
     """Decoded ``split`` of the JPEG subset (only the kept images). Decoding all of it takes ~4 s, so the
     arrays are cached in the cache folder (:func:`kdlib.data.cache_folder`), keyed by the file's identity:
     every worker process of a launcher then loads them in a fraction of a second."""
-    stat = path.stat()
-    fingerprint = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{split}:{per_class}"
+    key = json.dumps([*fingerprint(path), split, per_class])
 
     def build():
         with np.load(path) as f:
@@ -234,13 +231,8 @@ def _cifar_split(path: Path, split: str, per_class: int | None) -> tuple[np.ndar
         keep = first_per_class(labels, per_class)
         return {"x": decode_images([jpeg[offsets[i]:offsets[i + 1]].tobytes() for i in keep], (32, 32)),
                 "y": labels[keep]}
-    folder = cache_folder()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        pass  # unwritable: cached_arrays keeps the decoded copy in this process only
-    name = hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
-    arrays = cached_arrays(folder / f"cifar10_subset-{split}-{name}.npz", fingerprint, build)
+    name = hashlib.sha1(key.encode()).hexdigest()[:16]
+    arrays = cached_arrays(cache_folder() / f"cifar10_subset-{split}-{name}.npz", key, build)
     return arrays["x"], arrays["y"]
 
 

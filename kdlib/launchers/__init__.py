@@ -15,6 +15,14 @@ import importlib
 LAUNCHERS = ("serial", "local", "slurm", "ray")
 
 
+def run_in_worker(job, teacher, out, data_dir, device) -> None:
+    """A job in a worker process (local, slurm, ray): one torch CPU thread per worker, then ``run_job``."""
+    import torch
+    torch.set_num_threads(1)
+    from ..runs import run_job
+    run_job(job, teacher, out, data_dir, device)
+
+
 def get(name: str):
     if name not in LAUNCHERS:
         raise ValueError(f"unknown launcher {name!r}: allowed launchers are {list(LAUNCHERS)}")

@@ -11,17 +11,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
+from . import run_in_worker
+
 
 def _init_worker(device: str, gpu_queue):
     if device == "cuda" and gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
-    import torch
-    torch.set_num_threads(1)
-
-
-def _run(job, teacher, out, data_dir, device):
-    from ..runs import run_job
-    run_job(job, teacher, out, data_dir, device)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs"):
@@ -43,7 +38,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
                                  initargs=(device, gpu_queue)) as pool:
-            futures = [pool.submit(_run, job, teacher, out, data_dir, device) for job, teacher in jobs]
+            futures = [pool.submit(run_in_worker, job, teacher, out, data_dir, device) for job, teacher in jobs]
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run",
                                disable=not progress):
                 future.result()

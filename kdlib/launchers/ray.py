@@ -10,12 +10,7 @@ import os
 import ray
 from tqdm.auto import tqdm
 
-
-def _run(job, teacher, out, data_dir, device):
-    import torch
-    torch.set_num_threads(1)
-    from kdlib.runs import run_job
-    run_job(job, teacher, out, data_dir, device)
+from . import run_in_worker
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,
@@ -28,7 +23,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
     try:
-        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run)
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(run_in_worker)
         pending = [task.remote(job, teacher, str(out), None if data_dir is None else str(data_dir), device)
                    for job, teacher in jobs]
         bar = tqdm(total=len(pending), desc=desc, unit="run", disable=not progress)

@@ -11,15 +11,14 @@ from pathlib import Path
 import submitit
 from tqdm.auto import tqdm
 
+from . import run_in_worker
+
 
 class _RunTask(submitit.helpers.Checkpointable):
     """A picklable task; being Checkpointable, SLURM preemption requeues it instead of failing it."""
 
     def __call__(self, job, teacher, out, data_dir, device):
-        import torch
-        torch.set_num_threads(1)
-        from ..runs import run_job
-        run_job(job, teacher, out, data_dir, device)
+        run_in_worker(job, teacher, out, data_dir, device)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", partition=None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from ..train import Recipe
 
 PROFILES = ("paper", "cpu", "smoke")
+ALPHAS = (0.1, 0.5, 0.9)  # the paper's KD/RCD weights, in every setup
 MODALITIES = ("language", "vision", "audio")
 
 

@@ -30,11 +30,10 @@ per setup); their accuracies are unmeasured here (the datasets are not available
 from __future__ import annotations
 
 
-from . import Model, Setup, epoch_steps, register
+from . import ALPHAS, Model, Setup, epoch_steps, register
 from ..data.audio import num_frames
 from ..train import Recipe
 
-ALPHAS = (0.1, 0.5, 0.9)
 PAPER_TRAIN_SIZE = {"speechcommands": 84_843, "urbansound8k": 6_985, "fsdd": 2_700}
 PAPER_EPOCHS = {"speechcommands": 100, "urbansound8k": 150, "fsdd": 100}
 SECONDS = {"speechcommands": 1.0, "urbansound8k": 4.0, "fsdd": 1.0}

@@ -12,13 +12,12 @@ of high teacher loss where the paper sees the strongest transfer.
 """
 from __future__ import annotations
 
-from . import Model, Setup, register
+from . import ALPHAS, Model, Setup, register
 from ..train import Recipe
 
 PAPER_GPT = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2)
 CPU_GPT = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.2)
 SMOKE_GPT = dict(block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.2)
-ALPHAS = (0.1, 0.5, 0.9)
 
 
 def nanogpt_scale(profile: str) -> dict:

@@ -40,10 +40,9 @@ on any amount of data (tests use fake copies) in seconds.
 from __future__ import annotations
 
 
-from . import Model, Setup, epoch_steps, register
+from . import ALPHAS, Model, Setup, epoch_steps, register
 from ..train import Recipe
 
-ALPHAS = (0.1, 0.5, 0.9)
 SEEDS = {"paper": dict(teacher_seeds=(0, 1, 2), student_seeds=tuple(range(10, 20))),
          "cpu": dict(teacher_seeds=(0,), student_seeds=tuple(range(10, 16))),
          "smoke": dict(teacher_seeds=(0,), student_seeds=(10, 11))}
