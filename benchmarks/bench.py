@@ -31,7 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kdlib import setups
 from kdlib.losses import kd_loss
-from kdlib.runs import load_model, load_task, plan, run_dir, run_one, run_setup
+from kdlib.runs import load_model, load_task, plan, run_one
+from kdlib.store import run_dir
+from kdlib.study import run_setup
 from kdlib.train import Objective, init_model, train
 from kdlib.models import build
 

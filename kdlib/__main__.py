@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from . import launchers, setups
-from .runs import collect, run_setup, setup_dir
+from .store import figures_dir, setup_dir
+from .study import collect, run_setup
 
 
 def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
 def report(setup: setups.Setup, out, figures) -> Path:
     from .report import build_report
     students, _ = collect(setup, out)
-    dest = Path(figures) / setup.name / setup.profile
+    dest = figures_dir(figures, setup)
     build_report(students, setup.name, dest)
     return dest
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.command == "export":
-        from .runs import export_outputs
+        from .study import export_outputs
         print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
         return 0
     if args.command == "run":

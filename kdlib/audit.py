@@ -43,17 +43,15 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu, sem
 
-from .metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER, Comparison, token_terms
-from .report import save_figure
-from .stats import benjamini_hochberg, one_sided_wilcoxon
+from .metrics import FUNCTIONAL_METRICS, METRICS, TERMS, Comparison, rates, token_terms
+from .outputs import check_labels, check_logits
+from .report import COLOURS, new_figure, save_figure, styled
+from .stats import benjamini_hochberg, normalised_delta, one_sided_wilcoxon
 from .store import atomic_write
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 AGREEMENT = ("correct_agreement", "incorrect_agreement")
 DELTA_METRICS = FUNCTIONAL_METRICS + ("accuracy", "loss") + AGREEMENT
-#: Per-unit sums from which every bootstrapped metric is a ratio.
-SUMS = ("tokens", "t_correct", "activation_distance", "js_divergence", "rank_disagreement", "agree",
-        "agree_t_correct", "agree_t_wrong", "correct", "loss")
 CHUNK = 2048  # units per pass, to bound memory on large test sets
 TOP_ROWS = 20  # most-copied errors shown in report.json / report.md (the CSV has them all)
 
@@ -147,14 +145,7 @@ def _check(teacher, models, labels) -> torch.Tensor:
     """Raise a ValueError naming the file for every mismatch; return the labels as class indices."""
     tname, t = teacher
     for name, x in [teacher, *models]:
-        if x.dim() not in (2, 3) or x.dtype == torch.bool or x.is_complex():
-            raise ValueError(f"{name}: logits must be numbers of shape [N, K] or [N, L, K] (L tokens per sequence), "
-                             f"got {x.dtype} of shape {tuple(x.shape)}")
-        bad = ~torch.isfinite(x.double())
-        if bad.any():
-            first = int(bad.reshape(len(x), -1).any(1).nonzero()[0])
-            kind = "NaN" if torch.isnan(x.double()).any() else "inf"
-            raise ValueError(f"{name}: logits contain {kind} (first at example {first}); every logit must be finite")
+        check_logits(x, name, finite=True)
     N, K = t.shape[0], t.shape[-1]
     for name, x in models:
         if x.shape[0] != N:
@@ -165,23 +156,9 @@ def _check(teacher, models, labels) -> torch.Tensor:
         if x.shape != t.shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)} but {tname} has shape {tuple(t.shape)}")
     lname, y = labels
-    if y.shape != t.shape[:-1]:
-        hint = (" (for sequence models save [N, L, K] logits with [N, L] labels as .npy, .npz or .pt: CSV holds "
-                "[N, K] logits only)" if y.dim() == t.dim() else "")
-        raise ValueError(f"{lname} has shape {tuple(y.shape)} but {tname} has logits of shape {tuple(t.shape)}: "
-                         f"expected labels of shape {tuple(t.shape[:-1])}{hint or _header_hint(lname, len(y), N)}")
-    if y.is_floating_point():
-        if not (torch.isfinite(y).all() and (y == y.round()).all()):
-            raise ValueError(f"{lname}: labels must be integer class indices, found non-integer values")
-    elif y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{lname}: labels must be integer class indices, got dtype {y.dtype}")
-    y = y.long()
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= K):
-        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        where = tuple(int(i) for i in (y == bad).nonzero()[0])
-        raise ValueError(f"{lname}: label {bad} (at index {where[0] if len(where) == 1 else where}) is out of range "
-                         f"[0, {K - 1}] for the K={K} classes of {tname}")
-    return y
+    hint = (" (for sequence models save [N, L, K] logits with [N, L] labels as .npy, .npz or .pt: CSV holds "
+            "[N, K] logits only)" if y.dim() == t.dim() else _header_hint(lname, len(y), N))
+    return check_labels(y, t, lname, tname, hint)
 
 
 def _header_hint(name: str, n: int, N: int) -> str:
@@ -218,31 +195,21 @@ def _as_list(spec) -> list:
 
 @torch.no_grad()
 def _unit_sums(teacher: torch.Tensor, model: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """[U, len(SUMS)] sums over each unit's tokens of the per-token terms whose means kdlib.metrics reports."""
+    """[U, len(TERMS)] sums over each unit's tokens of kdlib.metrics' per-token terms (in TERMS order)."""
     K, out = teacher.shape[-1], []
     for i in range(0, len(teacher), CHUNK):
         units = len(labels[i:i + CHUNK])
         t, m = teacher[i:i + CHUNK].double().reshape(-1, K), model[i:i + CHUNK].double().reshape(-1, K)
         y = labels[i:i + CHUNK].reshape(-1)
         k = token_terms(t, m, y)
-        agree, t_correct = k["agree"], k["t_correct"]
-        terms = torch.stack([torch.ones_like(k["loss"]), t_correct.double(), k["activation_distance"],
-                             k["js_divergence"], k["rank_disagreement"], agree.double(),
-                             (agree & t_correct).double(), (agree & ~t_correct).double(), k["correct"].double(),
-                             k["loss"]], -1)
-        out.append(terms.reshape(units, -1, len(SUMS)).sum(1))
+        terms = torch.stack([fn(k).double() for fn in TERMS.values()], -1)
+        out.append(terms.reshape(units, -1, len(TERMS)).sum(1))
     return torch.cat(out).numpy()
 
 
 def _rates(s: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics from sums along the last axis (in SUMS order); NaN where a denominator is 0."""
-    g = {k: s[..., i] for i, k in enumerate(SUMS)}
-    n, tc = g["tokens"], g["t_correct"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return {"activation_distance": g["activation_distance"] / n, "js_divergence": g["js_divergence"] / n,
-                "rank_disagreement": g["rank_disagreement"] / n, "prediction_disagreement": 1 - g["agree"] / n,
-                "accuracy": g["correct"] / n, "loss": g["loss"] / n,
-                "correct_agreement": g["agree_t_correct"] / tc, "incorrect_agreement": g["agree_t_wrong"] / (n - tc)}
+    """Every additive metric from sums along the last axis (in TERMS order); NaN where a denominator is 0."""
+    return rates({name: s[..., i] for i, name in enumerate(TERMS)})
 
 
 def _bootstrap_sums(units: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -262,7 +229,7 @@ def _bootstrap_sums(units: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 def _better(metric: str) -> int:
     """+1 when a larger student - control delta means more teacher-like (agreement, asymmetry), else -1."""
-    return -1 if LOWER_IS_BETTER.get(metric, False) else 1
+    return -1 if metric in METRICS and METRICS[metric].lower_is_better else 1
 
 
 def _interval(point: float, reps: np.ndarray, metric: str, alpha_level: float) -> dict:
@@ -321,11 +288,14 @@ def _seed_deltas(values: pd.DataFrame, controls, alpha_level):
                 functional.append(d[metric])
             else:
                 d[metric].update(p_adj=p, significant=bool(p < alpha_level))
-            if metric in AGREEMENT:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    norm = diff / (1 - k) if paired else np.array([d[metric]["delta"] / (1 - k.mean())])
-                d[f"{metric}_normalised"] = {"delta": float(norm.mean()),
-                                             "sem": float(sem(norm)) if paired else math.nan}
+            if metric in AGREEMENT:  # mean gain over mean headroom (kdlib.stats.normalised_delta)
+                if paired:
+                    norm = normalised_delta(s, k)
+                    d[f"{metric}_normalised"] = {"delta": norm["value"], "sem": norm["se"]}
+                else:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        d[f"{metric}_normalised"] = {"delta": float(d[metric]["delta"] / (1 - k.mean())),
+                                                     "sem": math.nan}
         d["test"] = "paired one-sided Wilcoxon signed-rank" if paired else "one-sided Mann-Whitney U"
         deltas[c] = d
     for r, p_adj in zip(functional, benjamini_hochberg([r["p"] for r in functional])):
@@ -570,7 +540,7 @@ def _markdown(r: dict) -> str:
     sides = list(r["means"])
     md.append("\n## Metrics against the teacher (mean over models)\n\n" + _md_table(
         ["metric", *sides], [[m, *(f"{r['means'][s][m]:.4f}" if r["means"][s][m] is not None else "n/a"
-                                   for s in sides)] for m in LOWER_IS_BETTER]))
+                                   for s in sides)] for m in METRICS]))
     if "agreement" in r:
         a = r["agreement"]
         md.append("\n## Agreement deltas against the best control (Eqs. 2-3)\n\n" + _md_table(
@@ -595,10 +565,11 @@ def _markdown(r: dict) -> str:
     return "".join(md)
 
 
+@styled
 def _plot_agreement(r: dict) -> Figure:
     """Bars of delta_correct / delta_incorrect per control (raw and headroom-normalised) with their uncertainty."""
-    fig = Figure(figsize=(8, 3.4), layout="constrained")
-    colours = {"correct": "tab:green", "incorrect": "tab:red"}
+    fig = new_figure(6.5, 2.8)
+    colours = COLOURS
     if "deltas" not in r:  # no control: the student's agreement levels
         ax = fig.subplots()
         vals = [r["means"]["student"][f"{q}_agreement"] for q in colours]
@@ -630,6 +601,7 @@ def _plot_agreement(r: dict) -> Figure:
     return fig
 
 
+@styled
 def _plot_copied(comparisons, sides, names, max_classes: int = 30) -> Figure:
     """Per true class: how often each side reproduces the teacher's wrong label (tick: its most-copied label)."""
     errors = comparisons[0].teacher_errors.numpy()
@@ -637,7 +609,7 @@ def _plot_copied(comparisons, sides, names, max_classes: int = 30) -> Figure:
     per_class = errors.sum(1)
     classes = np.nonzero(per_class)[0]
     classes = classes[np.argsort(-copies["student"].sum(1)[classes], kind="stable")][:max_classes]
-    fig = Figure(figsize=(min(16.0, max(5.0, 0.25 * len(classes) * len(sides) + 2)), 3.4), layout="constrained")
+    fig = new_figure(min(16.0, max(5.0, 0.25 * len(classes) * len(sides) + 2)), 3.0)
     ax = fig.subplots()
     w = 0.8 / len(sides)
     for j, s in enumerate(sides):

@@ -10,22 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def _flatten(logits: torch.Tensor, labels: torch.Tensor | None = None):
-    """Flatten ``[B, L, K]`` logits (and ``[B, L]`` labels) to tokens; check shapes and label range."""
-    if logits.dim() not in (2, 3):
-        raise ValueError(f"logits must have shape [N, K] or [B, L, K], got {tuple(logits.shape)}")
-    K = logits.shape[-1]
-    if labels is not None:
-        if labels.shape != logits.shape[:-1]:
-            raise ValueError(
-                f"labels shape {tuple(labels.shape)} does not match logits shape {tuple(logits.shape)}: "
-                f"expected {tuple(logits.shape[:-1])}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= K):
-            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-            raise ValueError(f"label {bad} is out of range: labels must lie in [0, {K - 1}] for K={K} classes")
-        labels = labels.reshape(-1)
-    return logits.reshape(-1, K), labels
+from .outputs import as_tokens
 
 
 def check_alpha(alpha: float) -> float:
@@ -58,8 +43,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher logits shape {tuple(teacher_logits.shape)} does not match student logits "
                          f"shape {tuple(student_logits.shape)}")
-    student, labels = _flatten(student_logits, labels)
-    teacher, _ = _flatten(teacher_logits.detach())
+    student, labels = as_tokens(student_logits, labels, "student")
+    teacher, _ = as_tokens(teacher_logits.detach(), None, "teacher")
     target = F.log_softmax(teacher.to(student.dtype) / temperature, dim=-1)
     return _distill(student, labels, target, alpha, temperature)
 
@@ -68,7 +53,7 @@ def rcd_loss(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
              temperature: float = 1.0) -> torch.Tensor:
     """Random Control Distillation: Eq. 1 with the teacher replaced by the class-uniform 1/K."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
-    student, labels = _flatten(student_logits, labels)
+    student, labels = as_tokens(student_logits, labels, "student")
     K = student.shape[-1]
     target = student.new_full((1, K), -math.log(K)).expand_as(student)
     return _distill(student, labels, target, alpha, temperature)
@@ -78,7 +63,7 @@ def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, eps
     """Cross-entropy against (1-epsilon)*one_hot(y) + epsilon/K (Szegedy et al. 2016)."""
     if not (0.0 <= float(epsilon) <= 1.0):
         raise ValueError(f"epsilon={epsilon!r} is not allowed: epsilon must lie in [0, 1]")
-    student, labels = _flatten(student_logits, labels)
+    student, labels = as_tokens(student_logits, labels, "student")
     log_probs = F.log_softmax(student, dim=-1)
     nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
     uniform = -log_probs.mean(dim=-1)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from . import device as dev
+
 PROBES: dict[str, Callable] = {}
 
 
@@ -48,8 +50,9 @@ def th_completion(model, task, device: str, batch_size: int) -> dict[str, float]
     """Greedy next character after every "th" prompt of the clean test split: counts of "tha" and "the"."""
     tok = task.extra["tokenizer"]
     prompts = th_prompts(task.test.tokens, tok, task.test.block_size)
-    model.eval()
-    nxt = torch.cat([model(prompts[i:i + batch_size].to(device))[:, -1].argmax(-1).cpu()
-                     for i in range(0, len(prompts), batch_size)])
+    dev.place(model, device).eval()
+    with dev.autocast(device):
+        nxt = torch.cat([model(dev.batch(prompts[i:i + batch_size], device))[:, -1].argmax(-1).cpu()
+                         for i in range(0, len(prompts), batch_size)])
     return {"tha_count": int((nxt == tok.index["a"]).sum()), "the_count": int((nxt == tok.index["e"]).sum()),
             "th_prompts": len(prompts)}

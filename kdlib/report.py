@@ -1,96 +1,197 @@
 """Paper-style artefacts from a setup's runs table: mean +- SEM tables, tick tables, agreement-delta charts.
 
-Tables are written as CSV and LaTeX (booktabs); figures as vector PDF and PNG. Figures are built with
-matplotlib's object API (no pyplot state), so importing this module never changes a notebook's backend.
+Tables are written as CSV and LaTeX that goes into a paper unchanged: booktabs rules, the paper's grouped
+header (Control | Knowledge Distillation | Random Control Distillation), legible type (no shrink-to-width: wide
+tables span both columns of a two-column paper and abbreviate metric names, explained in the caption), and the
+packages a file needs named in its first line. Figures are vector PDF (TrueType fonts, which venues accept,
+never Type 3) and PNG, built with matplotlib's object API (no pyplot state), in one colour scheme: blue for
+teacher-correct, red for teacher-incorrect agreement, everywhere (study, audit, summary).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .metrics import EXTENDED_METRICS, FUNCTIONAL_METRICS, LOWER_IS_BETTER
+from .conditions import CONDITIONS, STUDENT_CONDITIONS, label
+from .metrics import display_name, lower_is_better, table_metrics
 from .stats import agreement_deltas, transfer_tests
 from .store import atomic_write, write_csv, write_text
 
-NAMES = {
-    "activation_distance": "Activation Distance", "rank_disagreement": "Rank Disagreement",
-    "prediction_disagreement": "Prediction Disagreement", "js_divergence": "JS Divergence",
-    "variation_of_information": "Information Variation", "procrustes_distance": "Procrustes Distance",
-    "prediction_agreement": "Prediction Agreement", "correct_agreement": "Correct Agreement",
-    "incorrect_agreement": "Incorrect Agreement", "accuracy": "Accuracy", "loss": "Loss",
-}
-MAIN_METRICS = FUNCTIONAL_METRICS + ("accuracy", "loss")
-EXTENDED_TABLE_METRICS = FUNCTIONAL_METRICS + EXTENDED_METRICS + ("accuracy", "loss")
-CONDITION_NAMES = {"siddo": "SIDDO", "kd": "KD", "rcd": "RCD", "ls": "LS"}
 TICK, CROSS = "\u2713", "\u2717"
+#: The study's colours: teacher-correct (positive transfer) and teacher-incorrect (negative transfer).
+COLOURS = {"correct": "#1f77b4", "incorrect": "#d62728"}
+DIGITS = 3  # decimals of means and SEMs in tables, as the paper prints them
+GROUPS = {"siddo": "Control", "kd": "Knowledge Distillation", "rcd": "Random Control Distillation",
+          "ls": "Label Smoothing"}
 
 
-def _columns(runs: pd.DataFrame) -> list[tuple[str, float | None]]:
+def table_columns(runs: pd.DataFrame) -> list[tuple[str, float | None]]:
     """Table columns in the paper's order: SIDDO, KD alphas, RCD alphas, LS alphas."""
-    cols = [("siddo", None)] if (runs["condition"] == "siddo").any() else []
-    for cond in ("kd", "rcd", "ls"):
+    cols = []
+    for cond in STUDENT_CONDITIONS:
+        if not CONDITIONS[cond].weighted:
+            cols += [(cond, None)] if (runs["condition"] == cond).any() else []
+            continue
         alphas = sorted(runs.loc[runs["condition"] == cond, "alpha"].dropna().unique())
         cols += [(cond, float(a)) for a in alphas]
     return cols
 
 
-def _label(cond: str, alpha: float | None) -> str:
-    return CONDITION_NAMES[cond] if alpha is None else f"{CONDITION_NAMES[cond]} {alpha:g}"
+def mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    """``best``: per metric, every column whose mean, as printed, equals the best printed mean (ties bold on
+    every side)."""
+    table = table.copy()
+    shown = table["mean"].round(DIGITS)
+    best = shown.groupby(table["metric"]).transform(
+        lambda g: g.min() if lower_is_better(g.name) else g.max())
+    table["best"] = shown == best
+    return table
 
 
-def mean_sem_table(runs: pd.DataFrame, teacher_seed, metrics=MAIN_METRICS) -> pd.DataFrame:
-    """Long table (metric, column, mean, sem, n, best) for one teacher seed: Table 14 style."""
+def mean_sem_table(runs: pd.DataFrame, teacher_seed, metrics=None) -> pd.DataFrame:
+    """Long table (metric, condition, alpha, column, group, sub, mean, sem, n, best) for one teacher seed:
+    Table 14 style (``metrics`` default: the main table's rows, :func:`kdlib.metrics.table_metrics`). ``group``
+    and ``sub`` are the two header rows of its LaTeX (e.g. "Knowledge Distillation" over "0.5")."""
     t = runs[runs["teacher_seed"] == teacher_seed]
     rows = []
-    for metric in metrics:
-        for cond, alpha in _columns(t):
+    for metric in metrics or table_metrics():
+        for cond, alpha in table_columns(t):
             sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
             x = sel[metric].to_numpy(float)
-            rows.append({"metric": metric, "column": _label(cond, alpha), "mean": float(np.mean(x)),
+            rows.append({"metric": metric, "condition": cond, "alpha": alpha, "column": label(cond, alpha),
+                         "group": GROUPS.get(cond, CONDITIONS[cond].display),
+                         "sub": CONDITIONS[cond].display if alpha is None else f"{alpha:g}", "mean": float(np.mean(x)),
                          "sem": float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan,
                          "n": len(x)})
-    df = pd.DataFrame(rows)
-    df["best"] = False
-    for metric, g in df.groupby("metric"):
-        best = g["mean"].idxmin() if LOWER_IS_BETTER[metric] else g["mean"].idxmax()
-        df.loc[best, "best"] = True
-    return df
+    return mark_best(pd.DataFrame(rows))
 
 
-def _fmt(mean: float, sem: float) -> str:
-    return f"{mean:.3f} ± {sem:.3f}" if not math.isnan(sem) else f"{mean:.3f}"
+def format_sem(sem: float) -> str:
+    """An SEM at the table's precision, '<0.001' where it is positive but rounds to zero."""
+    if 0 < sem < 0.5 * 10 ** -DIGITS:
+        return f"<{10 ** -DIGITS:.{DIGITS}f}"
+    return f"{sem:.{DIGITS}f}"
+
+
+def format_mean_sem(mean: float, sem: float) -> str:
+    return f"{mean:.{DIGITS}f}" if math.isnan(sem) else f"{mean:.{DIGITS}f} ± {format_sem(sem)}"
 
 
 def wide_means(table: pd.DataFrame) -> pd.DataFrame:
     """Metrics as rows (with preferred-direction arrows), conditions as columns, 'mean ± sem' cells."""
     order = list(dict.fromkeys(table["column"]))
-    wide = table.assign(cell=[_fmt(m, s) for m, s in zip(table["mean"], table["sem"])]).pivot(
+    wide = table.assign(cell=[format_mean_sem(m, s) for m, s in zip(table["mean"], table["sem"])]).pivot(
         index="metric", columns="column", values="cell")[order]
-    wide.index = [f"{NAMES[m]} ({'↓' if LOWER_IS_BETTER[m] else '↑'})" for m in wide.index]
+    wide = wide.loc[list(dict.fromkeys(table["metric"]))]
+    wide.index = [display_name(m, arrow=True) for m in wide.index]
+    wide.columns.name = None
+    return wide
+
+
+def style_means(table: pd.DataFrame):
+    """:func:`wide_means` for a notebook: best mean per metric in bold (ties on every side)."""
+    wide = wide_means(table)
+    best = table.pivot(index="metric", columns="column", values="best")
+    best = best.loc[list(dict.fromkeys(table["metric"])), list(wide.columns)].to_numpy()
+    return wide.style.apply(lambda _: np.where(best, "font-weight: bold", ""), axis=None)
+
+
+def style_deltas(deltas: pd.DataFrame):
+    """Agreement deltas for a notebook: per teacher seed and alpha, each delta ± SEM against its best control."""
+    rows = []
+    for _, d in deltas.iterrows():
+        row = {"teacher seed": int(d["teacher_seed"]), "α": f"{d['alpha']:g}"}
+        for q in ("correct", "incorrect"):
+            row[f"Δ {q}"] = format_mean_sem(d[f"delta_{q}"], d[f"delta_{q}_sem"])
+            row[f"best control ({q})"] = d[f"control_{q}"]
+            row[f"Δ {q} / headroom"] = format_mean_sem(d[f"delta_{q}_normalised"], d[f"delta_{q}_normalised_sem"])
+        row["negative asymmetry"] = "yes" if d["negative_asymmetry"] else "no"
+        rows.append(row)
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+def latex_requirements(*packages: str) -> str:
+    """The first line of every emitted .tex: the packages it needs in the paper's preamble."""
+    return "% requires: " + " ".join(rf"\usepackage{{{p}}}" for p in packages)
+
+
+def _latex_escape(text: str) -> str:
+    return (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+            .replace("_", r"\_").replace("#", r"\#").replace("α", r"$\alpha$").replace("±", r"$\pm$"))
+
+
+def _metric_cells(metric: str, short: bool) -> tuple[str, str]:
+    """The metric's name with its arrow over the two lines of its row (means, SEMs), so the column stays narrow:
+    'Prediction' above 'Disagreement ↓'."""
+    arrow = r"$\downarrow$" if lower_is_better(metric) else r"$\uparrow$"
+    first, _, last = display_name(metric, short=short).rpartition(" ")
+    return (first, f"{last} {arrow}") if first else (f"{last} {arrow}", "")
+
+
+def _grouped_header(columns: list[tuple[str, str]], first: str) -> list[str]:
+    """The paper's two header rows: column groups with \\cmidrule under each, then each column's label."""
+    groups: list[list] = []
+    for group, _ in columns:
+        if groups and groups[-1][0] == group:
+            groups[-1][1] += 1
+        else:
+            groups.append([group, 1])
+    top, rules, start = [""], [], 2
+    for group, width in groups:
+        top.append(group if width == 1 else rf"\multicolumn{{{width}}}{{c}}{{{group}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+        start += width
+    second = [first] + [_latex_escape(sub) for _, sub in columns]
+    return [" & ".join(top) + r" \\", "".join(rules), " & ".join(second) + r" \\"]
+
+
+def means_latex(table: pd.DataFrame, caption: str, label_: str | None = None) -> str:
+    """booktabs LaTeX of a mean +- SEM table (Table 14 style): grouped header, each metric's means on one line
+    and their SEMs in smaller type beneath, best mean per metric in bold (ties on every side). A ``table*``,
+    so it spans both columns of a two-column paper; with more than seven conditions metric names are
+    abbreviated and explained in the caption."""
+    short = table["column"].nunique() > 7
+    if short:  # narrow groups: the conditions' abbreviations over their columns
+        abbreviation = {v: CONDITIONS[k].display for k, v in GROUPS.items() if k != "siddo"}
+        table = table.assign(group=table["group"].replace(abbreviation))
+    columns = list(dict.fromkeys(zip(table["group"], table["sub"])))
     metrics = list(dict.fromkeys(table["metric"]))
-    return wide.loc[[f"{NAMES[m]} ({'↓' if LOWER_IS_BETTER[m] else '↑'})" for m in metrics]]
-
-
-def means_latex(table: pd.DataFrame, caption: str) -> str:
-    """booktabs LaTeX of a mean +- SEM table, best mean per metric in bold."""
+    if short:
+        used = [k for k in GROUPS if k != "siddo" and CONDITIONS[k].display in set(table["group"])]
+        caption += ". " + "; ".join([f"{CONDITIONS[k].display}: {GROUPS[k]}" for k in used] +
+                                    [f"{display_name(m, short=True)}: {display_name(m)}" for m in metrics])
+    caption += r". Mean with $\pm$ 1 SEM beneath; bold: best mean per metric; arrows: preferred direction."
+    lines = [latex_requirements("booktabs"), r"\begin{table*}[t]", r"\centering", r"\small",
+             rf"\setlength{{\tabcolsep}}{{{3 if short else 4}pt}}", rf"\caption{{{caption}}}"] + ([rf"\label{{{label_}}}"] if label_ else []) + [
+             r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule",
+             *_grouped_header(columns, "Metric"), r"\midrule"]
+    cells = {(r["metric"], r["column"]): r for _, r in table.iterrows()}
     order = list(dict.fromkeys(table["column"]))
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", r"\resizebox{\linewidth}{!}{%",
-             r"\begin{tabular}{l" + "c" * len(order) + "}", r"\toprule",
-             "Metric & " + " & ".join(order) + r" \\", r"\midrule"]
-    for metric in dict.fromkeys(table["metric"]):
-        arrow = r"$\downarrow$" if LOWER_IS_BETTER[metric] else r"$\uparrow$"
-        cells = []
+    for i, metric in enumerate(metrics):
+        means, sems = [], []
         for col in order:
-            r = table[(table["metric"] == metric) & (table["column"] == col)].iloc[0]
-            cell = f"{r['mean']:.3f}" + ("" if math.isnan(r["sem"]) else rf" $\pm$ {r['sem']:.3f}")
-            cells.append(rf"\textbf{{{cell}}}" if r["best"] else cell)
-        lines.append(f"{NAMES[metric]} ({arrow}) & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+            r = cells[(metric, col)]
+            mean = f"{r['mean']:.{DIGITS}f}"
+            means.append(rf"\textbf{{{mean}}}" if r["best"] else mean)
+            sems.append("" if math.isnan(r["sem"]) else rf"{{\scriptsize {_latex_sem(r['sem'])}}}")
+        above, below = _metric_cells(metric, short)
+        lines.append(f"{above} & " + " & ".join(means) + r" \\")
+        lines.append(f"{below} & " + " & ".join(sems) + (r" \\[2pt]" if i < len(metrics) - 1 else r" \\"))
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
     return "\n".join(lines) + "\n"
+
+
+def _latex_sem(sem: float) -> str:
+    text = format_sem(sem)
+    return rf"$\pm{{<}}${text[1:]}" if text.startswith("<") else rf"$\pm${text}"
 
 
 def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +202,7 @@ def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
         row = {}
         for metric in dict.fromkeys(tests["metric"]):
             sel = tests[(tests["alpha"] == alpha) & (tests["metric"] == metric)].set_index("teacher_seed")
-            row[NAMES[metric]] = "".join(TICK if s in sel.index and sel.loc[s, "tick"] else CROSS for s in seeds)
+            row[display_name(metric)] = "".join(TICK if s in sel.index and sel.loc[s, "tick"] else CROSS for s in seeds)
         verdicts = tests[tests["alpha"] == alpha].groupby("teacher_seed").first()
         row["Supported"] = "".join(
             ("M" if verdicts.loc[s, "marginal"] else TICK) if verdicts.loc[s, "supported"] else CROSS for s in seeds)
@@ -110,46 +211,88 @@ def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def ticks_latex(ticks: pd.DataFrame, caption: str) -> str:
-    body = ticks.map(lambda cell: cell.replace(TICK, r"\cmark").replace(CROSS, r"\xmark"))
-    lines = [r"% needs \usepackage{pifont}\newcommand{\cmark}{\ding{51}}\newcommand{\xmark}{\ding{55}}",
-             r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
+    """booktabs LaTeX of a tick table that fits one column: abbreviated metric names, explained in the caption."""
+    names = {display_name(m): display_name(m, short=True) for m in table_metrics(extended=True)}
+    header = [names.get(c, "Sup." if c == "Supported" else c) for c in ticks.columns]
+    caption += (". " + "; ".join(f"{names[c]}: {c}" for c in ticks.columns if c in names) +
+                r". \ding{51}: KD significantly more teacher-like (or better) than both controls (BH-FDR); "
+                r"\ding{55}: not; one mark per teacher seed. Sup.: transfer supported (M: marginal)")
+    body = ticks.map(lambda cell: cell.replace(TICK, r"\ding{51}").replace(CROSS, r"\ding{55}"))
+    lines = [latex_requirements("booktabs", "pifont"), r"\begin{table}[t]", r"\centering", r"\small",
+             r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{caption}}}",
              r"\begin{tabular}{l" + "c" * len(body.columns) + "}", r"\toprule",
-             " & " + " & ".join(body.columns) + r" \\", r"\midrule"]
-    lines += [f"{idx} & " + " & ".join(body.loc[idx]) + r" \\" for idx in body.index]
+             " & " + " & ".join(header) + r" \\", r"\midrule"]
+    lines += [f"{_latex_escape(idx)} & " + " & ".join(body.loc[idx]) + r" \\" for idx in body.index]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- figures
+
+#: Every figure's type: TrueType (Type 42) fonts in PDF and PS, small print sizes for a paper's column.
+STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
+         "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.frameon": False}
+
+
+def styled(plot):
+    """Decorator: build the figure under :data:`STYLE` (text sizes are fixed when artists are made)."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
+
+
+@styled
+def new_figure(width: float, height: float) -> Figure:
+    """A figure in the study's style, laid out by constrained layout (legends outside never overlap)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+@styled
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Save ``fig`` atomically as vector PDF (TrueType fonts) and 200-dpi PNG next to each other."""
+    stem = Path(stem)
+    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    for path in paths:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=200, bbox_inches="tight"))
+    return paths
+
+
+def _control_name(control: str) -> str:
+    cond, _, alpha = str(control).partition(" ")
+    return label(cond, float(alpha) if alpha else None) if cond in CONDITIONS else str(control)
+
+
+@styled
 def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: bool = False):
-    """Figure 7 style: per teacher seed, bars of delta correct (blue) / incorrect (red) agreement per alpha."""
+    """Figure 7 style: per teacher seed, bars of Δ correct (blue) and Δ incorrect (red) agreement per alpha,
+    against the best control of each quantity (named under each bar group), with error bars of ±1 SEM over
+    the student seeds (normalised: ±1 bootstrap SE of the ratio of means). The legend sits below the panels."""
     seeds = sorted(deltas["teacher_seed"].unique())
-    fig = Figure(figsize=(3.6 * len(seeds), 3.0))
+    fig = new_figure(2.6 * len(seeds) + 0.4, 2.6)
     axes = fig.subplots(1, len(seeds), squeeze=False, sharey=True)
     suffix = "_normalised" if normalised else ""
     for ax, seed in zip(axes[0], seeds):
         d = deltas[deltas["teacher_seed"] == seed].sort_values("alpha")
         x = np.arange(len(d))
-        for offset, q, color in ((-0.2, "correct", "tab:blue"), (0.2, "incorrect", "tab:red")):
+        for offset, q in ((-0.2, "correct"), (0.2, "incorrect")):
             ax.bar(x + offset, d[f"delta_{q}{suffix}"], 0.4, yerr=d[f"delta_{q}{suffix}_sem"].fillna(0),
-                   color=color, capsize=3, label=f"Δ {q} agreement")
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(x, [f"{a:g}" for a in d["alpha"]])
-        ax.set_xlabel("α")
-        ax.set_title(f"teacher seed {seed}")
-    axes[0][0].set_ylabel("Δ agreement / headroom" if normalised else "Δ agreement vs best control")
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+                   color=COLOURS[q], capsize=2, error_kw={"lw": 0.8}, label=f"Δ teacher-{q} agreement")
+        ax.axhline(0, color="black", lw=0.6)
+        controls = [f"{a:g}\nvs {_control_name(c)}" + ("" if c == i else f"\n/ {_control_name(i)}")
+                    for a, c, i in zip(d["alpha"], d["control_correct"], d["control_incorrect"])]
+        ax.set_xticks(x, controls)
+        ax.set_xlabel("α (best control: correct / incorrect)")
+        ax.set_title(f"teacher seed {seed}" if len(seeds) > 1 or not title else f"{title} (teacher seed {seed})")
+    n = int(deltas[["n_correct", "n_incorrect"]].min().min()) if "n_correct" in deltas else None
+    spread = "±1 bootstrap SE" if normalised else "±1 SEM"
+    axes[0][0].set_ylabel(("Δ agreement / control headroom" if normalised else "Δ agreement vs best control")
+                          + (f"\n({spread} over {n} seeds)" if n else ""))
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    if title and len(seeds) > 1:
+        fig.suptitle(title, fontsize=9)
     return fig
-
-
-def save_figure(fig, stem: Path) -> list[Path]:
-    """Save ``fig`` atomically as vector PDF and 200-dpi PNG next to each other."""
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
-    for path in paths:
-        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=200, bbox_inches="tight"))
-    return paths
 
 
 def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True) -> dict:
@@ -165,18 +308,20 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
     write_csv(tests, dest / "tests.csv")
     ticks = tick_table(tests)
     write_csv(ticks, dest / "ticks.csv", index=True)
-    write_text(dest / "ticks.tex", ticks_latex(ticks, f"{name}: significance (one tick per teacher seed)"))
+    write_text(dest / "ticks.tex", ticks_latex(ticks, f"{_latex_escape(name)}: significance of KD against SIDDO "
+                                                      f"and RCD"))
     deltas = agreement_deltas(runs, exclude=exclude)
     write_csv(deltas, dest / "agreement_deltas.csv")
     means = {}
     for seed in sorted(runs["teacher_seed"].unique()):
-        for kind, metrics in (("means", MAIN_METRICS), ("extended", EXTENDED_TABLE_METRICS)):
+        for kind, metrics in (("means", table_metrics()), ("extended", table_metrics(extended=True))):
             if kind == "extended" and not extended:
                 continue
             table = mean_sem_table(runs, seed, metrics)
             write_csv(wide_means(table), dest / f"{kind}_teacher{seed}.csv", index=True)
-            write_text(dest / f"{kind}_teacher{seed}.tex",
-                means_latex(table, f"{name} (teacher seed {seed}): mean $\\pm$ 1 SEM"))
+            n = int(table["n"].max())
+            write_text(dest / f"{kind}_teacher{seed}.tex", means_latex(
+                table, f"{_latex_escape(name)}, teacher seed {seed}: {n} student seeds per condition"))
             means[(kind, seed)] = table
     figures = []
     for normalised in (False, True):
@@ -185,25 +330,25 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
     return {"tests": tests, "ticks": ticks, "deltas": deltas, "means": means, "figures": figures}
 
 
+@styled
 def plot_curves(curves: pd.DataFrame, title: str = ""):
-    """Train-loss curves: teachers and each student condition (mean over student seeds), one panel per teacher."""
+    """Train-loss curves: teachers and each student condition (mean over student seeds), one panel per teacher
+    seed, the legend to the right of the panels."""
     seeds = sorted(curves["teacher_seed"].unique())
-    fig = Figure(figsize=(4.5 * len(seeds), 3.2))
-    axes = fig.subplots(1, len(seeds), squeeze=False)
+    fig = new_figure(3.2 * len(seeds) + 1.3, 2.6)
+    axes = fig.subplots(1, len(seeds), squeeze=False, sharey=True)
     for ax, seed in zip(axes[0], seeds):
         c = curves[curves["teacher_seed"] == seed]
         for (cond, alpha), g in c.groupby(["condition", c["alpha"].fillna(-1)], sort=True):
             m = g.groupby("step")["loss"].mean()
-            label = CONDITION_NAMES.get(cond, cond) + ("" if alpha == -1 else f" {alpha:g}")
-            ax.plot(m.index, m.values, label=label, lw=2.2 if cond == "teacher" else 1.0,
-                    color="black" if cond == "teacher" else None)
+            ax.plot(m.index, m.values, label=label(cond, None if alpha == -1 else alpha),
+                    lw=2.0 if cond == "teacher" else 0.9, color="black" if cond == "teacher" else None)
         ax.set_xlabel("step")
-        ax.set_ylabel("train loss (objective)")
-        ax.set_title(f"teacher seed {seed}")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(f"teacher seed {seed}" if len(seeds) > 1 or not title else f"{title} (teacher seed {seed})")
+    axes[0][0].set_ylabel("train loss (objective; mean over seeds)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center")
+    if title and len(seeds) > 1:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -216,32 +361,52 @@ def find_collected(out) -> list[tuple[str, str, Path]]:
     return sorted(found)
 
 
-def plot_examples(x, titles: list[str], spectrogram: bool = False, columns: int = 6):
-    """A grid of examples: uint8/float images ``[n, C, H, W]`` or mel spectrograms ``[n, 1, mels, frames]``."""
-    n = len(titles)
+def stratified(indices, labels, n: int = 12) -> list[int]:
+    """Up to ``n`` of ``indices`` spread over the true classes: one per class in class order, then a second
+    per class, and so on (so a grid shows the range of classes, not the most frequent one)."""
+    by_class: dict[int, list[int]] = {}
+    for i in map(int, indices):
+        by_class.setdefault(int(labels[i]), []).append(i)
+    picked, depth = [], 0
+    while len(picked) < n and any(len(v) > depth for v in by_class.values()):
+        picked += [v[depth] for _, v in sorted(by_class.items()) if len(v) > depth][:n - len(picked)]
+        depth += 1
+    return picked
+
+
+@styled
+def plot_examples(x, captions: list[str], key: str, spectrogram: bool = False, columns: int = 6,
+                  seconds: float | None = None):
+    """A keyed grid of examples: uint8/float images ``[n, C, H, W]`` or log-mel spectrograms ``[n, 1, mels,
+    frames]`` (with time and mel axes and one colour bar). ``captions`` label the panels; ``key`` (printed
+    under the grid) says what a caption means."""
+    n = len(captions)
+    columns = max(1, min(columns, n))
     rows = max(1, math.ceil(n / columns))
-    fig = Figure(figsize=(2.0 * columns, (1.6 if spectrogram else 2.2) * rows))
+    fig = Figure(figsize=(1.9 * columns + (0.6 if spectrogram else 0), 1.9 * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
+    image = None
     for i, ax in enumerate(axes.flat):
-        ax.axis("off")
         if i >= n:
+            ax.axis("off")
             continue
         a = np.asarray(x[i], dtype=float)
         if spectrogram:
-            ax.imshow(a[0], origin="lower", aspect="auto", cmap="magma")
+            extent = (0, seconds or a.shape[-1], 0, a.shape[-2])
+            image = ax.imshow(a[0], origin="lower", aspect="auto", cmap="magma", extent=extent)
+            ax.set_xlabel("time (s)" if seconds else "frame", fontsize=7)
+            ax.set_ylabel("mel bin", fontsize=7)
+            ax.tick_params(labelsize=6)
         else:
+            ax.axis("off")
             a = a.transpose(1, 2, 0)
             a = (a - a.min()) / (a.max() - a.min() + 1e-12)
             ax.imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray" if a.shape[-1] == 1 else None)
-        ax.set_title(titles[i], fontsize=7)
-    fig.tight_layout()
+        ax.set_title(captions[i], fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="log-mel power")
+    fig.supxlabel(key, fontsize=7)
     return fig
-
-
-def copied_teacher_errors(teacher_logits, model_logits, labels) -> "np.ndarray":
-    """Indices of test examples where the teacher is wrong and the model makes the very same mistake."""
-    t, m, y = (np.asarray(a) for a in (teacher_logits.argmax(-1), model_logits.argmax(-1), labels))
-    return np.flatnonzero((t != y) & (m == t))
 
 
 def _variant_key(label: str):
@@ -288,11 +453,12 @@ def scaling_growth(deltas: pd.DataFrame, variants: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@styled
 def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
     """Figure 11 style: delta correct and delta incorrect agreement (vs best control) across student variants,
-    one line per alpha with SEM bands; one row of panels per teacher seed."""
+    one line per alpha with ±1 SEM bands; one row of panels per teacher seed, the legend below."""
     seeds = sorted(deltas["teacher_seed"].unique())
-    fig = Figure(figsize=(8.0, 3.0 * len(seeds)))
+    fig = new_figure(6.0, 2.4 * len(seeds) + 0.4)
     axes = fig.subplots(len(seeds), 2, squeeze=False, sharey="row")
     x = np.arange(len(variants))
     for row, seed in zip(axes, seeds):
@@ -301,150 +467,14 @@ def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
             for alpha, g in d.groupby("alpha"):
                 g = g.set_index("variant").loc[variants]
                 mean, sem = g[f"delta_{q}"].to_numpy(float), g[f"delta_{q}_sem"].fillna(0).to_numpy(float)
-                ax.plot(x, mean, marker="o", label=f"α = {alpha:g}")
+                ax.plot(x, mean, marker="o", ms=3, label=f"α = {alpha:g}")
                 ax.fill_between(x, mean - sem, mean + sem, alpha=0.25)
-            ax.axhline(0, color="black", lw=0.8)
-            ax.set_xticks(x, [str(v) for v in variants], fontsize=7)
-            ax.set_title(f"Δ {q} agreement (teacher seed {seed})", fontsize=9)
+            ax.axhline(0, color="black", lw=0.6)
+            ax.set_xticks(x, [str(v) for v in variants])
+            ax.set_title(f"Δ teacher-{q} agreement (teacher seed {seed})")
             ax.set_xlabel("student variant")
-        row[0].legend(fontsize=7)
+        row[0].set_ylabel("Δ agreement vs best control (±1 SEM)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
     return fig
-
-
-# ----------------------------------------------------------------------------- cross-setup views (Section 4.4-4.5)
-
-def temperature_table(runs_by_temperature: dict[float, pd.DataFrame], teacher_seed=0,
-                      metrics=MAIN_METRICS) -> pd.DataFrame:
-    """Table 27 style: SIDDO beside KD at every alpha for each temperature (mean +- SEM, one teacher seed)."""
-    parts = []
-    for i, (temperature, runs) in enumerate(sorted(runs_by_temperature.items())):
-        runs = runs[runs["condition"].isin(["siddo", "kd"] if i == 0 else ["kd"])]
-        table = mean_sem_table(runs, teacher_seed, metrics)
-        table["column"] = table["column"].where(table["column"] == "SIDDO", table["column"] + f" T={temperature:g}")
-        parts.append(table.drop(columns="best"))
-    table = pd.concat(parts, ignore_index=True)
-    table["best"] = False
-    for metric, g in table.groupby("metric"):
-        table.loc[g["mean"].idxmin() if LOWER_IS_BETTER[metric] else g["mean"].idxmax(), "best"] = True
-    return table
-
-
-def transfer_proportions(deltas: pd.DataFrame) -> pd.DataFrame:
-    """Share of KD's agreement gain that is positive (teacher-correct) vs negative (teacher-incorrect) transfer:
-    max(delta, 0) of each, normalised to sum 1 (NaN where neither grows)."""
-    pos, neg = deltas["delta_correct"].clip(lower=0), deltas["delta_incorrect"].clip(lower=0)
-    total = (pos + neg).replace(0, np.nan)
-    return deltas.assign(positive_share=pos / total, negative_share=neg / total)
-
-
-def plot_transfer_proportions(deltas_by_temperature: dict[float, pd.DataFrame], teacher_seed=0, title: str = ""):
-    """Figure 14 style: per temperature, stacked bars of positive (blue) and negative (red) transfer per alpha."""
-    temps = sorted(deltas_by_temperature)
-    fig = Figure(figsize=(3.2 * len(temps), 3.0))
-    axes = fig.subplots(1, len(temps), squeeze=False, sharey=True)
-    for ax, temperature in zip(axes[0], temps):
-        d = transfer_proportions(deltas_by_temperature[temperature])
-        d = d[d["teacher_seed"] == teacher_seed].sort_values("alpha")
-        x = np.arange(len(d))
-        ax.bar(x, d["positive_share"].fillna(0), color="tab:blue", label="positive (teacher-correct)")
-        ax.bar(x, d["negative_share"].fillna(0), bottom=d["positive_share"].fillna(0), color="tab:red",
-               label="negative (teacher-incorrect)")
-        ax.set_xticks(x, [f"{a:g}" for a in d["alpha"]])
-        ax.set_xlabel("α")
-        ax.set_title(f"T = {temperature:g}")
-    axes[0][0].set_ylabel("share of agreement gain")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
-               fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed=0) -> pd.DataFrame:
-    """Table 30 style: greedy completions of clean "th" prompts to "tha" / "the", teacher and mean +- SEM per
-    condition (student seeds)."""
-    t = runs[runs["teacher_seed"] == teacher_seed]
-    teacher = teachers[teachers["teacher_seed"] == teacher_seed].iloc[0]
-    out = {}
-    for word, col in (("tha", "tha_count"), ("the", "the_count")):
-        row = {"Teacher": f"{teacher[col]:.0f}"}
-        for cond, alpha in _columns(t):
-            sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
-            x = sel[col].to_numpy(float)
-            row[_label(cond, alpha)] = _fmt(x.mean(), x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan)
-        out[f'"{word}"'] = row
-    return pd.DataFrame(out).T
-
-
-def char_frequency(text: str, top: int = 9) -> pd.DataFrame:
-    """Table 91 style: the most frequent characters of ``text`` and their relative frequency."""
-    counts = pd.Series(list(text)).value_counts()
-    names = ["Space" if c == " " else "\\n" if c == "\n" else c for c in counts.index[:top]]
-    return pd.DataFrame({"character": names, "frequency": (counts.iloc[:top] / len(text)).round(4).to_numpy()})
-
-
-def plot_zipf(text: str, title: str = "Zipf's law (characters)"):
-    """Figure 15 style: character frequency against rank, log-log."""
-    counts = pd.Series(list(text)).value_counts().to_numpy(float)
-    fig = Figure(figsize=(4.0, 3.0))
-    ax = fig.subplots()
-    ranks = np.arange(1, len(counts) + 1)
-    ax.loglog(ranks, counts / counts.sum(), marker=".", lw=1)
-    ax.set_xlabel("rank")
-    ax.set_ylabel("relative frequency")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-TEMPERATURE_SETUPS = {1.0: "tinyshakespeare-nanogpt-to-picogpt", 2.0: "tinyshakespeare-nanogpt-to-picogpt-t2",
-                      4.0: "tinyshakespeare-nanogpt-to-picogpt-t4"}
-
-
-def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path) -> dict:
-    """Section 4.4.2's artefacts: the combined KD-at-every-T table per teacher seed (CSV, LaTeX), ticks per
-    temperature, and the positive/negative transfer proportions (Figure 14 style)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {"tables": {}, "ticks": {}, "figures": []}
-    seeds = sorted(next(iter(runs_by_temperature.values()))["teacher_seed"].unique())
-    for seed in seeds:
-        table = temperature_table(runs_by_temperature, seed)
-        write_csv(wide_means(table), dest / f"temperature_teacher{seed}.csv", index=True)
-        write_text(dest / f"temperature_teacher{seed}.tex",
-            means_latex(table, f"KD at T = {', '.join(f'{t:g}' for t in sorted(runs_by_temperature))} "
-                               f"(teacher seed {seed}): mean $\\pm$ 1 SEM"))
-        out["tables"][seed] = table
-    deltas = {}
-    for temperature, runs in sorted(runs_by_temperature.items()):
-        ticks = tick_table(transfer_tests(runs, on_missing="drop"))
-        write_csv(ticks, dest / f"ticks_T{temperature:g}.csv", index=True)
-        out["ticks"][temperature] = ticks
-        deltas[temperature] = agreement_deltas(runs)
-    proportions = pd.concat([transfer_proportions(d).assign(temperature=t) for t, d in deltas.items()])
-    write_csv(proportions, dest / "transfer_proportions.csv")
-    out["proportions"] = proportions
-    for seed in seeds:
-        out["figures"] += save_figure(plot_transfer_proportions(deltas, seed, f"teacher seed {seed}"),
-                                      dest / f"transfer_proportions_teacher{seed}")
-    return out
-
-
-def adversarial_view(runs: pd.DataFrame, teachers: pd.DataFrame, text: str | None, dest: Path) -> dict:
-    """Section 4.5's artefacts: Table 30 per teacher seed, and (given the text) Table 91 and Figure 15."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {"tables": {}, "figures": []}
-    for seed in sorted(runs["teacher_seed"].unique()):
-        table = th_completion_table(runs, teachers, seed)
-        write_csv(table, dest / f"th_completions_teacher{seed}.csv", index=True)
-        out["tables"][seed] = table
-    if text is not None:
-        out["char_frequency"] = char_frequency(text)
-        write_csv(out["char_frequency"], dest / "char_frequency.csv")
-        out["figures"] += save_figure(plot_zipf(text), dest / "zipf")
-    return out

@@ -1,16 +1,10 @@
-"""Runs: a trained model is a spec with a stable id; ``run_one`` is idempotent; results are stored atomically.
-
-Store layout under ``out``::
-
-    out/runs/<run_id>/spec.json      what is trained (the hashed fields)
-    out/runs/<run_id>/result.json    written last, atomically: its presence means the run is complete
-    out/runs/<run_id>/model.pt       final weights (teachers: also init.pt = M0, test_logits.pt, train_logits.pt)
-    out/<setup>/<profile>/runs.csv   collect(): one row per student run of the setup (+ teachers.csv)
+"""Runs: a trained model is a spec with a stable id; ``run_one`` is idempotent and claims the run it trains.
 
 A run's id hashes only what determines its training (data, model, recipe, objective, seeds and, for a
 student, the teacher's id), never the setup's name, so setups that share a teacher (self-distillation and
-Pico-GPT students of the same Nano-GPT) train it once. A run killed mid-way leaves no result.json and is
-simply trained again; artefacts are written to temp files and renamed into place.
+Pico-GPT students of the same Nano-GPT) train it once. A run killed mid-way leaves no result and is simply
+trained again (:mod:`kdlib.store` writes atomically). ``run_pack`` trains students of one teacher together
+(:mod:`kdlib.together`); ``run_job`` is what a launcher maps over a setup's jobs.
 """
 from __future__ import annotations
 
@@ -18,25 +12,22 @@ import contextlib
 import functools
 import hashlib
 import json
-import math
 import os
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 
 from . import data as datasets
+from . import device as dev
 from . import models
+from .conditions import CONDITIONS, condition
 from .probes import run_probes
-from .store import atomic_write, write_json
+from .recipe import Recipe
 from .setups import Setup
-from .train import Objective, Recipe, evaluate, init_model, score, train
-
-RESULT = "result.json"
+from .store import claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
+from .train import Objective, evaluate, init_model, score, train
 
 
 @dataclass
@@ -73,14 +64,14 @@ class RunSpec:
 
     @property
     def objective(self) -> Objective:
-        kind = {"teacher": "ce", "siddo": "ce", "kd": "kd", "rcd": "rcd", "ls": "ls"}[self.condition]
-        if self.feature_layer and kind in ("kd", "rcd"):
-            kind = "feature" if kind == "kd" else "feature_rcd"
+        c = condition(self.condition)
+        kind = c.feature_objective if self.feature_layer and c.feature_objective else c.objective
         return Objective(kind, alpha=self.alpha or 0.0, temperature=self.temperature,
                          feature_layer=self.feature_layer)
 
 
 def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
+    """The teacher run of ``setup`` at ``teacher_seed``."""
     return RunSpec(condition="teacher", teacher_seed=teacher_seed, dataset=setup.dataset,
                    dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
                    recipe=asdict(setup.teacher_recipe) if setup.teacher_recipe else None,
@@ -93,7 +84,8 @@ def plan(setup: Setup) -> list[RunSpec]:
     """Every run of ``setup``: per teacher seed the teacher, then its students (per variant and student seed:
     SIDDO, then each alpha's conditions)."""
     specs = []
-    conditions = [("siddo", None)] + [(c, a) for a in setup.alphas for c in setup.conditions if c != "siddo"]
+    unweighted = [(c, None) for c in setup.conditions if not CONDITIONS[c].weighted]
+    conditions = unweighted + [(c, a) for a in setup.alphas for c in setup.conditions if CONDITIONS[c].weighted]
     for t in setup.teacher_seeds:
         teacher = teacher_spec(setup, t)
         specs.append(teacher)
@@ -102,35 +94,14 @@ def plan(setup: Setup) -> list[RunSpec]:
                 for condition, alpha in conditions:
                     specs.append(RunSpec(
                         condition=condition, teacher_seed=t, student_seed=s, alpha=alpha, variant=variant,
-                        temperature=setup.temperature if condition in ("kd", "rcd") else 1.0,
-                        feature_layer=setup.feature_layer if condition in ("kd", "rcd") else None,
+                        temperature=setup.temperature if CONDITIONS[condition].distills else 1.0,
+                        feature_layer=setup.feature_layer if CONDITIONS[condition].feature_objective else None,
                         dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
                         arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
                         init="teacher" if setup.self_distillation else "seed",
                         eval_batch_size=setup.eval_batch_size, probes=list(setup.probes) or None,
                         tags={"setup": setup.name, "profile": setup.profile}))
     return specs
-
-
-# ----------------------------------------------------------------------------- atomic store
-
-def save_tensor(path: Path, obj) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def run_dir(out: Path, spec_or_id) -> Path:
-    run_id = spec_or_id if isinstance(spec_or_id, str) else spec_or_id.run_id
-    return Path(out) / "runs" / run_id
-
-
-def read_result(out: Path, spec: RunSpec) -> dict | None:
-    """The stored result of ``spec``, or None if absent or unreadable (then the run is done again)."""
-    path = run_dir(out, spec) / RESULT
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return result if result.get("run_id") == spec.run_id else None
 
 
 # ----------------------------------------------------------------------------- training one run
@@ -200,11 +171,11 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
                 and read_result(out, s) is None]
         if len(mine) > 1 and teacher_result.get("status") != "failed":
             for spec in mine:
-                _log_attempt(out, spec)
+                log_attempt(out, spec)
             prepared = [_prepare_student(s, teacher, out, data_dir) for s in mine]
             try:
                 logs = _train_together(mine, prepared, device)
-            except (FloatingPointError, torch.cuda.OutOfMemoryError):
+            except (FloatingPointError, dev.OutOfMemory):
                 pass  # a diverging member, or a pack too big for the device: train them one by one below
             else:
                 pack = [s.run_id for s in mine]
@@ -227,13 +198,12 @@ def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu
 def packs(specs: list[RunSpec], size: int) -> list:
     """Group students into packs of at most ``size`` that can train together: same teacher, data, model,
     recipe and initialisation, and a logit objective (feature matching runs alone). Singles stay specs."""
-    from .together import PACKABLE
     if size < 1:
         raise ValueError(f"pack size {size} is not allowed: it must be a positive integer")
     groups: dict[str, list[RunSpec]] = {}
     jobs = []
     for spec in specs:
-        if size == 1 or spec.role != "student" or spec.objective.kind not in PACKABLE:
+        if size == 1 or spec.role != "student" or not _packable(spec):
             jobs.append(spec)
             continue
         groups.setdefault(_pack_key(spec), []).append(spec)
@@ -242,6 +212,11 @@ def packs(specs: list[RunSpec], size: int) -> list:
             chunk = tuple(group[i:i + size])
             jobs.append(chunk if len(chunk) > 1 else chunk[0])
     return jobs
+
+
+def _packable(spec: RunSpec) -> bool:
+    """Logit objectives of packable conditions (feature matching needs per-model hooks)."""
+    return CONDITIONS[spec.condition].packable and spec.objective.kind == CONDITIONS[spec.condition].objective
 
 
 def _pack_key(spec: RunSpec) -> str:
@@ -260,15 +235,10 @@ def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir,
     return run_one(teacher, out, data_dir, device)
 
 
-def _log_attempt(out: Path, spec: RunSpec) -> None:
-    with open(run_dir(out, spec) / "attempts.log", "a") as log:  # provenance: who started training when
-        log.write(json.dumps({"host": platform.node(), "pid": os.getpid(), "time": time.time()}) + "\n")
-
-
 def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: dict | None, out: Path, data_dir,
                    device: str) -> dict:
     """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures."""
-    _log_attempt(out, spec)
+    log_attempt(out, spec)
     if spec.role == "student" and teacher_result.get("status") == "failed":
         return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed")
     try:
@@ -280,57 +250,7 @@ def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: dict 
 
 
 def _record_failure(out: Path, spec: RunSpec, device: str, reason: str) -> dict:
-    result = {**_base_result(spec, device), "status": "failed", "reason": reason}
-    write_json(run_dir(out, spec) / RESULT, result)
-    return result
-
-
-@contextlib.contextmanager
-def claim(directory: Path):
-    """Hold an exclusive claim on a run folder while training it (yields False if another live process has it).
-
-    The claim is a file created with O_EXCL holding host and pid; a claim left by a dead process on this host
-    is reclaimed. Claims from other hosts are honoured until they are older than $KDLIB_CLAIM_TIMEOUT seconds
-    (default one day), since their liveness cannot be checked from here."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "claim"
-    me = {"host": platform.node(), "pid": os.getpid(), "time": time.time()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _claim_is_stale(path):
-                path.unlink(missing_ok=True)
-                continue
-            yield False
-            return
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        try:
-            yield True
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    yield False
-
-
-def _claim_is_stale(path: Path) -> bool:
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):  # being written right now, or a truncated file from a crash
-        try:
-            return time.time() - path.stat().st_mtime > 60
-        except OSError:
-            return True
-    if holder.get("host") == platform.node():
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    return time.time() - float(holder.get("time", 0)) > float(os.environ.get("KDLIB_CLAIM_TIMEOUT", 86400))
+    return write_result(out, spec, {**_base_result(spec, device), "status": "failed", "reason": reason})
 
 
 def _recipe(spec: RunSpec) -> Recipe:
@@ -365,8 +285,7 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
     result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                    "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"],
                    "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size)})
-    write_json(directory / RESULT, result)
-    return result
+    return write_result(out, spec, result)
 
 
 def _save_model(path: Path, model: torch.nn.Module) -> None:
@@ -416,8 +335,7 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, mode
                    "train_seconds": log.seconds, **extra,
                    "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
                                                                "train_loss")}})
-    write_json(run_dir(out, spec) / RESULT, result)
-    return result
+    return write_result(out, spec, result)
 
 
 def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str) -> dict:
@@ -438,152 +356,3 @@ def _train_together(specs: list[RunSpec], prepared: list, device: str) -> list:
     return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
                           [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=device, log_every=max(1, recipe.steps // 50))
-
-
-# ----------------------------------------------------------------------------- a setup
-
-def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
-              launcher: str = "serial", workers: int = 1, threads: int | None = 1,
-              poll_seconds: float = 2.0, pack: int = 1, **launcher_options) -> list[dict]:
-    """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
-
-    ``pack`` > 1 trains up to that many students of a teacher together in one vectorised step (see
-    :mod:`kdlib.together`: faster for small models on a GPU, not on a CPU); 1 trains them one by one.
-
-    Several launchers may share one output folder: each run is claimed before training, so none is trained
-    twice; runs claimed by another launcher are waited for (polling every ``poll_seconds``).
-
-    ``launcher_options`` go to the launcher (e.g. ``partition``, ``gpus_per_run``, ``time_limit_min``,
-    ``cluster`` for slurm; ``address``, ``gpus_per_run`` for ray). ``threads``: torch CPU threads of this
-    process (None: torch's default). One thread is the default because
-    the study's small models train about as fast on one thread, and a second thread that competes with any
-    other process for a core slows training many times over.
-    """
-    from . import launchers
-    if threads:
-        torch.set_num_threads(threads)
-    launch = launchers.get(launcher)
-    specs = plan(setup)
-    teachers = {s.run_id: s for s in specs if s.role == "teacher"}
-    while True:
-        todo = [s for s in specs if read_result(out, s) is None]
-        for role in ("teacher", "student"):
-            jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
-                    for job in packs([s for s in todo if s.role == role], pack)]
-            if jobs:
-                launch(jobs, out, data_dir, device, workers=workers, progress=progress,
-                       desc=f"{setup.name} {role}s", **launcher_options)
-        busy = [s for s in specs if read_result(out, s) is None]
-        if not busy:
-            return [read_result(out, s) for s in specs]
-        if not any((run_dir(out, s) / "claim").exists() for s in busy):
-            raise RuntimeError(f"{len(busy)} runs of {setup.name} neither finished nor are claimed by another "
-                               f"process, e.g. {busy[0].run_id}")
-        time.sleep(poll_seconds)  # another launcher is training them: wait, then pick up what it leaves
-
-
-def setup_dir(out, setup: Setup) -> Path:
-    return Path(out) / setup.name / setup.profile
-
-
-def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/.
-
-    Failed runs (diverged) are left out of both and listed with their reason in ``failed``; the statistics
-    then report the pairs they leave incomplete (``missing_pairs``)."""
-    students, teachers, failed = [], [], []
-    for spec in plan(setup):
-        result = read_result(out, spec)
-        if result is None:
-            continue
-        if result.get("status") == "failed":
-            failed.append({"run_id": spec.run_id, "condition": spec.condition, "teacher_seed": spec.teacher_seed,
-                           "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result["reason"]})
-            continue
-        row = {"setup": setup.name, "profile": setup.profile, "run_id": spec.run_id,
-               "teacher_seed": spec.teacher_seed, "condition": spec.condition,
-               "train_seconds": result.get("train_seconds", math.nan),
-               "pack_size": len(result.get("pack", [spec.run_id]))}
-        if spec.role == "teacher":
-            teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
-                                                               "test_accuracy")}, **result.get("probes", {})})
-        else:
-            if spec.variant is not None:
-                row["variant"] = spec.variant
-            students.append({**row, "student_seed": spec.student_seed,
-                             "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
-                             "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
-                             "final_train_loss": result["train_curve"]["loss"][-1]})
-    students, teachers = pd.DataFrame(students), pd.DataFrame(teachers)
-    if write:
-        d = setup_dir(out, setup)
-        write_table(students, d / "runs")
-        write_table(teachers, d / "teachers")
-        write_table(pd.DataFrame(failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha",
-                                                  "reason"]), d / "failed")
-    return students, teachers
-
-
-def write_table(df: pd.DataFrame, stem: Path) -> Path:
-    """Write ``df`` atomically as Parquet if pyarrow is installed, else CSV; returns the path."""
-    try:
-        import pyarrow  # noqa: F401
-        path = stem.with_suffix(".parquet")
-        atomic_write(path, lambda f: df.to_parquet(f, index=False))
-    except ImportError:
-        path = stem.with_suffix(".csv")
-        atomic_write(path, lambda f: f.write(df.to_csv(index=False).encode()))
-    return path
-
-
-def read_table(stem: Path) -> pd.DataFrame:
-    """Read a table written by :func:`write_table` (Parquet or CSV)."""
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        if stem.with_suffix(suffix).exists():
-            return reader(stem.with_suffix(suffix))
-    raise FileNotFoundError(f"no table {stem}.parquet or {stem}.csv: run `python -m kdlib collect` first")
-
-
-def curves(setup: Setup, out) -> pd.DataFrame:
-    """Long table of every finished run's train-loss curve (for plots)."""
-    rows = []
-    for spec in plan(setup):
-        result = read_result(out, spec)
-        if result and "train_curve" in result:
-            for step, loss in zip(result["train_curve"]["step"], result["train_curve"]["loss"]):
-                rows.append({"run_id": spec.run_id, "condition": spec.condition, "alpha": spec.alpha,
-                             "teacher_seed": spec.teacher_seed, "student_seed": spec.student_seed,
-                             "step": step, "loss": loss})
-    return pd.DataFrame(rows)
-
-
-def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") -> Path:
-    """Write the test-set outputs of every finished run as .npy for ``python -m kdlib audit``.
-
-    ``dest/teacher<seed>/{teacher,labels}.npy``, ``classes.txt`` (for ``--class-names``) and ``dest/teacher<seed>/<condition>[_<alpha>]/seed<s>.npy``
-    (student logits recomputed from the stored weights, in the same test order as the teacher's).
-    """
-    dest = Path(dest)
-    for spec in plan(setup):
-        result = read_result(out, spec)
-        if result is None or result.get("status") == "failed":
-            continue
-        task = load_task(spec, data_dir)
-        folder = dest / f"teacher{spec.teacher_seed}"
-        batches = task.test.eval_batches(spec.eval_batch_size)
-        if spec.role == "teacher":
-            logits = torch.load(run_dir(out, spec) / "test_logits.pt", map_location="cpu")
-            labels = torch.cat([y for _, y in task.test.eval_batches(spec.eval_batch_size)])
-            _save_npy(folder / "teacher.npy", logits.numpy())
-            _save_npy(folder / "labels.npy", labels.numpy())
-            names = "\n".join(str(c) if str(c).strip() else repr(c) for c in task.classes) + "\n"
-            atomic_write(folder / "classes.txt", lambda f: f.write(names.encode()))
-        else:
-            logits, _ = score(load_model(out, spec, data_dir).to(device), batches, device)
-            name = spec.condition if spec.alpha is None else f"{spec.condition}_{spec.alpha:g}"
-            _save_npy(folder / name / f"seed{spec.student_seed}.npy", logits.numpy())
-    return dest
-
-
-def _save_npy(path: Path, array) -> None:
-    atomic_write(path, lambda f: np.save(f, array))

@@ -16,6 +16,10 @@ Choices the paper leaves open, fixed here:
   condition with the highest mean agreement among SIDDO and every RCD alpha of that teacher seed (or only
   RCD at the same alpha with ``same_alpha=True``), minus ``exclude``. Means and SEMs are over per-seed paired
   differences KD - control.
+- Headroom-normalised deltas: mean(KD - control) / mean(1 - control), a ratio of means (:func:`normalised_delta`).
+  The mean of per-seed ratios, (KD - control) / (1 - control), lets one seed whose control is near 1 (almost no
+  headroom) dominate and can flip the sign of a positive raw delta; the ratio of means has the raw delta's sign
+  whenever the control has any headroom. Its uncertainty comes from a paired bootstrap over seeds.
 """
 from __future__ import annotations
 
@@ -25,28 +29,23 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
+from statsmodels.stats.multitest import multipletests
 
-from .metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER
+from .conditions import CONDITIONS, STUDENT_CONDITIONS
+from .metrics import FUNCTIONAL_METRICS, METRICS, lower_is_better
 
-CONDITIONS = ("siddo", "kd", "rcd", "ls")
 PERFORMANCE_METRICS = ("accuracy", "loss")
 KEY = ["teacher_seed", "student_seed", "condition", "alpha"]
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
-    """BH-adjusted p-values (step-up, monotone, capped at 1); NaNs stay NaN and are not counted."""
+    """BH-adjusted p-values (statsmodels' ``fdr_bh``: step-up, monotone, capped at 1); NaNs stay NaN and are not
+    counted in the family."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
-    adj = np.empty(m)
-    adj[order] = ranked
-    out[ok] = adj
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="fdr_bh")[1]
     return out
 
 
@@ -64,10 +63,11 @@ def _validate(runs: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     missing = [c for c in KEY + list(metrics) if c not in runs.columns]
     if missing:
         raise ValueError(f"runs table lacks columns {missing}; it needs {KEY} and one column per metric")
-    bad = sorted(set(runs["condition"]) - set(CONDITIONS))
+    bad = sorted(set(runs["condition"]) - set(STUDENT_CONDITIONS))
     if bad:
-        raise ValueError(f"unknown condition(s) {bad}: allowed conditions are {list(CONDITIONS)}")
-    runs = runs[runs["condition"] != "ls"].copy()
+        raise ValueError(f"unknown condition(s) {bad}: allowed conditions are {list(STUDENT_CONDITIONS)}")
+    tested = [c for c in STUDENT_CONDITIONS if c == "kd" or CONDITIONS[c].control]
+    runs = runs[runs["condition"].isin(tested)].copy()
     runs.loc[runs["condition"] == "siddo", "alpha"] = np.nan
     dup = runs[runs.duplicated(KEY, keep=False)]
     if len(dup):
@@ -101,9 +101,9 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
     if on_missing not in ("raise", "drop"):
         raise ValueError(f"on_missing={on_missing!r} is not allowed: use 'raise' or 'drop'")
     metrics = list(metrics)
-    unknown = [m for m in metrics if m not in LOWER_IS_BETTER]
+    unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}: allowed are {sorted(LOWER_IS_BETTER)}")
+        raise ValueError(f"unknown metric(s) {unknown}: allowed are {list(METRICS)}")
     tested = metrics + [m for m in PERFORMANCE_METRICS if m not in metrics]
     runs = _validate(runs, tested)
     rows = []
@@ -112,7 +112,7 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
         kd, siddo, rcd, missing = _paired(runs, teacher_seed, alpha, on_missing)
         group = []
         for metric in tested:
-            lower = LOWER_IS_BETTER[metric]
+            lower = lower_is_better(metric)
             means = {c: float(df[metric].mean()) if len(df) else math.nan
                      for c, df in (("kd", kd), ("siddo", siddo), ("rcd", rcd))}
             best_control = min(means["siddo"], means["rcd"]) if lower else max(means["siddo"], means["rcd"])
@@ -154,6 +154,26 @@ def _sem(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
+def normalised_delta(model: np.ndarray, control: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """KD's agreement gain as a share of the control's headroom: mean(model - control) / mean(1 - control).
+
+    Uncertainty: a paired bootstrap over seeds (``n_boot`` resamples of the (model, control) pairs with
+    ``numpy.random.default_rng(seed)``): ``se`` (the replicates' standard deviation, comparable to an SEM) and the
+    percentile 95% interval ``low``-``high``. NaN where the control has no headroom at all."""
+    model, control = np.asarray(model, float), np.asarray(control, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(np.mean(model - control) / np.mean(1.0 - control))
+        if len(model) < 2:
+            return {"value": value, "se": math.nan, "low": math.nan, "high": math.nan}
+        idx = np.random.default_rng(seed).integers(0, len(model), size=(n_boot, len(model)))
+        reps = (model[idx] - control[idx]).mean(1) / (1.0 - control[idx]).mean(1)
+    reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return {"value": value, "se": math.nan, "low": math.nan, "high": math.nan}
+    low, high = np.percentile(reps, [2.5, 97.5])
+    return {"value": value, "se": float(np.std(reps, ddof=1)), "low": float(low), "high": float(high)}
+
+
 def _control_key(condition: str, alpha) -> tuple[str, float | None]:
     return (condition, None if condition == "siddo" or pd.isna(alpha) else round(float(alpha), 6))
 
@@ -164,8 +184,9 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
 
     One row per (teacher_seed, alpha) with, for q in (correct, incorrect): ``delta_q`` and ``delta_q_sem``
     (mean +- SEM over student seeds of the paired difference KD - control), ``control_q`` (which control),
-    ``delta_q_normalised`` (+- SEM; each seed's difference divided by the control's headroom 1 - agreement),
-    and ``negative_asymmetry`` (delta_incorrect > delta_correct). ``exclude`` lists controls to leave out as
+    ``delta_q_normalised`` (:func:`normalised_delta`: mean difference over mean headroom 1 - agreement; its
+    bootstrap standard error ``_sem`` and 95% interval ``_low``-``_high``), ``n_q`` (paired seeds) and
+    ``negative_asymmetry`` (delta_incorrect > delta_correct). ``exclude`` lists controls to leave out as
     ``("rcd", 0.9)`` or ``("siddo", None)``.
     """
     runs = _validate(runs, ["correct_agreement", "incorrect_agreement"])
@@ -192,14 +213,13 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
                 raise ValueError(f"teacher seed {teacher_seed}, alpha {alpha}: KD and control {best} share no "
                                  f"student_seed to pair on")
             k, c = kd.loc[seeds, col].to_numpy(float), ctrl.loc[seeds, col].to_numpy(float)
-            diff = k - c
-            with np.errstate(divide="ignore", invalid="ignore"):
-                norm = diff / (1.0 - c)
+            diff, norm = k - c, normalised_delta(k, c)
             row.update({
                 f"control_{q}": best[0] if best[1] is None else f"{best[0]} {best[1]:g}",
                 f"kd_{q}": float(k.mean()), f"control_{q}_mean": float(c.mean()),
                 f"delta_{q}": float(diff.mean()), f"delta_{q}_sem": _sem(diff),
-                f"delta_{q}_normalised": float(np.mean(norm)), f"delta_{q}_normalised_sem": _sem(norm),
+                f"delta_{q}_normalised": norm["value"], f"delta_{q}_normalised_sem": norm["se"],
+                f"delta_{q}_normalised_low": norm["low"], f"delta_{q}_normalised_high": norm["high"],
                 f"n_{q}": len(seeds),
             })
         row["negative_asymmetry"] = bool(row["delta_incorrect"] > row["delta_correct"])

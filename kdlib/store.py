@@ -1,17 +1,51 @@
-"""Atomic file writes: a reader never sees a half-written file, and a killed writer leaves nothing behind."""
+"""The results store: run folders, atomic writes, result records, claims, tensors and tables.
+
+Layout under ``out``::
+
+    out/runs/<run_id>/spec.json      what is trained (the hashed fields)
+    out/runs/<run_id>/result.json    written last, atomically: its presence means the run is complete
+    out/runs/<run_id>/model.pt       final weights (teachers: also init.pt = M0, test_logits.pt, train_logits.pt)
+    out/runs/<run_id>/claim          held (O_EXCL) by the process training the run
+    out/<setup>/<profile>/runs.csv   one row per student run of the setup (+ teachers.csv, failed.csv)
+
+Every write goes to a temp file beside its target, is fsynced and renamed into place, so a reader never sees a
+half-written file and a killed writer leaves nothing behind. Files get the permissions the user's umask gives
+(0644 under umask 022), so colleagues on a shared cluster can read them.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+RESULT = "result.json"
+
+
+def _file_mode() -> int:
+    """Permissions of a new file under this process's umask (read once: setting it is process-wide)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
 
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -27,9 +61,12 @@ def atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
-def write_json(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
+def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
 
 
 def _json_default(o):
@@ -38,10 +75,129 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def write_csv(df, path: Path, index: bool = False) -> None:
     """Write a pandas frame as CSV atomically."""
     write_text(path, df.to_csv(index=index))
+
+
+def save_tensor(path: Path, obj) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_npy(path: Path, array) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+# ----------------------------------------------------------------------------- run folders and results
+
+def run_dir(out, spec_or_id) -> Path:
+    """``out/runs/<run_id>`` of a spec (anything with ``run_id``) or a run id."""
+    run_id = spec_or_id if isinstance(spec_or_id, str) else spec_or_id.run_id
+    return Path(out) / "runs" / run_id
+
+
+def read_result(out, spec) -> dict | None:
+    """The stored result of ``spec``, or None if absent or unreadable (then the run is done again)."""
+    try:
+        result = json.loads((run_dir(out, spec) / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("run_id") == spec.run_id else None
+
+
+def write_result(out, spec, result: dict) -> dict:
+    """Store ``result`` as the run's completion record (written last: its presence means the run is done)."""
+    write_json(run_dir(out, spec) / RESULT, result)
+    return result
+
+
+def log_attempt(out, spec) -> None:
+    """Append who starts training a run, and when, to its ``attempts.log`` (provenance)."""
+    with open(run_dir(out, spec) / "attempts.log", "a") as log:
+        log.write(json.dumps({"host": platform.node(), "pid": os.getpid(), "time": time.time()}) + "\n")
+
+
+@contextlib.contextmanager
+def claim(directory: Path):
+    """Hold an exclusive claim on a run folder while training it (yields False if another live process has it).
+
+    The claim is a file created with O_EXCL holding host and pid; a claim left by a dead process on this host
+    is reclaimed. Claims from other hosts are honoured until they are older than $KDLIB_CLAIM_TIMEOUT seconds
+    (default one day), since their liveness cannot be checked from here."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "claim"
+    me = {"host": platform.node(), "pid": os.getpid(), "time": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if claim_is_stale(path):
+                path.unlink(missing_ok=True)
+                continue
+            yield False
+            return
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def claim_is_stale(path: Path) -> bool:
+    """Whether the claim file ``path`` was left by a process that is gone (or is unreadably old)."""
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):  # being written right now, or a truncated file from a crash
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except OSError:
+            return True
+    if holder.get("host") == platform.node():
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return time.time() - float(holder.get("time", 0)) > float(os.environ.get("KDLIB_CLAIM_TIMEOUT", 86400))
+
+
+def is_claimed(out, spec) -> bool:
+    return (run_dir(out, spec) / "claim").exists()
+
+
+# ----------------------------------------------------------------------------- per-setup folders and tables
+
+def setup_dir(out, setup) -> Path:
+    """``out/<setup>/<profile>``: a setup's collected tables and executed notebooks."""
+    return Path(out) / setup.name / setup.profile
+
+
+def figures_dir(figures, setup) -> Path:
+    """``figures/<setup>/<profile>``: a setup's tables and figures for papers."""
+    return Path(figures) / setup.name / setup.profile
+
+
+def write_table(df: pd.DataFrame, stem: Path) -> Path:
+    """Write ``df`` atomically as Parquet if pyarrow is installed, else CSV; returns the path."""
+    try:
+        import pyarrow  # noqa: F401
+        path = Path(stem).with_suffix(".parquet")
+        atomic_write(path, lambda f: df.to_parquet(f, index=False))
+    except ImportError:
+        path = Path(stem).with_suffix(".csv")
+        atomic_write(path, lambda f: f.write(df.to_csv(index=False).encode()))
+    return path
+
+
+def read_table(stem: Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_table` (Parquet or CSV)."""
+    stem = Path(stem)
+    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+        if stem.with_suffix(suffix).exists():
+            return reader(stem.with_suffix(suffix))
+    raise FileNotFoundError(f"no table {stem}.parquet or {stem}.csv: run `python -m kdlib collect` first")

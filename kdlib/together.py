@@ -25,18 +25,20 @@ import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from .train import TrainLog, Objective, Recipe, _loss, autocast, check_teacher_source, derive_seeds, place
-
-PACKABLE = ("ce", "kd", "rcd", "ls")  # logit objectives; feature matching needs per-model hooks
+from . import device as dev
+from .conditions import packable_objectives
+from .recipe import Recipe
+from .train import Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
 
 
 def check_packable(models: list[nn.Module], objectives: list[Objective], data_seeds: list[int]) -> None:
     if not models or not len(models) == len(objectives) == len(data_seeds):
         raise ValueError(f"need one objective and one data seed per model: got {len(models)} models, "
                          f"{len(objectives)} objectives, {len(data_seeds)} data seeds")
-    bad = [o.kind for o in objectives if o.kind not in PACKABLE]
+    allowed = packable_objectives()  # logit objectives; feature matching needs per-model hooks
+    bad = [o.kind for o in objectives if o.kind not in allowed]
     if bad:
-        raise ValueError(f"objectives {bad} cannot be trained together: allowed are {list(PACKABLE)}")
+        raise ValueError(f"objectives {bad} cannot be trained together: allowed are {list(allowed)}")
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes):
         raise ValueError("models trained together must share one architecture (same parameter names and shapes)")
@@ -62,10 +64,10 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(dropout_seed)
             member_rng.append(torch.get_rng_state())
-    skeleton = copy.deepcopy(models[0]).to(device).train()
-    params, buffers = stack_module_state([m.to(device) for m in models])
+    skeleton = dev.place(copy.deepcopy(models[0]), device).train()
+    params, buffers = stack_module_state([dev.place(m, device) for m in models])
     if teacher is not None:
-        place(teacher, device).eval()
+        dev.place(teacher, device).eval()
     optimizer, scheduler = recipe.build(list(params.values()))
 
     def forward(p, b, x):
@@ -80,16 +82,16 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
             batches = _next_batches(streams, member_rng)
             idx = [b[0] for b in batches]
-            x = torch.stack([b[1] for b in batches]).to(device)
-            y = torch.stack([b[2] for b in batches]).to(device)
-            with autocast(device):
+            x = dev.batch(torch.stack([b[1] for b in batches]), device)
+            y = dev.batch(torch.stack([b[2] for b in batches]), device)
+            with dev.autocast(device):
                 live = None
                 if kd and teacher_cache is None:  # one teacher pass over every KD member's batch
                     with torch.no_grad():
                         live = teacher(x[kd].flatten(0, 1)).unflatten(0, (len(kd), -1))
                 logits = batched(params, buffers, x)
                 losses = torch.stack([
-                    _loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache, live),
+                    objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache, live),
                           None, None) for k, o in enumerate(objectives)])
             if not torch.isfinite(losses).all():  # one host sync per step; name the model only on failure
                 bad = next(k for k in range(K) if not torch.isfinite(losses[k]))

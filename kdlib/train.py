@@ -12,10 +12,8 @@ very batch the student sees.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,12 +22,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import device as dev
+from .conditions import objectives
 from .losses import check_alpha, check_temperature, feature_map_loss, kd_loss, label_smoothing_loss, rcd_loss
 from .metrics import Comparison
+from .recipe import Recipe
 
-OBJECTIVES = ("ce", "kd", "rcd", "ls", "feature", "feature_rcd")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
+OBJECTIVES = objectives()
 
 
 @dataclass(frozen=True)
@@ -57,145 +56,6 @@ class Objective:
     @property
     def needs_teacher(self) -> bool:
         return self.kind in ("kd", "feature")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Optimiser and schedule; ``steps`` counts optimiser steps (epochs x batches per epoch for epoch recipes)."""
-    optimizer: str
-    lr: float
-    batch_size: int
-    steps: int
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    milestones: tuple[float, ...] = ()  # fractions of ``steps`` where a "step" schedule multiplies lr by gamma
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: allowed are {list(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}: allowed are {list(SCHEDULES)}")
-        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} must be positive")
-
-    def build(self, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-        if self.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        else:
-            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-            opt = cls(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.schedule == "cosine":
-            factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, self.steps) / self.steps))
-        elif self.schedule == "step":
-            bounds = [int(f * self.steps) for f in self.milestones]
-            factor = lambda s: self.gamma ** sum(s >= b for b in bounds)
-        else:
-            factor = lambda s: 1.0
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class ExampleData:
-    """Fixed examples held in memory as tensors, batched by a seeded permutation per epoch.
-
-    ``augment(x, generator)`` (optional) randomly transforms a training batch; with it the examples are no
-    longer fixed, so the teacher runs on the augmented batch instead of a cache. ``transform(x)`` (optional)
-    is a deterministic per-batch step applied after it and at evaluation (e.g. uint8 -> normalised float, so
-    large image sets stay compact in memory).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: Callable | None = None,
-                 transform: Callable | None = None):
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} inputs but {len(y)} labels")
-        self.x, self.y, self.augment, self.transform = x, y, augment, transform
-
-    @property
-    def fixed(self) -> bool:
-        return self.augment is None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
-        step = 0
-        while True:
-            order = torch.randperm(len(self), generator=generator)
-            for i in range(0, len(order), batch_size):
-                if step == steps:
-                    return
-                idx = order[i:i + batch_size]
-                if len(idx) == 1 and len(order) > 1:
-                    continue  # a lone last example would break BatchNorm; it is drawn again next epoch
-                x = self.x[idx]
-                if self.augment is not None:
-                    x = self.augment(x, generator)
-                yield idx, self._transform(x), self.y[idx]
-                step += 1
-
-    def _transform(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.transform is None else self.transform(x)
-
-    def eval_batches(self, batch_size: int) -> Iterator:
-        for i in range(0, len(self), batch_size):
-            yield self._transform(self.x[i:i + batch_size]), self.y[i:i + batch_size]
-
-
-class WindowData:
-    """Random contiguous windows of a token stream, as nanoGPT's ``get_batch``: a random crop per example."""
-
-    fixed = False
-
-    def __init__(self, tokens: torch.Tensor, block_size: int):
-        if len(tokens) <= block_size + 1:
-            raise ValueError(f"token stream of length {len(tokens)} is too short for block_size {block_size}")
-        self.tokens, self.block_size = tokens.long(), block_size
-
-    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
-        offsets = torch.arange(self.block_size + 1)
-        for _ in range(steps):
-            start = torch.randint(len(self.tokens) - self.block_size - 1, (batch_size,), generator=generator)
-            window = self.tokens[start[:, None] + offsets]
-            yield None, window[:, :-1], window[:, 1:]
-
-    def eval_batches(self, batch_size: int, max_windows: int | None = None) -> Iterator:
-        """Non-overlapping windows from the start of the stream (every token predicted once)."""
-        n = (len(self.tokens) - 1) // self.block_size
-        n = n if max_windows is None else min(n, max_windows)
-        x = self.tokens[:n * self.block_size].view(n, self.block_size)
-        y = self.tokens[1:n * self.block_size + 1].view(n, self.block_size)
-        for i in range(0, n, batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
-
-
-def autocast(device: str):
-    """bf16 autocast on CUDA (the paper-scale GPU path); a no-op on CPU, where everything stays float32."""
-    if str(device).startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def place(model: nn.Module, device: str) -> nn.Module:
-    """Move ``model`` to ``device``; on CUDA, convolutional models go channels-last (NHWC), cuDNN's fast layout.
-
-    Not on CPU: there torch 2.14.1's channels-last backward of a 1x1 stride-2 convolution (4 -> 8 channels,
-    64 px: ResNet18's downsample at width 4) corrupts the heap, although other shapes ran 1.3-1.4x faster."""
-    model.to(device)
-    if _channels_last(device) and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def inputs(x: torch.Tensor, device: str) -> torch.Tensor:
-    """A batch on ``device``; image batches (4-d) channels-last where :func:`place` makes models so."""
-    x = x.to(device)
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and _channels_last(device) else x
-
-
-def _channels_last(device: str) -> bool:
-    return str(device).startswith("cuda")
 
 
 def derive_seeds(seed: int, n: int) -> list[int]:
@@ -236,26 +96,26 @@ class TrainLog:
 @torch.no_grad()
 def predict(model: nn.Module, batches, device: str = "cpu") -> torch.Tensor:
     """Logits of ``model`` (eval mode) over ``(x, y)`` batches, concatenated on the CPU."""
-    place(model, device).eval()
-    with autocast(device):
-        return torch.cat([model(inputs(x, device)).float().cpu() for x, _ in batches])
+    dev.place(model, device).eval()
+    with dev.autocast(device):
+        return torch.cat([model(dev.batch(x, device)).float().cpu() for x, _ in batches])
 
 
 @torch.no_grad()
 def score(model: nn.Module, batches, device: str = "cpu") -> tuple[torch.Tensor, dict[str, float]]:
     """One pass: ``model``'s logits over ``(x, y)`` batches and its accuracy and loss on them."""
-    place(model, device).eval()
+    dev.place(model, device).eval()
     comparison, logits = Comparison(), []
     for x, y in batches:
-        with autocast(device):
-            out = model(inputs(x, device)).float().cpu()
+        with dev.autocast(device):
+            out = model(dev.batch(x, device)).float().cpu()
         comparison.update(out, out, y)
         logits.append(out)
     result = comparison.result()
     return torch.cat(logits), {"accuracy": result["accuracy"], "loss": result["loss"]}
 
 
-def teacher_logits_on(teacher: nn.Module, data: ExampleData, batch_size: int, device: str = "cpu") -> torch.Tensor:
+def teacher_logits_on(teacher: nn.Module, data, batch_size: int, device: str = "cpu") -> torch.Tensor:
     """The teacher's logits on every (un-augmented) training example, in index order: the KD cache."""
     return predict(teacher, data.eval_batches(batch_size), device)
 
@@ -264,12 +124,12 @@ def teacher_logits_on(teacher: nn.Module, data: ExampleData, batch_size: int, de
 def evaluate(model: nn.Module, batches, teacher_logits: torch.Tensor, device: str = "cpu",
              comparison: Comparison | None = None) -> Comparison:
     """Stream ``model``'s test logits against the teacher's (same order) into a :class:`Comparison`."""
-    place(model, device).eval()
+    dev.place(model, device).eval()
     comparison = comparison or Comparison()
     i = 0
     for x, y in batches:
-        with autocast(device):
-            logits = model(inputs(x, device)).float().cpu()
+        with dev.autocast(device):
+            logits = model(dev.batch(x, device)).float().cpu()
         comparison.update(teacher_logits[i:i + len(x)], logits, y)
         i += len(x)
     if i != len(teacher_logits):
@@ -284,9 +144,9 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     check_teacher_source([objective], data, teacher, teacher_cache)
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
-    place(model, device).train()
+    dev.place(model, device).train()
     if teacher is not None:
-        place(teacher, device).eval()
+        dev.place(teacher, device).eval()
     student_hook = _Capture(model, objective.feature_layer) if objective.kind.startswith("feature") else None
     teacher_hook = _Capture(teacher, objective.feature_layer) if objective.kind == "feature" else None
     optimizer, scheduler = recipe.build(model.parameters())
@@ -296,10 +156,10 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
                                                 desc=objective.kind, leave=False), start=1):
-            x, y = inputs(x, device), y.to(device)
-            with autocast(device):
+            x, y = dev.batch(x, device), dev.batch(y, device)
+            with dev.autocast(device):
                 logits = model(x)
-                loss = _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
+                loss = objective_loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -331,7 +191,10 @@ def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cac
         raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
 
 
-def _loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook):
+def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cache, student_hook=None,
+                   teacher_hook=None) -> torch.Tensor:
+    """``objective``'s loss of ``logits`` on batch ``(x, y)`` (example indices ``idx``); the teacher signal comes
+    from ``teacher_cache[idx]`` or a forward pass of ``teacher``, feature maps from the hooks."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
         logits = logits.float()
     kind = objective.kind

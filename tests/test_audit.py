@@ -11,7 +11,7 @@ from scipy.stats import mannwhitneyu, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
 from kdlib.audit import AGREEMENT, DELTA_METRICS, add_arguments, audit, load_outputs, main, parse_controls
-from kdlib.metrics import FUNCTIONAL_METRICS, LOWER_IS_BETTER, compare
+from kdlib.metrics import FUNCTIONAL_METRICS, METRICS, compare, lower_is_better
 
 K = 10
 FILES = ["agreement_deltas.pdf", "agreement_deltas.png", "copied_errors.csv", "copied_errors.pdf",
@@ -96,7 +96,7 @@ def test_point_estimates_are_differences_of_compare():
     s, a, b1, b2 = model(task, 1.0), model(task, 0.0), model(task, 0.0), model(task, 0.9)
     r = audit(teacher, [s], y, controls={"a": a, "b": [b1, b2]}, n_boot=20)
     ref = {k: compare(*tensors(teacher, m, y)) for k, m in dict(s=s, a=a, b1=b1, b2=b2).items()}
-    for metric in LOWER_IS_BETTER:
+    for metric in METRICS:
         assert r["models"]["student"][0][metric] == pytest.approx(ref["s"][metric])
         assert r["means"]["b"][metric] == pytest.approx((ref["b1"][metric] + ref["b2"][metric]) / 2)
     for metric in DELTA_METRICS:
@@ -137,7 +137,7 @@ def test_bootstrap_interval_matches_a_hand_resample():
     metrics = list(FUNCTIONAL_METRICS) + ["accuracy", "loss", *AGREEMENT]
     for m, (lo, hi) in hand_bootstrap(teacher, student, control, y, 25, 7, metrics).items():
         assert (r["deltas"]["c"][m]["ci_low"], r["deltas"]["c"][m]["ci_high"]) == pytest.approx((lo, hi))
-        better = -1 if LOWER_IS_BETTER[m] else 1
+        better = -1 if lower_is_better(m) else 1
         assert r["deltas"]["c"][m]["significant"] == bool(lo > 0 if better > 0 else hi < 0)
 
 
@@ -167,7 +167,7 @@ def test_several_seeds_use_wilcoxon_or_mann_whitney_with_bh(tmp_path):
     raw = []
     for c, models in controls.items():
         for m in FUNCTIONAL_METRICS:
-            k, side = value(models, m), "less" if LOWER_IS_BETTER[m] else "greater"
+            k, side = value(models, m), "less" if lower_is_better(m) else "greater"
             if c == "siddo":
                 p = wilcoxon(s[m] - k, alternative=side).pvalue
             else:

@@ -16,9 +16,13 @@ from hypothesis import strategies as st
 from kdlib import runs as runs_mod
 from kdlib import setups
 from kdlib.metrics import compare
-from kdlib.runs import claim, collect, plan, read_result, run_dir, run_one, run_setup
+from kdlib.runs import plan, run_one
+from kdlib.store import claim, read_result, run_dir
+from kdlib.study import collect, run_setup
 from kdlib.stats import transfer_tests
-from kdlib.train import ExampleData, Objective, Recipe, train
+from kdlib.data.sources import ExampleData
+from kdlib.recipe import Recipe
+from kdlib.train import Objective, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tinyshakespeare-nanogpt"

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from kdlib import launchers, setups
-from kdlib.runs import collect, run_setup
+from kdlib.study import collect, run_setup
 
 SMOKE = "tinyshakespeare-nanogpt"
 

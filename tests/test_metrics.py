@@ -92,10 +92,45 @@ def test_streaming_equals_one_shot_and_sequences_flatten():
 
 @pytest.mark.parametrize("t, m, y, match", [
     (torch.zeros(3, 4), torch.zeros(3, 5), torch.zeros(3, dtype=torch.long), "does not match model logits"),
-    (torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, dtype=torch.long), "labels shape"),
-    (torch.zeros(3, 4), torch.zeros(3, 4), torch.tensor([0, 1, 4]), r"label 4 is out of range"),
+    (torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2, dtype=torch.long), "labels has shape"),
+    (torch.zeros(3, 4), torch.zeros(3, 4), torch.tensor([0, 1, 4]), r"label 4 \(at index 2\) is out of range"),
     (torch.full((3, 4), float("nan")), torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), "NaN"),
 ])
 def test_bad_input(t, m, y, match):
     with pytest.raises(ValueError, match=match):
         compare(t, m, y)
+
+
+@pytest.fixture
+def toy_metric():
+    """Top-2 agreement (the teacher's prediction is among the model's two best), registered for one test."""
+    from kdlib import metrics
+    metrics.register_term("teacher_in_top2", lambda k: (k["q"].topk(2, -1).indices == k["pred_t"][:, None]).any(-1))
+    metrics.register_metric(metrics.Metric("top2_agreement", "Top-2 Agreement", False, "extended",
+                                           lambda s: metrics.ratio(s["teacher_in_top2"], s["tokens"])))
+    yield
+    metrics.METRICS.pop("top2_agreement")
+    metrics.TERMS.pop("teacher_in_top2")
+
+
+def test_a_metric_registered_in_metrics_py_reaches_comparison_audit_and_tables(toy_metric, tmp_path):
+    import pandas as pd
+    from kdlib.audit import _rates, _unit_sums
+    from kdlib.report import build_report
+    teacher = torch.tensor([[3.0, 2.0, 1.0], [0.0, 5.0, 1.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0]])
+    model = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    y = torch.tensor([0, 0, 2, 1])
+    # model top-2: {1,2}, {0,2}, {0,2}, {2,1}; teacher top-1: 0, 1, 2, 2 -> in top-2 for samples 2 and 3
+    assert compare(teacher, model, y)["top2_agreement"] == pytest.approx(0.5)
+    assert _rates(_unit_sums(teacher, model, y).sum(0))["top2_agreement"] == pytest.approx(0.5)
+    g = np.random.default_rng(0)
+    rows = [{"teacher_seed": 0, "student_seed": s, "condition": c, "alpha": a,
+             **{m: g.random() for m in ("activation_distance", "rank_disagreement", "prediction_disagreement",
+                                        "js_divergence", "variation_of_information", "procrustes_distance",
+                                        "accuracy", "loss", "correct_agreement", "incorrect_agreement",
+                                        "top2_agreement")}}
+            for s in range(10, 16) for c, a in (("siddo", np.nan), ("kd", 0.5), ("rcd", 0.5))]
+    build_report(pd.DataFrame(rows), "toy", tmp_path)
+    extended = pd.read_csv(tmp_path / "extended_teacher0.csv", index_col=0)
+    assert "Top-2 Agreement (↑)" in extended.index
+    assert "Top-2 Agreement (↑)" not in pd.read_csv(tmp_path / "means_teacher0.csv", index_col=0).index

@@ -4,7 +4,8 @@ from audio_fakes import build_fake_audio_root
 from vision_fakes import build_fake_vision_root
 
 from kdlib import setups
-from kdlib.runs import collect, plan, run_setup
+from kdlib.runs import plan
+from kdlib.study import collect, run_setup
 
 
 @pytest.fixture(scope="module")

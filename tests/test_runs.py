@@ -11,7 +11,9 @@ import pytest
 
 from kdlib import runs as runs_mod
 from kdlib import setups
-from kdlib.runs import atomic_write, collect, plan, read_result, run_dir, run_one, run_setup
+from kdlib.runs import plan, run_one
+from kdlib.store import atomic_write, read_result, run_dir
+from kdlib.study import collect, run_setup
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tinyshakespeare-nanogpt"
@@ -118,7 +120,7 @@ def test_cli_list_and_bad_setup():
 
 def test_study_runs_audited_from_exported_outputs_match_the_study(smoke_out, tmp_path, data_dir):
     from kdlib.audit import audit
-    from kdlib.runs import export_outputs
+    from kdlib.study import export_outputs
     from kdlib.stats import transfer_tests
     setup = setups.get(SMOKE, "smoke")
     dest = export_outputs(setup, smoke_out, tmp_path / "export", data_dir) / "teacher0"

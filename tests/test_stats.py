@@ -126,8 +126,34 @@ def test_agreement_deltas_hand_worked():
     assert d["control_correct"] == "rcd 0.1" and d["delta_correct"] == pytest.approx(0.02)
     assert d["delta_correct_sem"] == pytest.approx(0.01)  # paired diffs 0.01, 0.03
     assert d["control_incorrect"] == "rcd 0.1" and d["delta_incorrect"] == pytest.approx(0.16)
-    assert d["delta_correct_normalised"] == pytest.approx(np.mean([0.01 / 0.11, 0.03 / 0.11]))
-    assert d["delta_incorrect_normalised"] == pytest.approx(np.mean([0.15 / 0.75, 0.17 / 0.73]))
+    assert d["delta_correct_normalised"] == pytest.approx(0.02 / 0.11)  # mean delta / mean headroom
+    assert d["delta_incorrect_normalised"] == pytest.approx(0.16 / 0.74)
     assert d["negative_asymmetry"]
     same = agreement_deltas(runs, same_alpha=True, exclude=[("rcd", 0.1)]).iloc[0]
     assert same["control_correct"] == "siddo"
+
+
+def test_normalised_delta_keeps_the_raw_sign_when_one_control_seed_has_no_headroom():
+    """The fsdd-vggish pattern: KD gains a little on average, but one control seed sits at 0.975 agreement.
+    The old mean of per-seed ratios gave a large negative value; the ratio of means keeps the raw sign."""
+    control = np.array([0.80, 0.82, 0.79, 0.81, 0.80, 0.975])
+    kd = np.array([0.84, 0.85, 0.83, 0.84, 0.83, 0.90])
+    raw = (kd - control).mean()
+    assert raw > 0 and np.mean((kd - control) / (1 - control)) < 0  # the old estimator flips the sign
+    from kdlib.stats import normalised_delta
+    r = normalised_delta(kd, control)
+    assert r["value"] == pytest.approx(raw / (1 - control).mean()) and r["value"] > 0
+    # the bootstrap, recomputed independently: resample seed pairs, ratio of means per replicate
+    rng = np.random.default_rng(0)
+    reps = []
+    for idx in rng.integers(0, 6, size=(2000, 6)):
+        reps.append((kd[idx] - control[idx]).mean() / (1 - control[idx]).mean())
+    assert r["se"] == pytest.approx(np.std(reps, ddof=1))
+    assert r["low"] == pytest.approx(np.percentile(reps, 2.5)) and r["high"] == pytest.approx(np.percentile(reps, 97.5))
+    runs = pd.DataFrame([dict(teacher_seed=0, student_seed=s, condition=c, alpha=a, correct_agreement=v,
+                              incorrect_agreement=0.5)
+                         for s in range(6) for c, a, v in (("kd", 0.9, kd[s]), ("siddo", np.nan, control[s]),
+                                                           ("rcd", 0.9, control[s] - 0.1))])
+    d = agreement_deltas(runs).iloc[0]
+    assert np.sign(d["delta_correct"]) == np.sign(d["delta_correct_normalised"]) == 1
+    assert d["delta_correct_normalised_low"] < d["delta_correct_normalised"] < d["delta_correct_normalised_high"]

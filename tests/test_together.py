@@ -7,7 +7,9 @@ import torch
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
 from kdlib.together import train_together
-from kdlib.train import ExampleData, Objective, Recipe, WindowData, init_model, teacher_logits_on, train
+from kdlib.data.sources import ExampleData, WindowData
+from kdlib.recipe import Recipe
+from kdlib.train import Objective, init_model, teacher_logits_on, train
 
 NO_DROPOUT = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
 MIXED = [Objective("ce"), Objective("kd", alpha=0.5, temperature=2.0), Objective("rcd", alpha=0.9),
@@ -127,7 +129,9 @@ def test_packs_group_students_that_can_share_a_step():
 def test_packed_setup_matches_one_by_one_and_resumes(tmp_path, data_dir):
     import pandas as pd
     from kdlib import setups
-    from kdlib.runs import collect, read_result, plan, run_setup
+    from kdlib.runs import plan
+    from kdlib.store import read_result
+    from kdlib.study import collect, run_setup
     setup = setups.get("digits-resnet18", "smoke")  # no dropout, no augmentation: packing changes nothing
     run_setup(setup, tmp_path / "alone", data_dir, progress=False)
     run_setup(setup, tmp_path / "packed", data_dir, progress=False, pack=5, launcher="local", workers=2)
@@ -145,7 +149,9 @@ def test_packed_setup_matches_one_by_one_and_resumes(tmp_path, data_dir):
 def test_a_diverging_member_is_retrained_alone_and_recorded(tmp_path, data_dir, monkeypatch):
     from kdlib import runs as runs_mod
     from kdlib import setups
-    from kdlib.runs import plan, read_result, run_setup
+    from kdlib.runs import plan
+    from kdlib.store import read_result
+    from kdlib.study import run_setup
     setup = setups.get("tinyshakespeare-nanogpt", "smoke")
     real = runs_mod.train
 

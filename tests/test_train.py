@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.train import (ExampleData, Objective, Recipe, WindowData, init_model, teacher_logits_on, train)
+from kdlib.data.sources import ExampleData, WindowData
+from kdlib.recipe import Recipe
+from kdlib.train import Objective, init_model, teacher_logits_on, train
 
 TINY = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
 
@@ -104,7 +106,7 @@ def test_placement_keeps_the_default_layout_on_cpu():
     """Channels-last is for CUDA only: torch 2.14.1's CPU channels-last backward of a 1x1 stride-2 convolution
     corrupts the heap (this model's downsample at 64 px)."""
     from kdlib.models import build
-    from kdlib.train import inputs, place
+    from kdlib.device import batch as inputs, place
     model = place(build("resnet18", 10, image_size=64, in_channels=3, width=4), "cpu")
     x = inputs(torch.randn(8, 3, 64, 64), "cpu")
     assert all(p.is_contiguous() for p in model.parameters()) and x.is_contiguous()

@@ -43,26 +43,16 @@ from torchaudio.datasets import SPEECHCOMMANDS
 from torchaudio.transforms import MelScale, Spectrogram
 from tqdm.auto import tqdm
 
-from ..train import ExampleData
+from .sources import ExampleData
 from ..store import atomic_write
-from . import TaskData, cache_folder, fingerprint, register, require
+from .base import TaskData, cache_folder, fingerprint, register, require
+from .mel import LOG_FLOOR, N_FFT, N_MELS, PIPELINE, SAMPLE_RATE, num_frames
 
-SAMPLE_RATE = 16000
-N_FFT = 512
-HOP = N_FFT // 2  # torchaudio's default hop: win_length // 2
-N_MELS = 32
-LOG_FLOOR = 1e-6
-PIPELINE = dict(sample_rate=SAMPLE_RATE, n_fft=N_FFT, power=2.0, n_mels=N_MELS, log="log(mel+1e-6)", version=1)
 CHUNK = 128  # clips per feature batch: bounds memory (a 4 s clip at 96 kHz is 1.5 MB)
 
 SPEECHCOMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 URBANSOUND8K_URL = "https://urbansounddataset.weebly.com/urbansound8k.html"
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
-
-
-def num_frames(seconds: float) -> int:
-    """Spectrogram frames of a ``seconds``-long clip (centred STFT, hop 256 at 16 kHz)."""
-    return int(round(seconds * SAMPLE_RATE)) // HOP + 1
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:

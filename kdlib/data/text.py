@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from ..train import WindowData
-from . import TaskData, register, require
+from .sources import WindowData
+from .base import TaskData, register, require
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from ..train import ExampleData
+from .sources import ExampleData
 from ..store import atomic_write
-from . import TaskData, cache_folder, fingerprint, register, require
+from .base import TaskData, cache_folder, fingerprint, register, require
 
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

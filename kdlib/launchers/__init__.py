@@ -1,26 +1,19 @@
-"""Launchers map ``kdlib.runs.run_job`` over a setup's jobs: teachers first, then their students.
+"""Launchers map ``kdlib.runs.run_job`` over a setup's jobs; ``kdlib.study.run_setup`` calls them.
 
 Each launcher is a function ``launch(jobs, out, data_dir, device, workers, progress)`` where ``jobs`` is a
 list of ``(job, teacher_spec_or_None)`` that are all independent of each other; a job is one spec, or a tuple
-of specs trained together (``--pack``). ``kdlib.runs.run_setup``
-calls it twice: once for the teachers, once for the students. Engine-specific options
-(``partition``, ``gpus_per_run``, ``time_limit_min``, ``address``) are passed as keyword arguments.
-kdlib's core never imports an engine; ``slurm`` (submitit) and ``ray`` live in their own modules, are imported
-only when chosen, and their packages are optional (requirements-launchers.txt).
+of specs trained together (``--pack``). ``run_setup`` calls it twice: once for the teachers, once for the
+students. Engine-specific options (``partition``, ``gpus_per_run``, ``time_limit_min``, ``address``) are
+passed as keyword arguments. kdlib's core never imports an engine; ``slurm`` (submitit) and ``ray`` live in
+their own modules, are imported only when chosen, and their packages are optional
+(requirements-launchers.txt). A new launcher is one module here with a ``launch`` function, plus its name in
+:data:`LAUNCHERS`.
 """
 from __future__ import annotations
 
 import importlib
 
 LAUNCHERS = ("serial", "local", "slurm", "ray")
-
-
-def run_in_worker(job, teacher, out, data_dir, device) -> None:
-    """A job in a worker process (local, slurm, ray): one torch CPU thread per worker, then ``run_job``."""
-    import torch
-    torch.set_num_threads(1)
-    from ..runs import run_job
-    run_job(job, teacher, out, data_dir, device)
 
 
 def get(name: str):

@@ -10,7 +10,7 @@ import os
 import ray
 from tqdm.auto import tqdm
 
-from . import run_in_worker
+from .worker import run_in_worker
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,

@@ -11,7 +11,7 @@ from pathlib import Path
 import submitit
 from tqdm.auto import tqdm
 
-from . import run_in_worker
+from .worker import run_in_worker
 
 
 class _RunTask(submitit.helpers.Checkpointable):

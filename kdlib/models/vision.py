@@ -30,7 +30,7 @@ import torchvision.models as tvm
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 from torchvision.models.vgg import cfgs as vgg_cfgs, make_layers
 
-from . import register
+from .base import register
 
 SMALL_IMAGE = 64  # images up to this size get the small-image ResNet stem
 RESNET_WEIGHTS = {"resnet18": tvm.ResNet18_Weights, "resnet50": tvm.ResNet50_Weights}

@@ -30,9 +30,9 @@ per setup); their accuracies are unmeasured here (the datasets are not available
 from __future__ import annotations
 
 
-from . import ALPHAS, Model, Setup, epoch_steps, register
-from ..data.audio import num_frames
-from ..train import Recipe
+from .base import ALPHAS, Model, Setup, epoch_steps, register
+from ..data.mel import num_frames
+from ..recipe import Recipe
 
 PAPER_TRAIN_SIZE = {"speechcommands": 84_843, "urbansound8k": 6_985, "fsdd": 2_700}
 PAPER_EPOCHS = {"speechcommands": 100, "urbansound8k": 150, "fsdd": 100}

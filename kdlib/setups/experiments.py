@@ -17,7 +17,7 @@
 """
 from __future__ import annotations
 
-from . import Model, register
+from .base import Model, register
 from .language import pico, tinyshakespeare_setup
 
 

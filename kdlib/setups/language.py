@@ -12,8 +12,8 @@ of high teacher loss where the paper sees the strongest transfer.
 """
 from __future__ import annotations
 
-from . import ALPHAS, Model, Setup, register
-from ..train import Recipe
+from .base import ALPHAS, Model, Setup, register
+from ..recipe import Recipe
 
 PAPER_GPT = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2)
 CPU_GPT = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.2)

@@ -40,8 +40,8 @@ on any amount of data (tests use fake copies) in seconds.
 from __future__ import annotations
 
 
-from . import ALPHAS, Model, Setup, epoch_steps, register
-from ..train import Recipe
+from .base import ALPHAS, Model, Setup, epoch_steps, register
+from ..recipe import Recipe
 
 SEEDS = {"paper": dict(teacher_seeds=(0, 1, 2), student_seeds=tuple(range(10, 20))),
          "cpu": dict(teacher_seeds=(0,), student_seeds=tuple(range(10, 16))),

@@ -1,0 +1,84 @@
+"""What every loader shares: the data folder, the missing-data error, downloads, the cache folder, the
+:class:`TaskData` record and the loader registry (see :mod:`kdlib.data` for the data-source protocol)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = "data"
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset file is not in the data folder and could not be downloaded."""
+
+
+@dataclass
+class TaskData:
+    """A loaded dataset: training and test sources, class count and names, and loader-specific extras."""
+    train: Any
+    test: Any
+    num_classes: int
+    classes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_folder(path: str | os.PathLike | None = None) -> Path:
+    """Derived-data cache folder: ``path`` if given, else ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib``."""
+    return Path(path or os.environ.get("KDLIB_CACHE_DIR") or Path.home() / ".cache" / "kdlib")
+
+
+def fingerprint(path: Path) -> list:
+    """Identity of a source file for cache keys: resolved path, size and modification time."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``path`` if given, else ``$KDLIB_DATA_DIR``, else ``data/``."""
+    return Path(path or os.environ.get("KDLIB_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def require(path: Path, what: str, source: str, url: str | None = None) -> Path:
+    """Return ``path`` if it exists; else download ``url`` there (when given and reachable) or raise.
+
+    ``what`` names the dataset, ``source`` says where a user gets it by hand.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    if url and os.environ.get("KDLIB_OFFLINE") != "1":
+        try:
+            download(url, path)
+            return path
+        except OSError as e:
+            reason = f"downloading {url} failed ({e})"
+    else:
+        reason = "no download is possible" if not url else "downloads are disabled (KDLIB_OFFLINE=1)"
+    raise DatasetMissing(f"{what} not found: expected {path.resolve()}; {reason}. Get it from {source} and put it "
+                         f"there, or point --data-dir / KDLIB_DATA_DIR at the folder that holds it.")
+
+
+def download(url: str, path: Path, timeout: float = 30.0) -> None:
+    """Fetch ``url`` to ``path`` atomically (a partial download never lands at ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response, \
+            tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        shutil.copyfileobj(response, tmp)
+    os.replace(tmp.name, path)
+
+
+LOADERS: dict[str, Callable[..., TaskData]] = {}
+
+
+def register(name: str):
+    """Decorator: register a loader ``fn(root: Path, **kwargs) -> TaskData`` under ``name``."""
+    def wrap(fn):
+        LOADERS[name] = fn
+        return fn
+    return wrap

@@ -1,0 +1,81 @@
+"""In-memory data sources: the protocol every loader's ``TaskData.train`` / ``.test`` follows (see
+:mod:`kdlib.data`): ``fixed``, ``batches(batch_size, steps, generator)`` and ``eval_batches(batch_size)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+
+class ExampleData:
+    """Fixed examples held in memory as tensors, batched by a seeded permutation per epoch.
+
+    ``augment(x, generator)`` (optional) randomly transforms a training batch; with it the examples are no
+    longer fixed, so the teacher runs on the augmented batch instead of a cache. ``transform(x)`` (optional)
+    is a deterministic per-batch step applied after it and at evaluation (e.g. uint8 -> normalised float, so
+    large image sets stay compact in memory).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: Callable | None = None,
+                 transform: Callable | None = None):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+        self.x, self.y, self.augment, self.transform = x, y, augment, transform
+
+    @property
+    def fixed(self) -> bool:
+        return self.augment is None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
+        step = 0
+        while True:
+            order = torch.randperm(len(self), generator=generator)
+            for i in range(0, len(order), batch_size):
+                if step == steps:
+                    return
+                idx = order[i:i + batch_size]
+                if len(idx) == 1 and len(order) > 1:
+                    continue  # a lone last example would break BatchNorm; it is drawn again next epoch
+                x = self.x[idx]
+                if self.augment is not None:
+                    x = self.augment(x, generator)
+                yield idx, self._transform(x), self.y[idx]
+                step += 1
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.transform is None else self.transform(x)
+
+    def eval_batches(self, batch_size: int) -> Iterator:
+        for i in range(0, len(self), batch_size):
+            yield self._transform(self.x[i:i + batch_size]), self.y[i:i + batch_size]
+
+
+class WindowData:
+    """Random contiguous windows of a token stream, as nanoGPT's ``get_batch``: a random crop per example."""
+
+    fixed = False
+
+    def __init__(self, tokens: torch.Tensor, block_size: int):
+        if len(tokens) <= block_size + 1:
+            raise ValueError(f"token stream of length {len(tokens)} is too short for block_size {block_size}")
+        self.tokens, self.block_size = tokens.long(), block_size
+
+    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
+        offsets = torch.arange(self.block_size + 1)
+        for _ in range(steps):
+            start = torch.randint(len(self.tokens) - self.block_size - 1, (batch_size,), generator=generator)
+            window = self.tokens[start[:, None] + offsets]
+            yield None, window[:, :-1], window[:, 1:]
+
+    def eval_batches(self, batch_size: int, max_windows: int | None = None) -> Iterator:
+        """Non-overlapping windows from the start of the stream (every token predicted once)."""
+        n = (len(self.tokens) - 1) // self.block_size
+        n = n if max_windows is None else min(n, max_windows)
+        x = self.tokens[:n * self.block_size].view(n, self.block_size)
+        y = self.tokens[1:n * self.block_size + 1].view(n, self.block_size)
+        for i in range(0, n, batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]

@@ -1,0 +1,101 @@
+"""Placement and precision, in one place: which device a model and its batches live on, in which layout and
+number format, how many CPU threads a process uses, and which GPU a worker process gets.
+
+- CUDA trains under bf16 autocast (the paper-scale GPU path); the CPU stays float32 everywhere.
+- Convolutional models go channels-last (NHWC, cuDNN's fast layout) on CUDA only: torch 2.14.1's CPU
+  channels-last backward of a 1x1 stride-2 convolution (4 -> 8 channels, 64 px: ResNet18's downsample at
+  width 4) corrupts the heap, although other shapes ran 1.3-1.4x faster on CPU.
+- Worker processes (launchers) use one CPU thread each, or one GPU each.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.nn as nn
+
+#: What a device raises when a model or pack does not fit (callers fall back to smaller work).
+OutOfMemory = torch.cuda.OutOfMemoryError
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def autocast(device):
+    """bf16 autocast on CUDA; a no-op on CPU."""
+    if is_cuda(device):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def channels_last(device) -> bool:
+    """Whether image models and batches use the channels-last layout on ``device``."""
+    return is_cuda(device)
+
+
+def place(model: nn.Module, device) -> nn.Module:
+    """Move ``model`` to ``device``; on CUDA, convolutional models go channels-last."""
+    model.to(device)
+    if channels_last(device) and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def batch(x: torch.Tensor, device) -> torch.Tensor:
+    """A batch tensor on ``device``; image batches (4-d) channels-last where :func:`place` makes models so."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and channels_last(device) else x
+
+
+def set_threads(threads: int | None) -> None:
+    """Torch CPU threads of this process (None or 0: leave torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def single_thread_children():
+    """Processes spawned inside start with one OpenMP thread (set before their torch loads)."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+
+
+def gpu_slots(device, workers: int, queue_factory) -> tuple[int, object | None]:
+    """For a pool of ``workers`` on ``device``: (workers actually used, a queue of GPU indices or None).
+
+    On CUDA every worker gets one GPU of its own, so at most as many workers as GPUs run."""
+    if not is_cuda(device):
+        return workers, None
+    n = torch.cuda.device_count()
+    if n == 0:
+        raise RuntimeError("--device cuda was asked for, but no GPU is visible")
+    queue = queue_factory()
+    for i in range(min(workers, n)):
+        queue.put(i)
+    return min(workers, n), queue
+
+
+def take_gpu(queue) -> None:
+    """In a fresh worker process: see only the next free GPU (before CUDA initialises)."""
+    if queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
+
+
+def pin_worker() -> None:
+    """A worker process trains on one CPU thread: small models train as fast, and workers never compete."""
+    torch.set_num_threads(1)
+
+
+def synchronize(device) -> None:
+    """Wait for queued device work (for timing); a no-op on CPU."""
+    if is_cuda(device):
+        torch.cuda.synchronize()

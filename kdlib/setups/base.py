@@ -1,0 +1,108 @@
+"""The Setup record, the profiles that scale it, and the registry that named setups add themselves to.
+
+A :class:`Setup` names a dataset, teacher and student architectures, seeds, alphas, temperature, objective
+and recipes. Each setup is registered as a function ``make(profile) -> Setup``; a profile scales a setup
+without changing its protocol:
+
+- ``paper``: the paper's exact recipe;
+- ``cpu``: the same protocol scaled so one setup finishes in about 10 minutes on 2 CPU cores, with at least
+  6 student seeds so a one-sided Wilcoxon test can reach significance (min p = 1/64);
+- ``smoke``: seconds, for tests and CI.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from ..recipe import Recipe
+
+PROFILES = ("paper", "cpu", "smoke")
+ALPHAS = (0.1, 0.5, 0.9)  # the paper's KD/RCD weights, in every setup
+MODALITIES = ("language", "vision", "audio")
+
+
+@dataclass(frozen=True)
+class Model:
+    """An architecture name from :data:`kdlib.models.ARCHS` and its keyword arguments."""
+    arch: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One experiment: teachers (one per teacher seed) and, per teacher, students under every condition.
+
+    ``student=None`` is self-distillation: students share the teacher's architecture and start from the
+    teacher's initial weights M0. Otherwise every student of a teacher starts from the same initialisation,
+    drawn from the teacher seed. ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
+    ``conditions`` are the student conditions: ``siddo`` (plain CE), ``kd`` and ``rcd`` at every alpha,
+    optionally ``ls`` (label smoothing with epsilon = alpha). With ``feature_layer`` set, KD and RCD match
+    that module's outputs instead of logits (feature-map matching, Section 4.3). ``teacher_dataset_kwargs``
+    gives the teacher different training data (e.g. the adversarial "tha" text, Section 4.5); the teacher's
+    cached outputs and test metrics are still computed on the students' data. ``student_variants`` trains
+    every condition for each of several student models (e.g. widths), labelled in the ``variant`` column.
+    """
+    name: str
+    modality: str
+    description: str
+    dataset: str
+    teacher: Model
+    teacher_recipe: Recipe | None
+    student_recipe: Recipe
+    teacher_seeds: tuple[int, ...]
+    student_seeds: tuple[int, ...]
+    alphas: tuple[float, ...]
+    dataset_kwargs: dict = field(default_factory=dict)
+    student: Model | None = None
+    temperature: float = 1.0
+    conditions: tuple[str, ...] = ("siddo", "kd", "rcd")
+    feature_layer: str | None = None
+    teacher_dataset_kwargs: dict | None = None  # the teacher's own training data, if it differs (adversarial)
+    probes: tuple[str, ...] = ()  # extra evaluations from kdlib.probes, run on every model
+    student_variants: tuple[tuple[str, Model], ...] = ()  # (label, model) students, e.g. widths (Figure 11)
+    eval_batch_size: int = 256
+    profile: str = "paper"
+    paper_ref: str = ""
+
+    def __post_init__(self):
+        if self.modality not in MODALITIES:
+            raise ValueError(f"setup {self.name!r}: unknown modality {self.modality!r}; allowed {list(MODALITIES)}")
+        bad = [c for c in self.conditions if c not in ("siddo", "kd", "rcd", "ls")]
+        if bad:
+            raise ValueError(f"setup {self.name!r}: unknown conditions {bad}; allowed siddo, kd, rcd, ls")
+        if set(self.teacher_seeds) & set(self.student_seeds):
+            raise ValueError(f"setup {self.name!r}: teacher and student seeds overlap")
+
+    @property
+    def self_distillation(self) -> bool:
+        return self.student is None
+
+    @property
+    def student_model(self) -> Model:
+        return self.teacher if self.student is None else self.student
+
+    def students(self) -> list[tuple[str | None, Model]]:
+        """(variant label, model) of every student family: one unlabelled, or ``student_variants``."""
+        return list(self.student_variants) or [(None, self.student_model)]
+
+    def scaled(self, **changes) -> "Setup":
+        return replace(self, **changes)
+
+
+def epoch_steps(epochs: float, n: int, batch_size: int) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n`` examples in batches of ``batch_size`` (last one partial)."""
+    return max(1, round(epochs * math.ceil(n / batch_size)))
+
+
+SETUPS: dict[str, Callable[[str], Setup]] = {}
+
+
+def register(name: str):
+    """Decorator: register ``make(profile) -> Setup`` under ``name``."""
+    def wrap(fn):
+        if name in SETUPS:
+            raise ValueError(f"setup {name!r} is registered twice")
+        SETUPS[name] = fn
+        return fn
+    return wrap
