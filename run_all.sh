@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Run the built-in study end to end: every study notebook (papermill), then the summary notebook.
+# Run the study end to end: per setup, train (or resume) in the terminal with progress and an ETA, then execute
+# its notebook (papermill) on the finished runs; then the summary notebook and the reproduction scorecard.
 #   PROFILE=smoke|cpu|paper (default cpu)   KDLIB_DATA_DIR (default data/)   DEVICE=cpu|cuda (default cpu)
 #   OUT (default results/)   FIGURES (default figures/)
-#   SUITE=core|experiments|full or "notebook:setup ..." (default core: the two language setups, CIFAR-10 and FSDD;
-#   experiments: temperature, feature-map, adversarial and width-scaling setups on TinyShakespeare)
+#   SUITE=core|experiments|full|paper or "notebook:setup ..." (default core: the two language setups, CIFAR-10 and
+#   FSDD, all on built-in data; experiments: temperature, feature-map, adversarial and width-scaling setups on
+#   TinyShakespeare; full: both; paper: every setup the paper reports, in the order of its Table 95)
 #   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
-#   PACK (default 1: students one by one; >1 trains that many together per step: for small models on a GPU)
+#   PACK (default 1; a number, or auto: the best pack size, probed once on a GPU)   COMPILE=auto|on|off (default auto)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,29 +18,66 @@ FIGURES=${FIGURES:-figures}
 LAUNCHER=${LAUNCHER:-local}
 WORKERS=${WORKERS:-2}
 PACK=${PACK:-1}
+COMPILE=${COMPILE:-auto}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
 CORE="language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt vision:cifar10-resnet18 audio:fsdd-vggish"
 EXPERIMENTS="language:tinyshakespeare-nanogpt-to-picogpt-t2 language:tinyshakespeare-nanogpt-to-picogpt-t4
   language:tinyshakespeare-nanogpt-featuremap-block4 language:tinyshakespeare-nanogpt-featuremap-block5
   language:tinyshakespeare-adversarial language:tinyshakespeare-width-scaling"
+PAPER="vision:svhn-resnet18 vision:svhn-vgg19 vision:svhn-vit vision:tinyimagenet-resnet50
+  vision:tinyimagenet-vgg19 vision:tinyimagenet-resnet50-randaug vision:tinyimagenet-vgg19-randaug
+  audio:speechcommands-vggish audio:speechcommands-ast audio:urbansound8k-vggish audio:urbansound8k-ast
+  language:tinyshakespeare-nanogpt vision:tinyimagenet-resnet50-to-resnet18 vision:imagenet-resnet50-to-resnet18
+  language:tinyshakespeare-nanogpt-to-picogpt language:tinyshakespeare-width-scaling
+  vision:imagenet-resnet50-to-resnet18-t2 language:tinyshakespeare-nanogpt-to-picogpt-t2
+  language:tinyshakespeare-nanogpt-to-picogpt-t4 language:tinyshakespeare-nanogpt-featuremap-block4
+  language:tinyshakespeare-nanogpt-featuremap-block5 language:tinyshakespeare-adversarial
+  vision:tinyimagenet-resnet50-label-smoothing"
 case "${SUITE:-core}" in
   core) SUITE=$CORE ;;
   experiments) SUITE=$EXPERIMENTS ;;
   full) SUITE="$CORE $EXPERIMENTS" ;;
+  paper) SUITE=$PAPER ;;
 esac
+names=""
+for item in $SUITE; do names="$names ${item#*:}"; done
+# shellcheck disable=SC2086
+ready=" $(python -m kdlib list --ready --data-dir "$KDLIB_DATA_DIR" $names | tr '\n' ' ') "
+echo "== $PROFILE profile on $DEVICE (launcher $LAUNCHER, $WORKERS workers, pack $PACK, compile $COMPILE); data in $KDLIB_DATA_DIR"
+for name in $names; do
+  if [[ "$ready" != *" $name "* ]]; then
+    echo "-- skipping $name: its data is missing"
+    python -m kdlib list --data-dir "$KDLIB_DATA_DIR" "$name" | tail -n 2
+  fi
+done
 
+failed=""
 for item in $SUITE; do
   notebook=${item%%:*}
   setup=${item#*:}
+  [[ "$ready" == *" $setup "* ]] || continue
   dest="$OUT/$setup/$PROFILE"
   mkdir -p "$dest"
-  echo "== $setup ($PROFILE) via notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
-  python -m papermill --no-progress-bar "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
+  echo "== $setup ($PROFILE)"
+  if ! python -m kdlib run "$setup" --profile "$PROFILE" --data-dir "$KDLIB_DATA_DIR" --out "$OUT" \
+      --device "$DEVICE" --launcher "$LAUNCHER" --workers "$WORKERS" --pack "$PACK" --compile "$COMPILE"; then
+    failed="$failed $setup"
+    continue
+  fi
+  echo "   notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
+  python -m papermill --no-progress-bar --log-level WARNING "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
     -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
     -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
-    -p pack "$PACK"
+    -p pack "$PACK" -p compile "$COMPILE"
 done
 echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
-python -m papermill --no-progress-bar notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
+python -m papermill --no-progress-bar --log-level WARNING notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
   -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
-echo "done: tables and figures in $FIGURES/, executed notebooks and runs in $OUT/"
+echo "== verdicts ($PROFILE)"
+python -m kdlib summary --profile "$PROFILE" --out "$OUT"
+python -m kdlib scorecard --profile "$PROFILE" --out "$OUT" | head -n 1
+echo "done: tables and figures in $FIGURES/, runs in $OUT/; open $OUT/summary-$PROFILE.ipynb (jupyter lab) for everything"
+if [[ -n "$failed" ]]; then
+  echo "failed:$failed (see the messages above)"
+  exit 1
+fi

@@ -1,104 +1,304 @@
-"""Command line: ``python -m kdlib {list,run,collect,report,export,audit}``."""
+"""The command line: python -m kdlib {list,plan,run,collect,report,scorecard,summary,export,audit}.
+
+Only ``--help`` and ``list`` answer without loading torch (at once). A user's
+mistake (an unknown setup, a missing dataset, nothing to report) prints one line and exits with status 2.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from . import launchers, setups
-from .store import figures_dir, setup_dir
-from .study import collect, run_setup
+from .data.base import SOURCES, DatasetMissing, data_dir
+from .setups.base import UnknownSetup
+
+DESCRIPTION = """\
+kdlib: the functional study of knowledge distillation (arXiv 2510.12615).
+Train teachers and students (KD, SIDDO, RCD), measure teacher-student functional similarity, test it, and
+compare every result with the paper's tables."""
+
+EXAMPLES = """\
+examples:
+  python -m kdlib list --data-dir ../shared/data
+  python -m kdlib plan tinyshakespeare-nanogpt --profile paper --device cuda
+  python -m kdlib run tinyshakespeare-nanogpt --profile cpu --data-dir ../shared/data --launcher local
+  python -m kdlib run svhn-resnet18 --profile paper --device cuda --pack auto
+  python -m kdlib report tinyshakespeare-nanogpt --profile cpu
+  python -m kdlib scorecard --profile cpu
+  python -m kdlib audit --teacher t.npy --student s.npy --control no_kd=c.npy --labels y.npy --out audit"""
 
 
-def _setup_args(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("setup", help="setup name (see `python -m kdlib list`)")
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+def _pack(value: str):
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed: use a positive integer or 'auto'")
+    return size
+
+
+def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = False) -> None:
+    if several:
+        p.add_argument("setups", nargs="*", metavar="SETUP", help="setups (default: every collected one)")
+    else:
+        p.add_argument("setup", help="setup name (see: python -m kdlib list)")
     p.add_argument("--profile", default="cpu", choices=setups.PROFILES, help="scale of the setup (default: cpu)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     if data:
         p.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
-        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
-        p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
-                       help="serial: one run after another; local: a process pool; slurm: submitit job arrays; "
-                            "ray: Ray tasks")
-        p.add_argument("--workers", type=int, default=2,
-                       help="runs at once for local/slurm/ray (default 2)")
-        p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run asks for (slurm, ray)")
-        p.add_argument("--slurm-partition", default=None, help="SLURM partition")
-        p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local"),
-                       help="force submitit's executor (default: SLURM if sbatch exists, else local)")
-        p.add_argument("--time-limit", type=int, default=60, help="minutes per SLURM task (default 60)")
-        p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads per process (default 1; 0: torch's default)")
-        p.add_argument("--pack", type=int, default=1,
-                       help="students of a teacher trained together in one vectorised step (default 1: one by "
-                            "one; e.g. 8 for small models on a GPU)")
+        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device (default: cpu)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
+                   help="serial: one run after another; local: a process pool; slurm: submitit job arrays; "
+                        "ray: Ray tasks (default: serial)")
+    p.add_argument("--workers", type=int, default=2, help="runs at once for local/slurm/ray (default 2)")
+    p.add_argument("--pack", type=_pack, default=1,
+                   help="students of a teacher trained together in one vectorised step: a number, or auto (the "
+                        "largest pack that raises models per hour, probed once on CUDA; 1 on CPU). Default 1")
+    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),  # kdlib.device.COMPILE
+                   help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads per process (default 1; 0: torch's default)")
+    p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run asks for (slurm, ray)")
+    p.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local"),
+                   help="force submitit's executor (default: SLURM if sbatch exists, else local)")
+    p.add_argument("--time-limit", type=int, default=60, help="minutes per SLURM task (default 60)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, metavar="FILE",
+                   help="teacher logits [N, K] or [N, L, K] (.npy, .npz, .pt or .csv)")
+    p.add_argument("--student", required=True, action="append", metavar="FILE",
+                   help="student logits; repeat for several seeds")
+    p.add_argument("--control", action="append", default=[], metavar="[NAME=]FILE",
+                   help="control logits, e.g. the student trained without KD or with label smoothing; repeat "
+                        "NAME=FILE with the same NAME for several seeds of one control")
+    p.add_argument("--labels", required=True, metavar="FILE", help="labels [N] or [N, L]")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap replicates when a side has a single model (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--alpha-level", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line, label order")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list every setup")
-    _setup_args(sub.add_parser("run", help="train (or resume) every run of a setup, then collect and report"))
+    p = argparse.ArgumentParser(prog="python -m kdlib", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = sub.add_parser("list", help="every setup, and whether its data is here")
+    listing.add_argument("setups", nargs="*", metavar="SETUP", help="only these setups (default: all)")
+    listing.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
+    listing.add_argument("--ready", action="store_true",
+                         help="print only the names of the setups whose data is here or downloads itself")
+    planning = sub.add_parser("plan", help="models a setup trains, how many are finished, and device-hours left")
+    _setup_args(planning, data=False)
+    planning.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to estimate for")
+    run = sub.add_parser("run", help="train (or resume) every run of a setup, then collect it")
+    _setup_args(run)
+    _run_args(run)
     _setup_args(sub.add_parser("collect", help="gather a setup's finished runs into tables"), data=False)
-    r = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup's runs")
-    _setup_args(r, data=False)
-    r.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
-    e = sub.add_parser("export", help="write a setup's test-set logits as .npy files for `kdlib audit`")
-    _setup_args(e)
-    e.add_argument("--dest", required=True, help="folder for the exported outputs")
-    try:
-        from . import audit
-    except ImportError:
-        audit = None
-    if audit is not None:
-        a = sub.add_parser("audit", help="functional-transfer report for any teacher/student from saved logits")
-        audit.add_arguments(a)
+    report = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup, beside the paper")
+    _setup_args(report, data=False)
+    report.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
+    score = sub.add_parser("scorecard", help="claim by claim: does this run reproduce the paper?")
+    _setup_args(score, data=False, several=True)
+    summary = sub.add_parser("summary", help="one verdict line per collected setup, teacher seed and alpha")
+    _setup_args(summary, data=False, several=True)
+    export = sub.add_parser("export", help="write a setup's test-set logits as .npy files for the audit command")
+    _setup_args(export)
+    export.add_argument("--dest", required=True, help="folder for the exported outputs")
+    _audit_args(sub.add_parser("audit", help="functional-transfer report for any teacher/student from saved logits"))
     return p
 
 
-def report(setup: setups.Setup, out, figures) -> Path:
+def data_status(dataset: str, root: Path) -> str:
+    """What ``kdlib list`` says of a dataset in the data folder ``root``."""
+    source = SOURCES[dataset]
+    missing = source.missing(root)
+    if not missing:
+        return "built-in" if source.built_in else "found"
+    files = ", ".join(missing)
+    if source.downloads:
+        return f"downloads itself (needs internet): {files}"
+    return f"missing: {files} (get it from {source.url})"
+
+
+def cmd_list(args) -> int:
+    root = data_dir(args.data_dir)
+    names = args.setups or setups.names()
+    chosen = [setups.get(name, "paper") for name in names]
+    if args.ready:
+        for s in chosen:
+            if not data_status(s.dataset, root).startswith("missing"):
+                print(s.name)
+        return 0
+    print(f"{len(chosen)} setups; data folder {root.resolve()}\n")
+    for s in chosen:
+        print(f"{s.name:42s} {s.modality:9s} {data_status(s.dataset, root)}\n{'':52s}{s.description}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .study import plan_summary
+    setup = setups.get(args.setup, args.profile)
+    timings = None
+    record = Path(args.out) / "gpu_check.json"
+    if record.exists():
+        timings = json.loads(record.read_text()).get(setup.name, {}).get(setup.profile)
+    p = plan_summary(setup, args.out, args.device, timings)
+    print(f"{setup.name} at the {setup.profile} profile, on {args.device}:")
+    for role, c in p["counts"].items():
+        print(f"  {role}s: {c['planned']} planned, {c['finished']} finished, {c['failed']} failed, "
+              f"{p['remaining'][role]} to train"
+              + (f"; {p['seconds_per_model'][role]:.1f} s each ({p['source'][role]})"
+                 if role in p["seconds_per_model"] else ""))
+    if p["device_hours"] is not None:
+        print(f"  estimated: {p['device_hours']:.2f} device-hours left")
+    else:
+        print(f"  no per-model time measured on {args.device} yet: train a few models of this setup there "
+              f"(or run benchmarks/gpu_check.sh) to get an estimate")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .study import collect, run_setup
+    from .store import setup_dir
+    setup = setups.get(args.setup, args.profile)
+    options = {}
+    if args.launcher == "slurm":
+        options = dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
+                       time_limit_min=args.time_limit, cluster=args.slurm_cluster)
+    elif args.launcher == "ray":
+        options = dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
+    run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
+              threads=args.threads or None, pack=args.pack, compile=args.compile, **options)
+    students, teachers = collect(setup, args.out)
+    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers collected in "
+          f"{setup_dir(args.out, setup)}")
+    return 0
+
+
+def _collected(setup, out):
+    """A setup's collected tables, written to its results folder; a setup with no finished runs is an error."""
+    from .study import collect
+    students, teachers = collect(setup, out, write=False)
+    if students.empty:
+        raise UserError(f"nothing to report: {setup.name} has no finished student runs at the {setup.profile} "
+                        f"profile in {Path(out).resolve()} (train them with: python -m kdlib run {setup.name} "
+                        f"--profile {setup.profile})")
+    return collect(setup, out)
+
+
+def cmd_collect(args) -> int:
+    from .store import setup_dir
+    setup = setups.get(args.setup, args.profile)
+    students, teachers = _collected(setup, args.out)
+    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers collected in "
+          f"{setup_dir(args.out, setup)}")
+    return 0
+
+
+def cmd_report(args) -> int:
     from .report import build_report
-    students, _ = collect(setup, out)
-    dest = figures_dir(figures, setup)
-    build_report(students, setup.name, dest)
-    return dest
+    from .store import figures_dir
+    setup = setups.get(args.setup, args.profile)
+    students, teachers = _collected(setup, args.out)
+    rep = build_report(students, setup.name, figures_dir(args.figures, setup), setup=setup, teachers=teachers)
+    print(f"{setup.name} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
+    for line in rep["verdicts"]:
+        print("  " + line)
+    return 0
+
+
+def cmd_scorecard(args) -> int:
+    from .scorecard import scorecard, write_scorecard
+    names = args.setups or None
+    card = scorecard(names, args.profile, args.out)
+    paths = write_scorecard(card, args.out)
+    print(card["summary"])
+    print(f"scorecard: {paths[0]} and {paths[1]}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .report import find_collected, verdict_lines
+    from .stats import agreement_deltas, transfer_tests
+    from .store import read_table
+    found = [f for f in find_collected(args.out) if f[1] == args.profile and (not args.setups or f[0] in args.setups)]
+    if not found:
+        raise UserError(f"nothing collected at the {args.profile} profile in {Path(args.out).resolve()}")
+    for name, _, stem in found:
+        runs = read_table(stem)
+        if "variant" in runs and runs["variant"].notna().any():
+            parts = [(f"{name} [{v}]", runs[runs["variant"] == v]) for v in runs["variant"].dropna().unique()]
+        else:
+            parts = [(name, runs)]
+        for label_, part in parts:
+            if not part.empty:
+                print("\n".join(verdict_lines(transfer_tests(part, on_missing="drop"), agreement_deltas(part), label_)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .study import export_outputs
+    setup = setups.get(args.setup, args.profile)
+    print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
+    return 0
+
+
+def parse_controls(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=FILE`` items group into control NAME (repeat NAME for seeds); a bare FILE is its own control."""
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not (sep and name and path) or any(ch in name for ch in "/\\") or Path(spec).exists():
+            name, path = Path(spec).stem, spec
+            name = name if name not in groups else f"{name}_{len(groups) + 1}"
+        groups.setdefault(name, []).append(path)
+    return groups
+
+
+def cmd_audit(args) -> int:
+    from .audit import audit
+    names = None
+    if args.class_names:
+        names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+    report = audit(args.teacher, args.student, args.labels, controls=parse_controls(args.control), out=args.out,
+                   n_boot=args.bootstrap, seed=args.seed, alpha_level=args.alpha_level, class_names=names)
+    print(report["verdict"]["text"])
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "collect": cmd_collect, "report": cmd_report,
+            "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit}
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "list":
-        for name in setups.names():
-            s = setups.get(name, "paper")
-            print(f"{name:45s} {s.modality:9s} {s.description}")
-        return 0
-    if args.command == "audit":
-        from . import audit
-        return audit.main(args)
+    user_errors = (UserError, DatasetMissing, UnknownSetup)
+    if args.command == "audit":  # the audit's input files are the user's: any problem with them is theirs
+        user_errors += (ValueError, FileNotFoundError)
     try:
-        setup = setups.get(args.setup, args.profile)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except user_errors as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"kdlib {args.command}: error: {message}", file=sys.stderr)
         return 2
-    if args.command == "export":
-        from .study import export_outputs
-        print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
-        return 0
-    if args.command == "run":
-        options = {}
-        if args.launcher == "slurm":
-            options = dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
-                           time_limit_min=args.time_limit, cluster=args.slurm_cluster)
-        elif args.launcher == "ray":
-            options = dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
-        run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
-                  threads=args.threads or None, pack=args.pack, **options)
-    students, teachers = collect(setup, args.out)
-    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers "
-          f"collected in {setup_dir(args.out, setup)}")
-    if args.command == "report":
-        print(f"artefacts in {report(setup, args.out, args.figures)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,11 +28,9 @@ Choices fixed here:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -625,51 +623,3 @@ def _plot_copied(comparisons, sides, names, max_classes: int = 30) -> Figure:
     ax.set_title("Teacher errors reproduced, per true class" + (f" (top {max_classes})" if len(classes) ==
                                                                 max_classes else ""))
     return fig
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# command line: python -m kdlib audit ...
-
-
-def parse_controls(specs: list[str]) -> dict[str, list[str]]:
-    """``NAME=FILE`` items group into control NAME (repeat NAME for seeds); a bare FILE is its own control."""
-    groups: dict[str, list[str]] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not (sep and name and path) or any(ch in name for ch in "/\\") or Path(spec).exists():
-            name, path = Path(spec).stem, spec
-            name = name if name not in groups else f"{name}_{len(groups) + 1}"
-        groups.setdefault(name, []).append(path)
-    return groups
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, metavar="FILE",
-                        help="teacher logits [N, K] or [N, L, K] (.npy, .npz, .pt or .csv)")
-    parser.add_argument("--student", required=True, action="append", metavar="FILE",
-                        help="student logits; repeat for several seeds")
-    parser.add_argument("--control", action="append", default=[], metavar="[NAME=]FILE",
-                        help="control logits, e.g. the student trained without KD or with label smoothing; repeat "
-                             "NAME=FILE with the same NAME for several seeds of one control")
-    parser.add_argument("--labels", required=True, metavar="FILE", help="labels [N] or [N, L]")
-    parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="bootstrap replicates when a side has a single model (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--alpha-level", type=float, default=0.05, help="significance level (default 0.05)")
-    parser.add_argument("--class-names", metavar="FILE", help="text file with one class name per line, label order")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        names = None
-        if args.class_names:
-            names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
-        report = audit(args.teacher, args.student, args.labels, controls=parse_controls(args.control), out=args.out,
-                       n_boot=args.bootstrap, seed=args.seed, alpha_level=args.alpha_level, class_names=names)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"audit: error: {e}", file=sys.stderr)
-        return 2
-    print(report["verdict"]["text"])
-    print(f"report: {Path(args.out) / 'report.md'}")
-    return 0

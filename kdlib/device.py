@@ -99,3 +99,40 @@ def synchronize(device) -> None:
     """Wait for queued device work (for timing); a no-op on CPU."""
     if is_cuda(device):
         torch.cuda.synchronize()
+
+
+def resident(data, device, share: float = 0.25):
+    """``data`` moved onto ``device`` when it can move (``to``/``nbytes``) and fits in ``share`` of the free
+    device memory; otherwise as it is (read from host memory batch by batch). A no-op on CPU."""
+    if not is_cuda(device) or not hasattr(data, "to") or not hasattr(data, "nbytes"):
+        return data
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return data.to(device) if data.nbytes < share * free else data
+
+
+COMPILE = ("auto", "on", "off")
+
+
+def use_compile(option, device) -> bool:
+    """Whether to ``torch.compile`` training steps: ``auto`` means on CUDA (where the GPU check measured it
+    faster) and off on CPU (compilation costs more than small CPU runs gain); ``on`` / ``off`` force it."""
+    option = {True: "on", False: "off"}.get(option, option)
+    if option not in COMPILE:
+        raise ValueError(f"compile={option!r} is not allowed: use one of {list(COMPILE)}")
+    return option == "on" or (option == "auto" and is_cuda(device))
+
+
+def fused_optimizer(device) -> bool:
+    """Fused (single-kernel) optimiser steps on CUDA; the CPU keeps torch's default for bit-identical runs."""
+    return is_cuda(device)
+
+
+def release(device) -> None:
+    """Return cached blocks to the device after a failed pack (so the one-by-one retry has the memory)."""
+    if is_cuda(device):
+        torch.cuda.empty_cache()
+
+
+def name(device) -> str:
+    """The device's model name ('NVIDIA H200', 'cpu'): what per-device measurements are remembered under."""
+    return torch.cuda.get_device_name(torch.device(device)) if is_cuda(device) else "cpu"

@@ -1,7 +1,9 @@
 """Training objectives of the study (paper Eq. 1, Appendix B, Section 4.3).
 
 All losses take logits of shape ``[N, K]`` with labels ``[N]``, or ``[B, L, K]`` with labels
-``[B, L]`` (language models); sequence inputs are flattened to tokens and averaged per token.
+``[B, L]`` (language models); sequence inputs are flattened to tokens and averaged per token. Shapes and
+labels are checked (:mod:`kdlib.outputs`); ``validate=False`` skips the label-range check, which reads the
+labels on the host (the trainer's labels come from checked datasets, and a GPU step must not wait).
 """
 from __future__ import annotations
 
@@ -37,33 +39,34 @@ def _distill(student: torch.Tensor, labels: torch.Tensor, target_log_probs: torc
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            alpha: float, temperature: float = 1.0) -> torch.Tensor:
+            alpha: float, temperature: float = 1.0, validate: bool = True) -> torch.Tensor:
     """Logit-matching knowledge distillation, paper Eq. 1 with the usual T^2 factor."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher logits shape {tuple(teacher_logits.shape)} does not match student logits "
                          f"shape {tuple(student_logits.shape)}")
-    student, labels = as_tokens(student_logits, labels, "student")
+    student, labels = as_tokens(student_logits, labels, "student", check_range=validate)
     teacher, _ = as_tokens(teacher_logits.detach(), None, "teacher")
     target = F.log_softmax(teacher.to(student.dtype) / temperature, dim=-1)
     return _distill(student, labels, target, alpha, temperature)
 
 
 def rcd_loss(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
-             temperature: float = 1.0) -> torch.Tensor:
+             temperature: float = 1.0, validate: bool = True) -> torch.Tensor:
     """Random Control Distillation: Eq. 1 with the teacher replaced by the class-uniform 1/K."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
-    student, labels = as_tokens(student_logits, labels, "student")
+    student, labels = as_tokens(student_logits, labels, "student", check_range=validate)
     K = student.shape[-1]
     target = student.new_full((1, K), -math.log(K)).expand_as(student)
     return _distill(student, labels, target, alpha, temperature)
 
 
-def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> torch.Tensor:
+def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, epsilon: float,
+                         validate: bool = True) -> torch.Tensor:
     """Cross-entropy against (1-epsilon)*one_hot(y) + epsilon/K (Szegedy et al. 2016)."""
     if not (0.0 <= float(epsilon) <= 1.0):
         raise ValueError(f"epsilon={epsilon!r} is not allowed: epsilon must lie in [0, 1]")
-    student, labels = as_tokens(student_logits, labels, "student")
+    student, labels = as_tokens(student_logits, labels, "student", check_range=validate)
     log_probs = F.log_softmax(student, dim=-1)
     nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
     uniform = -log_probs.mean(dim=-1)

@@ -10,8 +10,9 @@ from IPython.display import Image, Markdown, display
 
 from . import setups
 from .conditions import label
-from .report import build_report, plot_curves, plot_examples, save_figure, stratified, style_deltas, style_means
-from .store import figures_dir
+from .report import (build_report, find_collected, overview, plot_curves, plot_examples, save_figure, stratified,
+                     style_deltas, style_means)
+from .store import figures_dir, read_table
 from .study import collect, copied_errors, curves, run_setup
 
 
@@ -67,9 +68,10 @@ def show_copied_errors(S, out, figures, data_dir=None, device: str = "cpu", spec
     return view
 
 
-def show_report(students: pd.DataFrame, S, figures) -> dict:
-    """Build the setup's report (tables, ticks, agreement deltas; :func:`kdlib.report.build_report`) and show it."""
-    rep = build_report(students, S.name, figures_dir(figures, S))
+def show_report(students: pd.DataFrame, S, figures, teachers: pd.DataFrame | None = None) -> dict:
+    """Build the setup's report (tables, ticks, agreement deltas, and the paper beside ours where the paper reports
+    the setup; :func:`kdlib.report.build_report`) and show it."""
+    rep = build_report(students, S.name, figures_dir(figures, S), setup=S, teachers=teachers)
     for (kind, seed), table in rep["means"].items():
         if kind.startswith("means"):
             display(Markdown(f"Mean ± 1 SEM, teacher seed {seed} ({kind.partition(' ')[2] or 'all students'}); "
@@ -80,10 +82,29 @@ def show_report(students: pd.DataFrame, S, figures) -> dict:
     display(rep["ticks"])
     display(Markdown("Δ agreement of KD against the best control (mean ± 1 SEM over student seeds)."))
     display(style_deltas(rep["deltas"]))
-    show_png(rep["figures"])
+    show_png([f for f in rep["figures"] if "vs_paper" not in Path(f).name])
+    show_paper(rep, S)
     return rep
 
 
+def show_paper(rep: dict, S) -> None:
+    """The paper's numbers beside ours (means per teacher seed, ticks, teacher), or why there are none."""
+    from . import paper
+    if "paper" not in rep:
+        reason = paper.NOT_IN_PAPER.get(S.name, "the paper reports no table for it")
+        display(Markdown(f"**The paper beside ours:** nothing to compare: {S.name} is not in the paper ({reason})."))
+        return
+    p = rep["paper"]
+    display(Markdown(f"## The paper beside ours{p['scale']}\n\nOur mean ± 1 SEM next to the paper's (tables "
+                     f"{', '.join(map(str, paper.tables_for(S.name)))})."))
+    for seed, both in p["means"].items():
+        display(Markdown(f"Teacher seed {seed} (paper: Table {int(both['table'].iloc[0])})"))
+        display(p["wide"][seed])
+    if "ticks" in p:
+        display(p["ticks"])
+    if "teachers" in p:
+        display(p["teachers"].style.hide(axis="index").format(precision=4))
+    show_png(p["figures"])
 def show_text_samples(S, out, data_dir=None, prompt: str = "ROMEO:\n", length: int = 200) -> None:
     """Text sampled from the teacher and a KD student (largest alpha) from the same prompt and generator seed."""
     import torch
@@ -115,3 +136,88 @@ def show_audit(S, out, figures, data_dir=None) -> dict:
     display(Markdown(report["verdict"]["text"]))
     show_png([figures_dir(figures, S) / "audit" / "copied_errors.png"])
     return report
+
+
+def collected(out, profile: str | None = None) -> list[tuple[str, str, Path]]:
+    """Every (setup, profile, runs-table stem) collected under ``out`` (at ``profile``, or all)."""
+    found = [f for f in find_collected(out) if profile is None or f[1] == profile]
+    display(Markdown(f"{len(found)} setups collected under `{out}`" + (f" at the `{profile}` profile" if profile
+                                                                       else "") + "."))
+    return found
+
+
+def show_overview(found) -> pd.DataFrame:
+    """Setup x alpha across every collected setup: verdict, Δ correct, Δ incorrect and their headroom shares."""
+    if not found:
+        display(Markdown("No setup is collected yet: run `bash run_all.sh` (or `python -m kdlib run SETUP`)."))
+        return pd.DataFrame()
+    table = overview([(name, prof, read_table(stem)) for name, prof, stem in found])
+    display(table.style.hide(axis="index"))
+    return table
+
+
+def show_scorecard(out, profile: str | None) -> None:
+    """The reproduction scorecard (:mod:`kdlib.scorecard`) of every profile collected under ``out``."""
+    from .scorecard import scorecard, write_scorecard
+    profiles = [profile] if profile else sorted({p for _, p, _ in find_collected(out)})
+    for prof in profiles:
+        card = scorecard(None, prof, out)
+        write_scorecard(card, out)
+        display(Markdown(card["markdown"]))
+
+
+def show_setups(found, figures, data_dir=None) -> None:
+    """Every collected setup's report, the paper beside it where the paper has it."""
+    for name, prof, stem in found:
+        runs = read_table(stem)
+        display(Markdown(f"## {name} ({prof})"))
+        if runs.empty:
+            display(Markdown("No finished student runs yet."))
+            continue
+        teachers = read_table(stem.parent / "teachers")
+        rep = build_report(runs, name, Path(figures) / name / prof, setup=setups.get(name, prof), teachers=teachers)
+        for (kind, seed), table in rep["means"].items():
+            display(Markdown(f"{kind} table, teacher seed {seed}"))
+            display(style_means(table))
+        display(rep["ticks"])
+        if "growth" in rep:
+            display(rep["growth"])
+        show_png([f for f in rep["figures"] if "vs_paper" not in Path(f).name])
+        show_paper(rep, setups.get(name, prof))
+
+
+def show_further(found, figures, data_dir=None) -> None:
+    """The cross-setup views of the further experiments (temperature, adversarial teacher), where their
+    setups are collected, and otherwise which setups they need."""
+    from .data import load
+    from .views import TEMPERATURE_SETUPS, adversarial_view, temperature_view
+    stems = {(name, prof): stem for name, prof, stem in found}
+    shown = False
+    for prof in sorted({p for _, p, _ in found}):
+        runs_by_t = {t: read_table(stems[(s, prof)]) for t, s in TEMPERATURE_SETUPS.items() if (s, prof) in stems}
+        if len(runs_by_t) > 1:
+            shown = True
+            display(Markdown(f"### Temperature ({prof})"))
+            view = temperature_view(runs_by_t, Path(figures) / "temperature" / prof)
+            for table in view["tables"].values():
+                display(style_means(table))
+            for t, ticks in view["ticks"].items():
+                display(Markdown(f"ticks at T = {t:g}"))
+                display(ticks)
+            show_png(view["figures"])
+        if ("tinyshakespeare-adversarial", prof) in stems:
+            shown = True
+            display(Markdown(f'### Adversarial "tha" teacher ({prof})'))
+            stem = stems[("tinyshakespeare-adversarial", prof)]
+            text = load("tinyshakespeare", data_dir, block_size=8).extra["text"]
+            view = adversarial_view(read_table(stem), read_table(stem.parent / "teachers"), text,
+                                    Path(figures) / "tinyshakespeare-adversarial" / prof)
+            for table in view["tables"].values():
+                display(table)
+            display(view["char_frequency"])
+            show_png(view["figures"])
+    if not shown:
+        display(Markdown(
+            "Nothing to show here yet: the temperature view needs at least two of "
+            f"{', '.join(f'`{s}`' for s in TEMPERATURE_SETUPS.values())} and the adversarial view needs "
+            "`tinyshakespeare-adversarial`. Run them with `SUITE=experiments bash run_all.sh` (or `SUITE=full`)."))

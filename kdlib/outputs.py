@@ -24,9 +24,11 @@ def check_logits(logits: torch.Tensor, name: str = "logits", finite: bool = Fals
 
 
 def check_labels(labels: torch.Tensor, logits: torch.Tensor, labels_name: str = "labels",
-                 name: str = "logits", hint: str = "") -> torch.Tensor:
+                 name: str = "logits", hint: str = "", check_range: bool = True) -> torch.Tensor:
     """``labels`` fit ``logits``: shape ``logits.shape[:-1]``, integer class indices in [0, K-1]; returns them
-    as int64. ``hint`` is appended to the shape message (the audit explains file formats there)."""
+    as int64. ``hint`` is appended to the shape message (the audit explains file formats there). The range check
+    reads the labels on the host; the trainer, whose labels come from a checked dataset, skips it
+    (``check_range=False``) so a GPU step never waits for the host."""
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"{labels_name} has shape {tuple(labels.shape)} but {name} has logits of shape "
                          f"{tuple(logits.shape)}: expected labels of shape {tuple(logits.shape[:-1])}{hint}")
@@ -37,7 +39,7 @@ def check_labels(labels: torch.Tensor, logits: torch.Tensor, labels_name: str = 
         raise ValueError(f"{labels_name}: labels must be integer class indices, got dtype {labels.dtype}")
     labels = labels.long()
     K = logits.shape[-1]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= K):
+    if check_range and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= K):
         bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
         where = tuple(int(i) for i in (labels == bad).nonzero()[0])
         raise ValueError(f"{labels_name}: label {bad} (at index {where[0] if len(where) == 1 else where}) is out "
@@ -46,9 +48,9 @@ def check_labels(labels: torch.Tensor, logits: torch.Tensor, labels_name: str = 
 
 
 def as_tokens(logits: torch.Tensor, labels: torch.Tensor | None = None, name: str = "logits",
-              labels_name: str = "labels", finite: bool = False):
+              labels_name: str = "labels", finite: bool = False, check_range: bool = True):
     """Checked ``(logits [T, K], labels [T] or None)``: sequence outputs flattened to one row per token."""
     check_logits(logits, name, finite)
     if labels is not None:
-        labels = check_labels(labels, logits, labels_name, name).reshape(-1)
+        labels = check_labels(labels, logits, labels_name, name, check_range=check_range).reshape(-1)
     return logits.reshape(-1, logits.shape[-1]), labels

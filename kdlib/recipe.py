@@ -38,12 +38,14 @@ class Recipe:
             return self.gamma ** sum(step >= int(f * self.steps) for f in self.milestones)
         return 1.0
 
-    def build(self, params):
-        """(optimizer, LambdaLR scheduler) over ``params``."""
+    def build(self, params, fused: bool = False):
+        """(optimizer, LambdaLR scheduler) over ``params``; ``fused``: one kernel per step (CUDA)."""
         import torch  # here, not at the top: a recipe is read without torch (setups, `kdlib list`)
+        options = {"fused": True} if fused else {}
         if self.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                  **options)
         else:
             cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-            opt = cls(params, lr=self.lr, weight_decay=self.weight_decay)
+            opt = cls(params, lr=self.lr, weight_decay=self.weight_decay, **options)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, self.factor)

@@ -17,7 +17,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from . import paper
 from .conditions import CONDITIONS, STUDENT_CONDITIONS, label
 from .metrics import display_name, lower_is_better, table_metrics
 from .stats import agreement_deltas, transfer_tests
@@ -295,8 +297,26 @@ def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: boo
     return fig
 
 
-def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True) -> dict:
-    """Write every artefact of one setup's runs into ``dest``; returns the computed frames and paths.
+def verdict_lines(tests: pd.DataFrame, deltas: pd.DataFrame, name: str) -> list[str]:
+    """One line per teacher seed and alpha: the transfer verdict and the agreement deltas (for terminals)."""
+    lines = []
+    for (seed, alpha), g in tests.groupby(["teacher_seed", "alpha"]):
+        verdict = ("marginal" if g["marginal"].iloc[0] else "supported") if g["supported"].iloc[0] else "not supported"
+        d = deltas[(deltas["teacher_seed"] == seed) & np.isclose(deltas["alpha"], alpha)]
+        text = f"{name}, KD {alpha:g}, teacher seed {seed}: transfer {verdict}"
+        if len(d):
+            d = d.iloc[0]
+            text += (f"; Δcorrect {d['delta_correct']:+.3f}, Δincorrect {d['delta_incorrect']:+.3f} "
+                     f"({'negatively asymmetric' if d['negative_asymmetry'] else 'not negatively asymmetric'})")
+        lines.append(text)
+    return lines
+
+
+def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True, setup=None,
+                 teachers: pd.DataFrame | None = None) -> dict:
+    """Write every artefact of one setup's runs into ``dest``; returns the computed frames, paths and verdict
+    lines. Given the ``setup`` (and its ``teachers`` table), a setup the paper reports also gets the paper's
+    numbers beside ours (:func:`paper_beside`).
 
     A setup with student variants (a ``variant`` column, e.g. widths) gets one sub-report per variant in
     ``dest/<variant>/`` plus the scaling view across variants (Figure 11 style)."""
@@ -327,7 +347,116 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
     for normalised in (False, True):
         fig = plot_agreement_deltas(deltas, name, normalised)
         figures += save_figure(fig, dest / ("agreement_deltas_normalised" if normalised else "agreement_deltas"))
-    return {"tests": tests, "ticks": ticks, "deltas": deltas, "means": means, "figures": figures}
+    rep = {"tests": tests, "ticks": ticks, "deltas": deltas, "means": means, "figures": figures,
+           "verdicts": verdict_lines(tests, deltas, name)}
+    if setup is not None and setup.name in paper.SETUP_TABLES:
+        rep["paper"] = paper_beside(runs, tests, setup, teachers, dest)
+        rep["figures"] += rep["paper"]["figures"]
+    return rep
+
+
+def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.DataFrame | None, dest: Path) -> dict:
+    """Our numbers beside the paper's, teacher seed by teacher seed: means (``vs_paper_teacher<seed>.csv``),
+    ticks (``ticks_vs_paper.csv``), teachers (``teachers_vs_paper.csv``) and one scatter of our means against
+    the paper's (``vs_paper.pdf/png``). Outside the ``paper`` profile the comparison is labelled as a
+    different scale."""
+    scale = "" if setup.profile == "paper" else f" (ours: the {setup.profile} profile, a different scale)"
+    paper_means = paper.means_for(setup.name, setup.temperature)
+    out = {"means": {}, "wide": {}, "scale": scale, "figures": []}
+    for seed in sorted(set(runs["teacher_seed"]) & set(paper_means["teacher_seed"])):
+        ours = mean_sem_table(runs, seed, table_metrics(extended=True))
+        theirs = paper_means[paper_means["teacher_seed"] == seed]
+        both = ours.merge(theirs[["metric", "column", "mean", "sem", "table"]], on=["metric", "column"],
+                          suffixes=("", "_paper"))
+        both["ours"] = [format_mean_sem(m, s) for m, s in zip(both["mean"], both["sem"])]
+        both["paper"] = [format_mean_sem(m, s) for m, s in zip(both["mean_paper"], both["sem_paper"])]
+        wide = both.pivot(index="metric", columns="column", values=["ours", "paper"]).swaplevel(axis=1)
+        order = [c for c in dict.fromkeys(both["column"])]
+        wide = wide[[(c, side) for c in order for side in ("ours", "paper")]]
+        wide = wide.loc[[m for m in dict.fromkeys(both["metric"])]]
+        wide.index = [display_name(m, arrow=True) for m in wide.index]
+        write_csv(wide, dest / f"vs_paper_teacher{seed}.csv", index=True)
+        out["means"][seed], out["wide"][seed] = both, wide
+    p_ticks = paper.ticks_for(setup.name, setup.temperature,
+                              int(setup.feature_layer.rsplit(".", 1)[-1]) if setup.feature_layer else None)
+    if len(p_ticks):
+        rows = {}
+        for alpha, g in tests.groupby("alpha"):
+            row = {}
+            for metric, m in g.groupby("metric", sort=False):
+                mine = "".join(TICK if t else CROSS for t in m.sort_values("teacher_seed")["tick"])
+                theirs = p_ticks[np.isclose(p_ticks["alpha"], alpha) & (p_ticks["metric"] == metric)]
+                theirs = "".join(TICK if t else CROSS for t in theirs.sort_values("teacher_seed")["tick"])
+                row[display_name(metric)] = f"{mine} (paper {theirs or 'n/a'})"
+            rows[f"KD {alpha:g}"] = row
+        out["ticks"] = pd.DataFrame(rows).T
+        write_csv(out["ticks"], dest / "ticks_vs_paper.csv", index=True)
+    p_teachers = paper.teachers_for(setup.name)
+    if teachers is not None and len(teachers) and len(p_teachers):
+        cols = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+        out["teachers"] = teachers[["teacher_seed", *cols]].merge(
+            p_teachers[["teacher_seed", *cols, "table"]], on="teacher_seed", how="outer", suffixes=("", "_paper"))
+        write_csv(out["teachers"], dest / "teachers_vs_paper.csv")
+    if out["means"]:
+        out["figures"] = save_figure(plot_vs_paper(out["means"], setup.name + scale), dest / "vs_paper")
+    return out
+
+
+def overview(collected: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per (setup, profile, teacher seed, alpha) across setups: the transfer verdict, the agreement deltas
+    against the best control (± 1 SEM) and their shares of the control's headroom."""
+    rows = []
+    for name, prof, runs in collected:
+        if runs.empty:
+            continue
+        parts = ([(f"{name} [{v}]", runs[runs["variant"] == v].drop(columns="variant"))
+                  for v in sorted(runs["variant"].dropna().unique(), key=_variant_key)]
+                 if "variant" in runs and runs["variant"].notna().any() else [(name, runs)])
+        for label_, part in parts:
+            tests = transfer_tests(part, on_missing="drop").groupby(["teacher_seed", "alpha"]).first()
+            for _, d in agreement_deltas(part).iterrows():
+                t = tests.loc[(d["teacher_seed"], d["alpha"])]
+                rows.append({"setup": label_, "profile": prof, "teacher seed": int(d["teacher_seed"]),
+                             "α": f"{d['alpha']:g}",
+                             "verdict": ("marginal" if t["marginal"] else "supported") if t["supported"]
+                             else "not supported",
+                             "Δ correct": format_mean_sem(d["delta_correct"], d["delta_correct_sem"]),
+                             "Δ incorrect": format_mean_sem(d["delta_incorrect"], d["delta_incorrect_sem"]),
+                             "Δ correct / headroom": f"{d['delta_correct_normalised']:.3f}",
+                             "Δ incorrect / headroom": f"{d['delta_incorrect_normalised']:.3f}",
+                             "negative asymmetry": "yes" if d["negative_asymmetry"] else "no"})
+    return pd.DataFrame(rows)
+
+
+@styled
+def plot_vs_paper(means: dict, title: str):
+    """Our means against the paper's, one point per condition x metric (colour: condition, marker: metric),
+    with the identity line: points on it reproduce the paper's value. One panel per teacher seed."""
+    seeds = sorted(means)
+    fig = new_figure(2.6 * len(seeds) + 1.6, 2.8)
+    axes = fig.subplots(1, len(seeds), squeeze=False)
+    markers = dict(zip(table_metrics(extended=True), "osD^v<>p"))
+    columns = list(dict.fromkeys(c for seed in seeds for c in means[seed]["column"]))
+    cmap = matplotlib.colormaps["tab10"]
+    colours = {c: cmap(i % 10) for i, c in enumerate(columns)}
+    for ax, seed in zip(axes[0], seeds):
+        both = means[seed].dropna(subset=["mean", "mean_paper"])
+        for _, r in both.iterrows():
+            ax.scatter(r["mean_paper"], r["mean"], s=14, marker=markers.get(r["metric"], "o"),
+                       color=colours[r["column"]], edgecolors="none")
+        if len(both):
+            lo = min(both["mean"].min(), both["mean_paper"].min())
+            hi = max(both["mean"].max(), both["mean_paper"].max())
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.6, ls="--", zorder=0)
+        ax.set_xlabel("paper's mean")
+        ax.set_title(f"teacher seed {seed}")
+    axes[0][0].set_ylabel("our mean")
+    handles = [Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in columns]
+    handles += [Line2D([], [], ls="", marker=mk, color="grey", label=display_name(m, short=True))
+                for m, mk in markers.items() if any(m in set(means[s]["metric"]) for s in seeds)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 @styled

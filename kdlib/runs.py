@@ -27,6 +27,7 @@ from .probes import run_probes
 from .recipe import Recipe
 from .setups import Setup
 from .store import claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
+from .together import train_together
 from .train import Objective, evaluate, init_model, score, train
 
 
@@ -132,8 +133,10 @@ def load_model(out: Path, spec: RunSpec, data_dir=None, which: str = "model.pt")
     return model.eval()
 
 
-def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None) -> dict | None:
+def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None,
+            compile: str = "auto") -> dict | None:
     """Train and evaluate ``spec`` unless its result exists; returns the result. Students need ``teacher``.
+    ``compile``: torch.compile the training steps (:func:`kdlib.device.use_compile`: "auto" is on for CUDA).
 
     Returns None when another live process holds the run's claim (it is being trained there). A run whose loss
     diverges is recorded as failed (``status`` and ``reason`` in its result) rather than raising."""
@@ -141,7 +144,7 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
     done = read_result(out, spec)
     if done is not None:
         return done
-    teacher_result = _teacher_result(spec, teacher, out, data_dir, device)
+    teacher_result = _teacher_result(spec, teacher, out, data_dir, device, compile)
     if spec.role == "student" and teacher_result is None:
         return None
     with claim(run_dir(out, spec)) as mine:
@@ -150,22 +153,26 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
         done = read_result(out, spec)  # finished by another process between our check and our claim
         if done is not None:
             return done
-        return _train_claimed(spec, teacher, teacher_result, out, data_dir, device)
+        return _train_claimed(spec, teacher, teacher_result, out, data_dir, device, compile)
 
 
-def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device: str = "cpu") -> None:
+def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device: str = "cpu",
+             compile: str = "auto") -> None:
     """Train students of one teacher together (:func:`kdlib.together.train_together`) where they can share a
     step, each claimed and stored exactly as :func:`run_one` would; see :func:`packs` for which can.
 
-    Runs already finished or claimed elsewhere are left out of the pack. If any member diverges, the claimed
-    members are trained one by one instead, so the divergent run is recorded as failed and the rest finish."""
+    Runs already finished or claimed elsewhere are left out of the pack. A pack never kills a setup run: if
+    training it raises anything (a diverging member, a pack too big for the device, a kernel or compiler error),
+    its claimed members are trained one by one instead, each result recording why (``pack_fallback``), so a
+    divergent run is recorded as failed and the rest finish."""
     out = Path(out)
     if len({_pack_key(s) for s in specs}) != 1:
         raise ValueError(f"runs {[s.run_id for s in specs]} cannot train together: they differ in teacher, data, "
                          f"model, recipe or initialisation (group them with kdlib.runs.packs)")
-    teacher_result = _teacher_result(specs[0], teacher, out, data_dir, device)
+    teacher_result = _teacher_result(specs[0], teacher, out, data_dir, device, compile)
     if teacher_result is None:
         return
+    fallback = {}
     with contextlib.ExitStack() as held:
         mine = [s for s in specs if read_result(out, s) is None and held.enter_context(claim(run_dir(out, s)))
                 and read_result(out, s) is None]
@@ -174,25 +181,26 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
                 log_attempt(out, spec)
             prepared = [_prepare_student(s, teacher, out, data_dir) for s in mine]
             try:
-                logs = _train_together(mine, prepared, device)
-            except (FloatingPointError, dev.OutOfMemory):
-                pass  # a diverging member, or a pack too big for the device: train them one by one below
+                logs = _train_together(mine, prepared, device, compile)
+            except Exception as e:  # noqa: BLE001  (whatever breaks a pack, its members still train, one by one)
+                fallback = {"pack_fallback": f"{type(e).__name__}: {str(e)[:300]}"}
+                del prepared
+                dev.release(device)
             else:
                 pack = [s.run_id for s in mine]
                 for spec, (task, model, _, _), log in zip(mine, prepared, logs):
                     _finish_student(spec, teacher, out, task, model, log, device, pack=pack)
                 return
-            del prepared
         for spec in mine:
-            _train_claimed(spec, teacher, teacher_result, out, data_dir, device)
+            _train_claimed(spec, teacher, teacher_result, out, data_dir, device, compile, **fallback)
 
 
-def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu") -> None:
+def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu", compile: str = "auto") -> None:
     """What a launcher runs: ``job`` is one spec (:func:`run_one`) or a tuple of specs (:func:`run_pack`)."""
     if isinstance(job, RunSpec):
-        run_one(job, out, data_dir, device, teacher=teacher)
+        run_one(job, out, data_dir, device, teacher=teacher, compile=compile)
     else:
-        run_pack(list(job), teacher, out, data_dir, device)
+        run_pack(list(job), teacher, out, data_dir, device, compile)
 
 
 def packs(specs: list[RunSpec], size: int) -> list:
@@ -225,32 +233,34 @@ def _pack_key(spec: RunSpec) -> str:
                        spec.recipe, spec.init, spec.eval_batch_size, spec.probes], sort_keys=True)
 
 
-def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str) -> dict | None:
+def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str,
+                    compile: str) -> dict | None:
     """A student's finished teacher result (training the teacher first if needed); None for a teacher spec or
     while another process trains the teacher."""
     if spec.role != "student":
         return None
     if teacher is None or teacher.run_id != spec.teacher_id:
         raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
-    return run_one(teacher, out, data_dir, device)
+    return run_one(teacher, out, data_dir, device, compile=compile)
 
 
 def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: dict | None, out: Path, data_dir,
-                   device: str) -> dict:
-    """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures."""
+                   device: str, compile: str, **extra) -> dict:
+    """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures.
+    ``extra`` goes into the result (a pack's ``pack_fallback`` reason)."""
     log_attempt(out, spec)
     if spec.role == "student" and teacher_result.get("status") == "failed":
-        return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed")
+        return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed", **extra)
     try:
         if spec.role == "student":
-            return _train_student(spec, teacher, out, data_dir, device)
-        return _train_teacher(spec, out, data_dir, device)
+            return _train_student(spec, teacher, out, data_dir, device, compile, **extra)
+        return _train_teacher(spec, out, data_dir, device, compile)
     except FloatingPointError as e:
-        return _record_failure(out, spec, device, f"diverged: {e}")
+        return _record_failure(out, spec, device, f"diverged: {e}", **extra)
 
 
-def _record_failure(out: Path, spec: RunSpec, device: str, reason: str) -> dict:
-    return write_result(out, spec, {**_base_result(spec, device), "status": "failed", "reason": reason})
+def _record_failure(out: Path, spec: RunSpec, device: str, reason: str, **extra) -> dict:
+    return write_result(out, spec, {**_base_result(spec, device), "status": "failed", "reason": reason, **extra})
 
 
 def _recipe(spec: RunSpec) -> Recipe:
@@ -262,7 +272,7 @@ def _base_result(spec: RunSpec, device: str) -> dict:
             "torch": torch.__version__, "host": platform.node(), "pid": os.getpid()}
 
 
-def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
+def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str, compile: str) -> dict:
     task = load_task(spec, data_dir)
     own = task if spec.train_dataset_kwargs is None else load_task(spec, data_dir, spec.train_dataset_kwargs)
     directory = run_dir(out, spec)
@@ -272,9 +282,8 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str) -> dict:
     result = _base_result(spec, device)
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
-                    log_every=max(1, spec.recipe["steps"] // 50))
-        result["train_curve"] = {"step": log.steps, "loss": log.losses}
-        result["train_seconds"] = log.seconds
+                    log_every=max(1, spec.recipe["steps"] // 50), compile=dev.use_compile(compile, device))
+        result.update(_training_record(log))
     _save_model(directory / "model.pt", model)
     test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device)
     save_tensor(directory / "test_logits.pt", test_logits)
@@ -322,6 +331,12 @@ def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir)
     return task, model, teacher_model, cache
 
 
+def _training_record(log) -> dict:
+    """What a result keeps of its training: the loss curve, the seconds, and notes (e.g. a compile fallback)."""
+    return {"train_curve": {"step": log.steps, "loss": log.losses}, "train_seconds": log.seconds,
+            **({"notes": log.notes} if log.notes else {})}
+
+
 def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, model, log, device: str,
                     **extra) -> dict:
     """Store a trained student's weights, compare it with its teacher on the test set, write its result."""
@@ -330,29 +345,30 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, mode
     metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device).result()
     teacher_result = read_result(out, teacher_spec_)
     result = _base_result(spec, device)
-    result.update({"metrics": metrics, "train_curve": {"step": log.steps, "loss": log.losses},
-                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size),
-                   "train_seconds": log.seconds, **extra,
+    result.update({"metrics": metrics, **_training_record(log),
+                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size), **extra,
                    "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
                                                                "train_loss")}})
     return write_result(out, spec, result)
 
 
-def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str) -> dict:
+def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str, compile: str,
+                   **extra) -> dict:
     task, model, teacher_model, cache = _prepare_student(spec, teacher_spec_, out, data_dir)
     recipe = _recipe(spec)
     log = train(model, task.train, spec.objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
-                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50))
-    return _finish_student(spec, teacher_spec_, out, task, model, log, device)
+                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50),
+                compile=dev.use_compile(compile, device))
+    return _finish_student(spec, teacher_spec_, out, task, model, log, device, **extra)
 
 
-def _train_together(specs: list[RunSpec], prepared: list, device: str) -> list:
+def _train_together(specs: list[RunSpec], prepared: list, device: str, compile: str) -> list:
     """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
-    from .together import train_together
     task = prepared[0][0]
     teacher_model = next((p[2] for p in prepared if p[2] is not None), None)
     cache = next((p[3] for p in prepared if p[3] is not None), None)
     recipe = _recipe(specs[0])
     return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
                           [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
-                          device=device, log_every=max(1, recipe.steps // 50))
+                          device=device, log_every=max(1, recipe.steps // 50),
+                          compile=dev.use_compile(compile, device))

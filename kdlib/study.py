@@ -7,11 +7,14 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import device as dev
 from . import launchers
+from .autopack import pack_size
 from .runs import RunSpec, load_model, load_task, packs, plan
 from .setups import Setup
 from .store import is_claimed, read_result, run_dir, save_npy, setup_dir, write_table, write_text
@@ -20,11 +23,13 @@ from .train import score
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
               launcher: str = "serial", workers: int = 1, threads: int | None = 1,
-              poll_seconds: float = 2.0, pack: int = 1, **launcher_options) -> list[dict]:
+              poll_seconds: float = 2.0, pack=1, compile: str = "auto", **launcher_options) -> list[dict]:
     """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
 
     ``pack`` > 1 trains up to that many students of a teacher together in one vectorised step (see
-    :mod:`kdlib.together`: faster for small models on a GPU, not on a CPU); 1 trains them one by one.
+    :mod:`kdlib.together`: for small models on a GPU, not a CPU); 1 trains them one by one; ``"auto"`` probes
+    the best size on CUDA once and remembers it (:mod:`kdlib.autopack`; 1 on CPU). ``compile``: torch.compile
+    the training steps ("auto": on CUDA only; :func:`kdlib.device.use_compile`).
 
     Several launchers may share one output folder: each run is claimed before training, so none is trained
     twice; runs claimed by another launcher are waited for (polling every ``poll_seconds``).
@@ -36,17 +41,24 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     other process for a core slows training many times over.
     """
     dev.set_threads(threads)
+    dev.use_compile(compile, device)  # a bad value fails here, before any training
     launch = launchers.get(launcher)
     specs = plan(setup)
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}
+    done = sum(read_result(out, s) is not None for s in specs)
+    if progress:
+        tqdm.write(f"{setup.name} ({setup.profile}): {len(specs)} runs; " + (
+            f"reusing {done} finished, {len(specs) - done} to train" if done else "none finished yet"))
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
+            size = pack_size(setup, out, data_dir, device, pack) if role == "student" and todo else 1
             jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
-                    for job in packs([s for s in todo if s.role == role], pack)]
+                    for job in packs([s for s in todo if s.role == role], size)]
             if jobs:
                 launch(jobs, out, data_dir, device, workers=workers, progress=progress,
-                       desc=f"{setup.name} {role}s", **launcher_options)
+                       desc=f"{setup.name} {role}s" + (f" (packs of {size})" if size > 1 else ""),
+                       compile=compile, **launcher_options)
         busy = [s for s in specs if read_result(out, s) is None]
         if not busy:
             return [read_result(out, s) for s in specs]
@@ -157,3 +169,31 @@ def copied_errors(setup: Setup, out, data_dir=None, device: str = "cpu", teacher
         view[f"{name}_copied"] = torch.nonzero(wrong & (view[name] == view["teacher"])).flatten()
     view["teacher_errors"] = int(wrong.sum())
     return view
+
+
+def plan_summary(setup: Setup, out, device: str = "cpu", timings=None) -> dict:
+    """What a setup will cost: teachers and students planned and finished in ``out``, and the device-hours the
+    rest needs, from the median training seconds of the setup's runs finished on ``device`` here, else from
+    ``timings`` (per-model seconds recorded by ``benchmarks/gpu_check.py``: {"teacher": s, "student": s})."""
+    specs = plan(setup)
+    kind = "cuda" if dev.is_cuda(device) else "cpu"
+    counts, seconds = {}, {"teacher": [], "student": []}
+    for spec in specs:
+        result = read_result(out, spec)
+        c = counts.setdefault(spec.role, {"planned": 0, "finished": 0, "failed": 0})
+        c["planned"] += 1
+        if result is not None:
+            c["failed" if result.get("status") == "failed" else "finished"] += 1
+            if str(result.get("device", "")).startswith(kind) and "train_seconds" in result:
+                seconds[spec.role].append(result["train_seconds"])
+    per_model, source = {}, {}
+    for role in ("teacher", "student"):
+        if seconds[role]:
+            per_model[role], source[role] = float(np.median(seconds[role])), f"median of {len(seconds[role])} runs here"
+        elif timings and role in timings:
+            per_model[role], source[role] = float(timings[role]), "the GPU check"
+    remaining = {r: c["planned"] - c["finished"] - c["failed"] for r, c in counts.items()}
+    hours = (sum(remaining[r] * per_model[r] for r in remaining) / 3600
+             if all(r in per_model or not remaining[r] for r in remaining) else None)
+    return {"setup": setup.name, "profile": setup.profile, "device": device, "counts": counts,
+            "remaining": remaining, "seconds_per_model": per_model, "source": source, "device_hours": hours}

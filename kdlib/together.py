@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from . import device as dev
 from .conditions import packable_objectives
 from .recipe import Recipe
-from .train import Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
+from .models.attention import folding
+from .train import Forward, LossMeter, Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
 
 
 def check_packable(models: list[nn.Module], objectives: list[Objective], data_seeds: list[int]) -> None:
@@ -47,11 +48,13 @@ def check_packable(models: list[nn.Module], objectives: list[Objective], data_se
 def train_together(models: list[nn.Module], data, objectives: list[Objective], recipe: Recipe,
                    data_seeds: list[int], *, teacher: nn.Module | None = None,
                    teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
-                   progress: bool = False) -> list[TrainLog]:
+                   progress: bool = False, compile: bool = False) -> list[TrainLog]:
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
     Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
-    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone."""
+    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone.
+    Attention folds the pack into its batch (:func:`kdlib.models.attention.folding`): one fused kernel for
+    all K models. ``compile``: the vectorised forward pass runs under ``torch.compile``."""
     check_packable(models, objectives, data_seeds)
     check_teacher_source(objectives, data, teacher, teacher_cache)
     K = len(models)
@@ -64,18 +67,21 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(dropout_seed)
             member_rng.append(torch.get_rng_state())
+    data = dev.resident(data, device)
     skeleton = dev.place(copy.deepcopy(models[0]), device).train()
     params, buffers = stack_module_state([dev.place(m, device) for m in models])
     if teacher is not None:
         dev.place(teacher, device).eval()
-    optimizer, scheduler = recipe.build(list(params.values()))
+    if teacher_cache is not None:
+        teacher_cache = teacher_cache.to(device)
+    optimizer, scheduler = recipe.build(list(params.values()), fused=dev.fused_optimizer(device))
 
     def forward(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
 
-    batched = vmap(forward, randomness="different")
+    logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
+    batched = Forward(vmap(forward, randomness="different"), compile, logs[0].notes)
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
-    logs, running, count, start = [TrainLog() for _ in range(K)], torch.zeros(K), 0, time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(shared_dropout_seed)
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
@@ -89,25 +95,23 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                 if kd and teacher_cache is None:  # one teacher pass over every KD member's batch
                     with torch.no_grad():
                         live = teacher(x[kd].flatten(0, 1)).unflatten(0, (len(kd), -1))
-                logits = batched(params, buffers, x)
+                with folding():
+                    logits = batched(params, buffers, x)
                 losses = torch.stack([
-                    objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache, live),
-                          None, None) for k, o in enumerate(objectives)])
-            if not torch.isfinite(losses).all():  # one host sync per step; name the model only on failure
-                bad = next(k for k in range(K) if not torch.isfinite(losses[k]))
-                raise FloatingPointError(f"loss of model {bad} became {losses[bad].item()} at step {step}")
+                    objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache,
+                                                                               live))
+                    for k, o in enumerate(objectives)])
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # the models share no weights: each gets exactly its own loss's gradient
             if recipe.grad_clip:
                 _clip_per_model(list(params.values()), recipe.grad_clip)
             optimizer.step()
             scheduler.step()
-            running, count = running + losses.detach().cpu(), count + 1
+            meter.add(losses, step)
             if step % log_every == 0 or step == recipe.steps:
-                for k, log in enumerate(logs):
+                for log, loss in zip(logs, meter.read()):
                     log.steps.append(step)
-                    log.losses.append(float(running[k]) / count)
-                running, count = torch.zeros(K), 0
+                    log.losses.append(loss)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         for k, model in enumerate(models):
@@ -115,6 +119,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                 tensor.copy_((params if name in params else buffers)[name][k])
     for log in logs:
         log.seconds = seconds / K  # each model's share of the pack's time
+        log.notes = logs[0].notes
     return logs
 
 

@@ -13,6 +13,7 @@ very batch the student sees.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,9 +89,11 @@ class _Capture:
 
 @dataclass
 class TrainLog:
+    """The train-loss curve (mean per logging interval), wall seconds, and notes on how the run trained."""
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -137,20 +140,87 @@ def evaluate(model: nn.Module, batches, teacher_logits: torch.Tensor, device: st
     return comparison
 
 
+class LossMeter:
+    """Mean train loss per logging interval, accumulated on the device: the host reads it (one sync) only at
+    logging steps. A non-finite loss is caught then and reported with the step where it first appeared, so a
+    diverging run still fails; on the CPU the means are the same float64 sums as reading every step.
+    ``models``: None for one model, K for a pack (one loss per model)."""
+
+    def __init__(self, models: int | None, device):
+        shape = () if models is None else (models,)
+        self.models = models
+        self.sum = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.first_bad = torch.zeros(shape, dtype=torch.long, device=device)  # 0: every loss finite so far
+        self.bad = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach()
+        self.sum += loss.double()
+        new = (self.first_bad == 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(new, step, self.first_bad)
+        self.bad = torch.where(new, loss.float(), self.bad)
+        self.count += 1
+
+    def read(self) -> list[float]:
+        """The interval's mean loss per model (raising if any loss was not finite); starts a new interval."""
+        first_bad = self.first_bad.cpu().reshape(-1)
+        if (first_bad > 0).any():
+            k = int((first_bad > 0).nonzero()[0])
+            value = float(self.bad.cpu().reshape(-1)[k])
+            who = "loss" if self.models is None else f"loss of model {k}"
+            raise FloatingPointError(f"{who} became {value} at step {int(first_bad[k])}")
+        means = (self.sum / self.count).cpu().reshape(-1).tolist()
+        self.sum.zero_()
+        self.count = 0
+        return means
+
+
+class Forward:
+    """A training forward pass, ``torch.compile``d when asked. Compilation happens at the first call; if it
+    fails there, training goes on eagerly and ``notes`` says why (the run still completes, and records it)."""
+
+    def __init__(self, fn, compile: bool, notes: list[str]):
+        self.eager, self.notes = fn, notes
+        self.fn = torch.compile(fn) if compile else fn
+        self.first = compile
+
+    def __call__(self, *args):
+        if not self.first:
+            return self.fn(*args)
+        self.first = False
+        try:
+            return self.fn(*args)
+        except (FloatingPointError, dev.OutOfMemory):
+            raise
+        except Exception as e:  # noqa: BLE001  (any compiler failure: train eagerly instead)
+            self.notes.append(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); trained eagerly")
+            warnings.warn(self.notes[-1])
+            self.fn = self.eager
+            return self.fn(*args)
+
+
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
-          log_every: int = 10, progress: bool = False) -> TrainLog:
-    """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps)."""
+          log_every: int = 10, progress: bool = False, compile: bool = False) -> TrainLog:
+    """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps).
+
+    On CUDA the data moves onto the GPU where it fits and the optimiser step is fused; the host waits for the
+    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``."""
     check_teacher_source([objective], data, teacher, teacher_cache)
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
     dev.place(model, device).train()
+    data = dev.resident(data, device)
     if teacher is not None:
         dev.place(teacher, device).eval()
+    if teacher_cache is not None:
+        teacher_cache = teacher_cache.to(device)
     student_hook = _Capture(model, objective.feature_layer) if objective.kind.startswith("feature") else None
     teacher_hook = _Capture(teacher, objective.feature_layer) if objective.kind == "feature" else None
-    optimizer, scheduler = recipe.build(model.parameters())
-    log, running, count, start = TrainLog(), 0.0, 0, time.perf_counter()
+    optimizer, scheduler = recipe.build(model.parameters(), fused=dev.fused_optimizer(device))
+    log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
+    forward = Forward(model, compile, log.notes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(dropout_seed)
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
@@ -158,21 +228,19 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
                                                 desc=objective.kind, leave=False), start=1):
             x, y = dev.batch(x, device), dev.batch(y, device)
             with dev.autocast(device):
-                logits = model(x)
-                loss = objective_loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook, teacher_hook)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+                logits = forward(x)
+                loss = objective_loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook,
+                                      teacher_hook)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
             scheduler.step()
-            running, count = running + loss.item(), count + 1
+            meter.add(loss, step)
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
-                log.losses.append(running / count)
-                running, count = 0.0, 0
+                log.losses += meter.read()
     for hook in (student_hook, teacher_hook):
         if hook is not None:
             hook.handle.remove()
@@ -201,16 +269,16 @@ def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cac
     if kind == "ce":
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     if kind == "rcd":
-        return rcd_loss(logits, y, objective.alpha, objective.temperature)
+        return rcd_loss(logits, y, objective.alpha, objective.temperature, validate=False)
     if kind == "ls":
-        return label_smoothing_loss(logits, y, objective.alpha)
+        return label_smoothing_loss(logits, y, objective.alpha, validate=False)
     if kind == "kd":
         if teacher_cache is not None:
-            t = teacher_cache[idx].to(logits.device)
+            t = teacher_cache[idx]
         else:
             with torch.no_grad():
                 t = teacher(x)
-        return kd_loss(logits, t, y, objective.alpha, objective.temperature)
+        return kd_loss(logits, t, y, objective.alpha, objective.temperature, validate=False)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     if kind == "feature":
         with torch.no_grad():

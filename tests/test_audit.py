@@ -1,4 +1,3 @@
-import argparse
 import json
 import re
 
@@ -10,7 +9,8 @@ import torch
 from scipy.stats import mannwhitneyu, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
-from kdlib.audit import AGREEMENT, DELTA_METRICS, add_arguments, audit, load_outputs, main, parse_controls
+from kdlib.__main__ import main, parse_controls
+from kdlib.audit import AGREEMENT, DELTA_METRICS, audit, load_outputs
 from kdlib.metrics import FUNCTIONAL_METRICS, METRICS, compare, lower_is_better
 
 K = 10
@@ -290,22 +290,19 @@ def test_cli_main_end_to_end(tmp_path, capsys):
     task = planted_task(n=500)
     p = write_inputs(tmp_path, task[0], model(task, 1.0), model(task, 0.0), task[1])
     (tmp_path / "classes.txt").write_text("\n".join(f"class{k}" for k in range(K)) + "\n")
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
     out = tmp_path / "report"
-    args = parser.parse_args(["--teacher", p["teacher"], "--student", p["student"],
-                              "--control", f"siddo={p['control']}", "--labels", p["labels"], "--out", str(out),
-                              "--bootstrap", "50",
-                              "--class-names", str(tmp_path / "classes.txt")])
-    assert main(args) == 0
+    argv = ["audit", "--teacher", p["teacher"], "--student", p["student"], "--control", f"siddo={p['control']}",
+            "--labels", p["labels"], "--out", str(out), "--bootstrap", "50",
+            "--class-names", str(tmp_path / "classes.txt")]
+    assert main(argv) == 0
     assert "negative asymmetric transfer" in capsys.readouterr().out
     r = json.loads((out / "report.json").read_text())
     assert r["inputs"]["controls"] == {"siddo": [f"control siddo file {p['control']}"]}
     assert r["copied_errors"][0]["true_name"] == "class3" and r["copied_errors"][0]["teacher_name"] == "class5"
     assert r["uncertainty"]["n_boot"] == 50 and r["verdict"]["negative_asymmetric_transfer"]
-    args.labels = str(tmp_path / "missing.csv")
-    assert main(args) == 2
-    assert f"labels file {args.labels} does not exist" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.csv")
+    assert main(argv[:argv.index("--labels") + 1] + [missing] + argv[argv.index("--labels") + 2:]) == 2
+    assert f"labels file {missing} does not exist" in capsys.readouterr().err
 
 
 def test_parse_controls_groups_seeds_by_name():

@@ -81,6 +81,51 @@ def test_augmentation_from_the_global_rng_matches_each_solo_run():
     assert_same_runs(*runs)
 
 
+FAMILIES = {  # every packable family, without dropout, on inputs of its real layout
+    "vgg19_bn": (lambda: build("vgg19_bn", 10, image_size=32, width=4, dropout=0.0), (3, 32, 32)),
+    "vit": (lambda: build("vit", 10, image_size=32, width=16, depth=2, heads=2, dropout=0.0), (3, 32, 32)),
+    "vggish": (lambda: build("vggish", 10, width=1 / 32, hidden=64, embedding=16), (1, 32, 63)),
+    "ast": (lambda: build("ast", 10, n_mels=32, frames=63, embed_dim=16, depth=2, heads=2, patch=8, stride=8),
+            (1, 32, 63)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_packable_family_trains_packed_as_one_by_one(family):
+    make, shape = FAMILIES[family]
+    g = torch.Generator().manual_seed(3)
+    data = ExampleData(torch.randn(48, *shape, generator=g), torch.randint(10, (48,), generator=g))
+    teacher = init_model(make, 5).eval()
+    # SGD: Adam would turn the float noise in a conv bias's (theoretically zero) gradient before BatchNorm into
+    # full-size steps, so packed and solo runs would differ by amplified rounding, not by a bug
+    recipe = Recipe("sgd", lr=0.05, momentum=0.9, batch_size=8, steps=4, grad_clip=1.0)
+    runs = one_by_one_and_together(init_model(make, 0), data, MIXED[:4], recipe, [10, 11, 12, 13],
+                                   teacher=teacher)
+    assert_same_runs(*runs)
+
+
+def test_packed_attention_folds_the_pack_into_one_fused_call(monkeypatch):
+    """Inside a pack, attention is one plain SDPA call over K*B sequences (vmap's own SDPA batching is bypassed),
+    and its gradients equal each model's own."""
+    import torch.nn.functional as F
+    from kdlib.models import attention as attn
+    shapes = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attn.F, "scaled_dot_product_attention",
+                        lambda q, *a, **k: shapes.append(tuple(q.shape)) or real(q, *a, **k))
+    models = [GPT(NO_DROPOUT) for _ in range(3)]
+    data = WindowData(torch.randint(11, (500,)), 16)
+    train_together(models, data, [Objective("ce")] * 3, Recipe("adam", lr=1e-3, batch_size=4, steps=1), [1, 2, 3])
+    assert shapes and all(s == (3 * 4, 2, 16, 8) for s in shapes)  # K*B = 12 sequences, 2 heads, L 16, D 8
+
+
+def test_attention_outside_vmap_under_folding_has_exact_gradients():
+    from kdlib.models.attention import attention, folding
+    q, k, v = (torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    with folding():
+        assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, causal=True), (q, k, v))
+
+
 def test_pack_rejects_mixed_architectures_and_feature_objectives():
     a, b = GPT(NO_DROPOUT), GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16))
     data = WindowData(torch.randint(11, (500,)), 16)
@@ -163,9 +208,8 @@ def test_a_diverging_member_is_retrained_alone_and_recorded(tmp_path, data_dir, 
     def pack_diverges(models, data, objectives, recipe, data_seeds, **kw):
         raise FloatingPointError("loss of model 3 became inf at step 2")
 
-    import kdlib.together
     monkeypatch.setattr(runs_mod, "train", diverge)
-    monkeypatch.setattr(kdlib.together, "train_together", pack_diverges)
+    monkeypatch.setattr(runs_mod, "train_together", pack_diverges)
     run_setup(setup, tmp_path, data_dir, progress=False, pack=7)
     results = {s.run_id: read_result(tmp_path, s) for s in plan(setup)}
     failed = [r for r in results.values() if r["status"] == "failed"]

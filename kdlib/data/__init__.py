@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .base import (DEFAULT_DATA_DIR, LOADERS, DatasetMissing, TaskData, cache_folder, data_dir,  # noqa: F401
-                   download, fingerprint, register, require)
+from .base import (DEFAULT_DATA_DIR, LOADERS, SOURCES, DatasetMissing, Source, TaskData,  # noqa: F401
+                   cache_folder, data_dir, download, fingerprint, register, require)
 
 
 def load(name: str, root: str | os.PathLike | None = None, **kwargs) -> TaskData:
@@ -22,4 +22,8 @@ def load(name: str, root: str | os.PathLike | None = None, **kwargs) -> TaskData
     from . import audio, text, vision  # noqa: F401  (here, not at the top: they import torch; importing registers)
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}: known datasets are {sorted(LOADERS)}")
-    return LOADERS[name](data_dir(root), **kwargs)
+    folder = data_dir(root)
+    if SOURCES[name].files and not folder.is_dir():  # never create (or download into) a mistyped folder
+        raise DatasetMissing(f"data folder {folder.resolve()} does not exist: point --data-dir / KDLIB_DATA_DIR at "
+                             f"the folder that holds the datasets (see data/README.md)")
+    return LOADERS[name](folder, **kwargs)

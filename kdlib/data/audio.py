@@ -45,14 +45,14 @@ from tqdm.auto import tqdm
 
 from .sources import ExampleData
 from ..store import atomic_write
-from .base import TaskData, cache_folder, fingerprint, register, require
+from .base import SOURCES, TaskData, cache_folder, fingerprint, register, require
 from .mel import LOG_FLOOR, N_FFT, N_MELS, PIPELINE, SAMPLE_RATE, num_frames
 
 CHUNK = 128  # clips per feature batch: bounds memory (a 4 s clip at 96 kHz is 1.5 MB)
 
-SPEECHCOMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
-URBANSOUND8K_URL = "https://urbansounddataset.weebly.com/urbansound8k.html"
-FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
+SPEECHCOMMANDS_URL = SOURCES["speechcommands"].url
+URBANSOUND8K_URL = SOURCES["urbansound8k"].url
+FSDD_URL = SOURCES["fsdd"].url
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:

@@ -14,6 +14,40 @@ from typing import Any
 DEFAULT_DATA_DIR = "data"
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset comes from: the ``files`` its loader needs in the data folder (a trailing / marks a
+    folder), the address ``url`` a user gets it from, whether the loader ``downloads`` it itself where there is
+    internet, and whether it is ``built_in`` (shipped as the project's offline data, or bundled with a
+    dependency: these setups run without any download)."""
+    files: tuple[str, ...]
+    url: str
+    downloads: bool = False
+    built_in: bool = False
+
+    def missing(self, root: Path) -> list[str]:
+        return [f for f in self.files if not (Path(root) / f).exists()]
+
+
+SOURCES = {
+    "tinyshakespeare": Source(("tinyshakespeare.txt",),
+                              "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                              downloads=True, built_in=True),
+    "cifar10_subset": Source(("cifar10_jpeg_subset.npz",), "https://www.cs.toronto.edu/~kriz/cifar.html",
+                             built_in=True),
+    "fsdd": Source(("fsdd_8k.npz",), "https://github.com/Jakobovski/free-spoken-digit-dataset", built_in=True),
+    "digits": Source((), "scikit-learn's bundled digits", built_in=True),
+    "svhn": Source(("train_32x32.mat", "test_32x32.mat"), "http://ufldl.stanford.edu/housenumbers/", downloads=True),
+    "tinyimagenet": Source(("tiny-imagenet-200/",), "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                           downloads=True),
+    "imagenet": Source(("imagenet/",), "https://image-net.org/download.php (ILSVRC2012 train and val images)"),
+    "speechcommands": Source(("SpeechCommands/speech_commands_v0.02/",),
+                             "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"),
+    "urbansound8k": Source(("UrbanSound8K/metadata/UrbanSound8K.csv",),
+                           "https://urbansounddataset.weebly.com/urbansound8k.html"),
+}
+
+
 class DatasetMissing(FileNotFoundError):
     """A dataset file is not in the data folder and could not be downloaded."""
 

@@ -1,11 +1,23 @@
 """In-memory data sources: the protocol every loader's ``TaskData.train`` / ``.test`` follows (see
 :mod:`kdlib.data`): ``fixed``, ``batches(batch_size, steps, generator)`` and ``eval_batches(batch_size)``.
+
+Both sources can live on a GPU (``to(device)``, with ``nbytes`` to decide whether they fit): their tensors
+move once, the random draws (batch order, window starts) still come from the run's own CPU generator, so a run
+keeps its seeded order, and the indices reach the device by asynchronous copies from pinned memory (no host
+sync per step). On the CPU nothing moves and the bits are those of a CPU-only run.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import torch
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` (a small CPU tensor of indices) on ``device``: pinned and copied asynchronously on CUDA."""
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class ExampleData:
@@ -27,13 +39,23 @@ class ExampleData:
     def fixed(self) -> bool:
         return self.augment is None
 
+    @property
+    def nbytes(self) -> int:
+        return self.x.nbytes + self.y.nbytes
+
     def __len__(self) -> int:
         return len(self.y)
+
+    def to(self, device) -> "ExampleData":
+        """The same examples, augmentation and transform with the tensors on ``device``."""
+        if self.x.device == torch.device(device):
+            return self
+        return ExampleData(self.x.to(device), self.y.to(device), self.augment, self.transform)
 
     def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
         step = 0
         while True:
-            order = torch.randperm(len(self), generator=generator)
+            order = to_device(torch.randperm(len(self), generator=generator), self.x.device)
             for i in range(0, len(order), batch_size):
                 if step == steps:
                     return
@@ -64,11 +86,21 @@ class WindowData:
             raise ValueError(f"token stream of length {len(tokens)} is too short for block_size {block_size}")
         self.tokens, self.block_size = tokens.long(), block_size
 
+    @property
+    def nbytes(self) -> int:
+        return self.tokens.nbytes
+
+    def to(self, device) -> "WindowData":
+        """The same stream with its tokens on ``device``."""
+        if self.tokens.device == torch.device(device):
+            return self
+        return WindowData(self.tokens.to(device), self.block_size)
+
     def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
-        offsets = torch.arange(self.block_size + 1)
+        offsets = torch.arange(self.block_size + 1, device=self.tokens.device)
         for _ in range(steps):
             start = torch.randint(len(self.tokens) - self.block_size - 1, (batch_size,), generator=generator)
-            window = self.tokens[start[:, None] + offsets]
+            window = self.tokens[to_device(start, self.tokens.device)[:, None] + offsets]
             yield None, window[:, :-1], window[:, 1:]
 
     def eval_batches(self, batch_size: int, max_windows: int | None = None) -> Iterator:

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from .sources import WindowData
-from .base import TaskData, register, require
+from .base import SOURCES, TaskData, register, require
 
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_URL = SOURCES["tinyshakespeare"].url
 
 
 class CharTokenizer:

@@ -28,12 +28,12 @@ from torchvision.transforms import v2
 
 from .sources import ExampleData
 from ..store import atomic_write
-from .base import TaskData, cache_folder, fingerprint, register, require
+from .base import SOURCES, TaskData, cache_folder, fingerprint, register, require
 
-SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-IMAGENET_SOURCE = "https://image-net.org/download.php (ILSVRC2012 train and val images)"
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+SVHN_URL = SOURCES["svhn"].url
+TINYIMAGENET_URL = SOURCES["tinyimagenet"].url
+IMAGENET_SOURCE = SOURCES["imagenet"].url
+CIFAR_URL = SOURCES["cifar10_subset"].url
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HALF = (0.5, 0.5, 0.5)
@@ -46,9 +46,13 @@ class Normalize:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.scale = scale
+        self._on = {self.mean.device: (self.mean, self.std)}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / self.scale - self.mean) / self.std
+        if x.device not in self._on:  # data on a GPU: the constants follow it once
+            self._on[x.device] = (self.mean.to(x.device), self.std.to(x.device))
+        mean, std = self._on[x.device]
+        return (x.float() / self.scale - mean) / std
 
 
 class RandAugmentBatch:

@@ -14,7 +14,7 @@ from .. import device as dev
 from .worker import run_in_worker
 
 
-def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs"):
+def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", compile="auto"):
     if not jobs:
         return
     ctx = mp.get_context("spawn")
@@ -22,6 +22,6 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     with dev.single_thread_children(), ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=dev.take_gpu,
             initargs=(gpu_queue,)) as pool:
-        futures = [pool.submit(run_in_worker, job, teacher, out, data_dir, device) for job, teacher in jobs]
+        futures = [pool.submit(run_in_worker, job, teacher, out, data_dir, device, compile) for job, teacher in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run", disable=not progress):
             future.result()

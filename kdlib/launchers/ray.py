@@ -14,7 +14,7 @@ from .worker import run_in_worker
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,
-           address=None):
+           address=None, compile="auto"):
     if not jobs:
         return
     started_here = not ray.is_initialized()
@@ -24,7 +24,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
                  log_to_driver=False, ignore_reinit_error=True)
     try:
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(run_in_worker)
-        pending = [task.remote(job, teacher, str(out), None if data_dir is None else str(data_dir), device)
+        pending = [task.remote(job, teacher, str(out), None if data_dir is None else str(data_dir), device, compile)
                    for job, teacher in jobs]
         bar = tqdm(total=len(pending), desc=desc, unit="run", disable=not progress)
         while pending:

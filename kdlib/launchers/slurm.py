@@ -17,12 +17,12 @@ from .worker import run_in_worker
 class _RunTask(submitit.helpers.Checkpointable):
     """A picklable task; being Checkpointable, SLURM preemption requeues it instead of failing it."""
 
-    def __call__(self, job, teacher, out, data_dir, device):
-        run_in_worker(job, teacher, out, data_dir, device)
+    def __call__(self, job, teacher, out, data_dir, device, compile):
+        run_in_worker(job, teacher, out, data_dir, device, compile)
 
 
 def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", partition=None,
-           gpus_per_run=0, time_limit_min=60, cluster=None, log_dir=None):
+           gpus_per_run=0, time_limit_min=60, cluster=None, log_dir=None, compile="auto"):
     """Submit ``jobs`` as a SLURM job array (at most ``workers`` at once) and wait for them.
 
     ``cluster``: None picks SLURM when ``sbatch`` is available, else submitit's local executor; "local" forces
@@ -42,7 +42,8 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     for i in range(0, len(jobs), wave):
         work, teachers = zip(*jobs[i:i + wave])
         n = len(work)
-        submitted = executor.map_array(_RunTask(), work, teachers, [out] * n, [data_dir] * n, [device] * n)
+        submitted = executor.map_array(_RunTask(), work, teachers, [out] * n, [data_dir] * n, [device] * n,
+                                       [compile] * n)
         for job in submitted:
             job.result()  # raises with the task's traceback if a run failed outright
             bar.update()

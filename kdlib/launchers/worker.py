@@ -5,7 +5,7 @@ from .. import device as dev
 from ..runs import run_job
 
 
-def run_in_worker(job, teacher, out, data_dir, device) -> None:
+def run_in_worker(job, teacher, out, data_dir, device, compile="auto") -> None:
     """One torch CPU thread per worker, then ``run_job``."""
     dev.pin_worker()
-    run_job(job, teacher, out, data_dir, device)
+    run_job(job, teacher, out, data_dir, device, compile)

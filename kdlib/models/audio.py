@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention import SelfAttention
 from .base import register
 
 
@@ -91,6 +92,8 @@ class AST(nn.Module):
         layer = nn.TransformerEncoderLayer(embed_dim, heads, 4 * embed_dim, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
+        for block in self.encoder.layers:  # self-attention that packs fold into one fused kernel
+            block.self_attn = SelfAttention.replacing(block.self_attn)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         for p in (self.tokens, self.pos_embed):
             nn.init.trunc_normal_(p, std=0.02)

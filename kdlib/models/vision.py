@@ -30,6 +30,7 @@ import torchvision.models as tvm
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 from torchvision.models.vgg import cfgs as vgg_cfgs, make_layers
 
+from .attention import SelfAttention
 from .base import register
 
 SMALL_IMAGE = 64  # images up to this size get the small-image ResNet stem
@@ -172,23 +173,26 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def _vgg19(num_classes: int, in_channels: int, image_size: int, width: int, batch_norm: bool) -> VGG:
+def _vgg19(num_classes: int, in_channels: int, image_size: int, width: int, batch_norm: bool,
+           dropout: float = 0.5) -> VGG:
     if image_size < 32:
         raise ValueError(f"VGG19 halves the image 5 times: image_size must be >= 32, got {image_size}")
     cfg = [v if v == "M" else v * width // 64 for v in vgg_cfgs["E"]]
     features = make_layers(cfg, batch_norm=batch_norm)
     features[0] = nn.Conv2d(in_channels, cfg[0], kernel_size=3, padding=1)
-    return VGG(features, cfg[-2], image_size // 32, 8 * width, num_classes)
+    return VGG(features, cfg[-2], image_size // 32, 8 * width, num_classes, dropout)
 
 
 @register("vgg19")
-def vgg19(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> VGG:
-    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=False)
+def vgg19(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
+          dropout: float = 0.5) -> VGG:
+    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=False, dropout=dropout)
 
 
 @register("vgg19_bn")
-def vgg19_bn(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64) -> VGG:
-    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=True)
+def vgg19_bn(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
+             dropout: float = 0.5) -> VGG:
+    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=True, dropout=dropout)
 
 
 @register("vit")
@@ -202,6 +206,8 @@ def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int
                          f"by heads={heads}")
     model = tvm.VisionTransformer(image_size, patch, depth, heads, width, mlp_dim or width, dropout=dropout,
                                   num_classes=num_classes)
+    for block in model.encoder.layers:  # self-attention that packs fold into one fused kernel
+        block.self_attention = SelfAttention.replacing(block.self_attention)
     if in_channels != 3:
         model.conv_proj = nn.Conv2d(in_channels, width, kernel_size=patch, stride=patch)
         nn.init.trunc_normal_(model.conv_proj.weight, std=(1 / (in_channels * patch * patch)) ** 0.5)

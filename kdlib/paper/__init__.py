@@ -38,14 +38,17 @@ cell is garbled or missing, e.g. ``printed "inf, nan"``, with the value NaN, els
 
 :data:`SETUP_TABLES` maps every registered setup the paper covers to the tables holding its results,
 :data:`NOT_IN_PAPER` gives the reason for the others, :data:`UNMAPPED_TABLES` the extracted tables no setup
-owns. This module imports only pandas and the standard library (no torch), so reports load it cheaply.
+owns. This module imports only pandas, numpy and the standard library (no torch), so reports load it cheaply.
 """
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from ..conditions import label
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -95,6 +98,15 @@ NOT_IN_PAPER: dict[str, str] = {
     "fsdd-vggish": "built into kdlib (Free Spoken Digit Dataset, offline); the paper has no FSDD experiment",
     "tinyshakespeare-width-scaling": "Section 4.2.3 reports the width sweep only as Figure 11, no table "
                                      "(Table 95 counts its 300 models)",
+}
+
+#: Setups whose teacher is another setup's (the same architecture, data, recipe and seeds, so kdlib trains it
+#: once): the paper prints its train/test performance under that setup (Table 38: the Nano-GPT teacher).
+SHARED_TEACHERS: dict[str, str] = {
+    name: "tinyshakespeare-nanogpt-to-picogpt"
+    for name in ("tinyshakespeare-nanogpt", "tinyshakespeare-nanogpt-featuremap-block4",
+                 "tinyshakespeare-nanogpt-featuremap-block5", "tinyshakespeare-nanogpt-to-picogpt-t2",
+                 "tinyshakespeare-nanogpt-to-picogpt-t4")
 }
 
 UNMAPPED_TABLES: dict[int, str] = {
@@ -147,6 +159,32 @@ def char_frequency() -> pd.DataFrame:
 def models() -> pd.DataFrame:
     """Table 95: models trained per experiment group and experiment, plus the study's total."""
     return _rows("models")
+
+
+def means_for(setup: str, temperature: float = 1.0) -> pd.DataFrame:
+    """The paper's mean +- SEM rows of ``setup`` at ``temperature``, one table per teacher seed (the most
+    complete where several repeat a seed, e.g. Table 31 over Table 3), with a ``column`` label as kdlib's
+    tables name it ("SIDDO", "KD 0.5")."""
+    rows = means(setup)
+    rows = rows[np.isclose(rows["temperature"], temperature)]
+    if rows.empty:
+        return rows.assign(column=pd.Series(dtype=str))
+    size = rows.groupby(["teacher_seed", "table"]).size().rename("size").reset_index()
+    size = size.sort_values(["teacher_seed", "size", "table"], ascending=[True, False, True])
+    rows = rows.merge(size.drop_duplicates("teacher_seed")[["teacher_seed", "table"]], on=["teacher_seed", "table"])
+    return rows.assign(column=[label(c, None if pd.isna(a) else a) for c, a in zip(rows["condition"], rows["alpha"])])
+
+
+def ticks_for(setup: str, temperature: float = 1.0, block: int | None = None) -> pd.DataFrame:
+    """The paper's ticks of ``setup`` at ``temperature`` (and feature-map ``block``), printed ticks only."""
+    rows = ticks(setup)
+    rows = rows[np.isclose(rows["temperature"], temperature) & rows["tick"].notna()]
+    return rows if block is None else rows[rows["block"] == block]
+
+
+def teachers_for(setup: str) -> pd.DataFrame:
+    """The paper's teacher performance for ``setup``'s teacher (shared teachers: :data:`SHARED_TEACHERS`)."""
+    return teachers(SHARED_TEACHERS.get(setup, setup))
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,10 +5,12 @@ module (language, vision, audio, experiments) registers its setups when imported
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 
 from . import audio, experiments, language, vision  # noqa: F401  (importing registers them)
-from .base import ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, epoch_steps, register  # noqa: F401
+from .base import (ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps,  # noqa: F401
+                   register)
 
 
 def names() -> list[str]:
@@ -18,9 +20,11 @@ def names() -> list[str]:
 def get(name: str, profile: str = "cpu") -> Setup:
     """The setup ``name`` scaled by ``profile``; unknown names raise with the allowed values."""
     if name not in SETUPS:
-        raise ValueError(f"unknown setup {name!r}: known setups are {sorted(SETUPS)}")
+        close = difflib.get_close_matches(name, SETUPS, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise UnknownSetup(f"unknown setup {name!r}: {hint}`python -m kdlib list` shows all {len(SETUPS)}")
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}: allowed profiles are {list(PROFILES)}")
+        raise UnknownSetup(f"unknown profile {profile!r}: allowed profiles are {list(PROFILES)}")
     setup = SETUPS[name](profile)
     if setup.name != name:
         raise ValueError(f"setup function for {name!r} returned a setup named {setup.name!r}")

@@ -95,6 +95,10 @@ def epoch_steps(epochs: float, n: int, batch_size: int) -> int:
     return max(1, round(epochs * math.ceil(n / batch_size)))
 
 
+class UnknownSetup(ValueError):
+    """A setup or profile name that is not registered."""
+
+
 SETUPS: dict[str, Callable[[str], Setup]] = {}
 
 

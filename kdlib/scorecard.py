@@ -1,0 +1,221 @@
+"""Does a run reproduce the paper, claim by claim? The paper's tables (:mod:`kdlib.paper`) beside our runs.
+
+A claim is one statement a paper table makes that our runs can test, keyed by setup, teacher seed, alpha (and
+metric or control where it has one):
+
+- ``tick``: KD at alpha is significant against both controls on a metric (the tick tables, e.g. Table 15);
+- ``verdict``: transfer at alpha is supported, marginal or not (the paper's ticks give "supported": a strict
+  majority of the four functional metrics ticked; its means give "marginal": a mean functional improvement
+  over the better control below 0.01, the rule of :mod:`kdlib.stats`);
+- ``direction``: KD's mean is better than a control's (SIDDO, RCD at the same alpha) on a metric (the mean
+  +- SEM tables);
+- ``asymmetry``: where the paper's verdict is "supported" (not marginal), delta incorrect agreement exceeds
+  delta correct agreement: the paper's central finding (Section 1: "when functional transfer is supported and
+  not marginal, the resulting teacher-student alignment is often asymmetric"); its figures give no numbers;
+- ``best_accuracy``: which condition reaches the best mean accuracy;
+- ``teacher_regime``: the teacher's train loss regime: near zero (< 0.01, memorised), low (< 0.5) or high.
+
+Each claim is ``agree``, ``disagree`` or ``not run`` (our runs lack that setup, teacher seed or condition: never
+counted as passed or failed). At the ``paper`` profile every mean also gets its relative difference from the
+paper's; at ``cpu`` and ``smoke`` the comparison is labelled as a different scale.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import paper, setups
+from .conditions import label
+from .metrics import FUNCTIONAL_METRICS, lower_is_better, table_metrics
+from .report import mean_sem_table
+from .stats import agreement_deltas, transfer_tests
+from .store import write_csv, write_text
+from .study import collect
+
+COLUMNS = ["setup", "profile", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours", "status",
+           "source", "relative_difference"]
+MARGINAL = 0.01
+
+
+def regime(train_loss: float) -> str:
+    """The teacher's train-loss regime (the paper ties transfer to it: Section 4.1.1)."""
+    if math.isnan(train_loss):
+        return "unknown"
+    return "near zero" if train_loss < 0.01 else "low" if train_loss < 0.5 else "high"
+
+
+def paper_means(setup) -> pd.DataFrame:
+    return paper.means_for(setup.name, setup.temperature)
+
+
+def paper_ticks(setup) -> pd.DataFrame:
+    block = int(setup.feature_layer.rsplit(".", 1)[-1]) if setup.feature_layer else None
+    return paper.ticks_for(setup.name, setup.temperature, block)
+
+
+def _mean(table: pd.DataFrame, column: str, metric: str) -> float:
+    sel = table[(table["column"] == column) & (table["metric"] == metric)]["mean"]
+    return float(sel.iloc[0]) if len(sel) else math.nan
+
+
+def _better(kd: float, control: float, metric: str) -> bool | None:
+    if math.isnan(kd) or math.isnan(control):
+        return None
+    return bool(kd < control) if lower_is_better(metric) else bool(kd > control)
+
+
+def _verdict(ticked: int, improvement: float) -> str:
+    if ticked <= len(FUNCTIONAL_METRICS) / 2:
+        return "not supported"
+    return "marginal" if improvement < MARGINAL else "supported"
+
+
+def _improvement(table: pd.DataFrame, alpha: float) -> float:
+    """Mean over the functional metrics of KD's gain over the better control (kdlib.stats' ``marginal`` rule)."""
+    gains = []
+    for m in FUNCTIONAL_METRICS:
+        kd, siddo, rcd = (_mean(table, c, m) for c in (label("kd", alpha), "SIDDO", label("rcd", alpha)))
+        best = min(siddo, rcd) if lower_is_better(m) else max(siddo, rcd)
+        gains.append((best - kd) * (1 if lower_is_better(m) else -1))
+    return float(np.mean(gains))
+
+
+def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | None) -> list[dict]:
+    """Every claim of ``setup``'s paper tables with our value (None: not run) and whether they agree."""
+    claims = []
+    ours_tests = transfer_tests(students, on_missing="drop") if students is not None else None
+    ours_deltas = agreement_deltas(students) if students is not None else None
+    our_seeds = set(students["teacher_seed"]) if students is not None else set()
+    p_means, p_ticks = paper_means(setup), paper_ticks(setup)
+
+    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan):
+        status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
+        claims.append({"setup": setup.name, "profile": setup.profile, "claim": claim, "teacher_seed": seed,
+                       "alpha": alpha, "metric": metric, "control": control, "paper": paper_value, "ours": ours,
+                       "status": status, "source": source, "relative_difference": rel})
+
+    def our_tick(seed, alpha, metric):
+        if ours_tests is None or seed not in our_seeds:
+            return None
+        row = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)
+                         & (ours_tests["metric"] == metric)]
+        return bool(row["tick"].iloc[0]) if len(row) else None
+
+    for _, t in p_ticks.iterrows():
+        add("tick", int(t["teacher_seed"]), float(t["alpha"]), t["metric"], "SIDDO and RCD", bool(t["tick"]),
+            our_tick(int(t["teacher_seed"]), float(t["alpha"]), t["metric"]), f"Table {t['table']}")
+    for seed, table in p_means.groupby("teacher_seed"):
+        seed = int(seed)
+        source = f"Table {int(table['table'].iloc[0])}"
+        ours_table = (mean_sem_table(students, seed, table_metrics(extended=True))
+                      if students is not None and seed in our_seeds else None)
+        for alpha in sorted(table["alpha"].dropna().unique()):
+            ticks = p_ticks[(p_ticks["teacher_seed"] == seed) & np.isclose(p_ticks["alpha"], alpha)
+                            & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
+            if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
+                verdict = _verdict(int(ticks["tick"].sum()), _improvement(table, alpha))
+                ours = None
+                if ours_table is not None:
+                    mine = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)]
+                    if len(mine):
+                        ours = ("marginal" if mine["marginal"].iloc[0] else "supported") if mine["supported"].iloc[0] \
+                            else "not supported"
+                add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}")
+                if verdict == "supported":
+                    d = None if ours_deltas is None else ours_deltas[(ours_deltas["teacher_seed"] == seed)
+                                                                     & np.isclose(ours_deltas["alpha"], alpha)]
+                    ours = bool(d["negative_asymmetry"].iloc[0]) if d is not None and len(d) else None
+                    add("asymmetry", seed, alpha, "", "best control", True, ours, "Section 1 (central finding)")
+            for metric in dict.fromkeys(table["metric"]):
+                for control in ("SIDDO", label("rcd", alpha)):
+                    paper_value = _better(_mean(table, label("kd", alpha), metric), _mean(table, control, metric),
+                                          metric)
+                    if paper_value is None:
+                        continue
+                    ours = None if ours_table is None else _better(_mean(ours_table, label("kd", alpha), metric),
+                                                                   _mean(ours_table, control, metric), metric)
+                    add("direction", seed, alpha, metric, control, paper_value, ours, source)
+        accuracy = table[table["metric"] == "accuracy"]
+        if len(accuracy):
+            best = accuracy.loc[accuracy["mean"].idxmax(), "column"]
+            ours = None
+            if ours_table is not None:
+                acc = ours_table[ours_table["metric"] == "accuracy"]
+                ours = acc.loc[acc["mean"].idxmax(), "column"] if len(acc) else None
+            add("best_accuracy", seed, math.nan, "accuracy", "", best, ours, source)
+        if setup.profile == "paper" and ours_table is not None:
+            for _, r in table.iterrows():
+                mine = _mean(ours_table, r["column"], r["metric"])
+                rel = (mine - r["mean"]) / abs(r["mean"]) if r["mean"] and not math.isnan(mine) else math.nan
+                claims.append({"setup": setup.name, "profile": setup.profile, "claim": "mean",
+                               "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],
+                               "control": r["column"], "paper": r["mean"], "ours": mine,
+                               "status": "measured", "source": source, "relative_difference": rel})
+    for _, t in paper.teachers_for(setup.name).iterrows():
+        seed = int(t["teacher_seed"])
+        ours = None
+        if teachers is not None and seed in set(teachers["teacher_seed"]):
+            ours = regime(float(teachers.set_index("teacher_seed").loc[seed, "train_loss"]))
+        add("teacher_regime", seed, math.nan, "train_loss", "", regime(float(t["train_loss"])), ours,
+            f"Table {t['table']}")
+    return claims
+
+
+def scorecard(names: list[str] | None, profile: str, out) -> dict:
+    """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
+    ``profile``), a "k of n reproduced" line per setup and overall, and a Markdown summary."""
+    collected = {p.parent.parent.name for p in Path(out).glob(f"*/{profile}/runs.*")}
+    names = names or sorted(set(paper.SETUP_TABLES) | {n for n in collected if n in setups.names()})
+    rows, lines = [], []
+    for name in names:
+        setup = setups.get(name, profile)
+        students, teachers = collect(setup, out, write=False)
+        if students.empty:
+            students, teachers = None, None
+        claims = setup_claims(setup, students, teachers) if name in paper.SETUP_TABLES else []
+        rows += claims
+        tested = [c for c in claims if c["status"] in ("agree", "disagree")]
+        agree = sum(c["status"] == "agree" for c in tested)
+        not_run = sum(c["status"] == "not run" for c in claims)
+        if name not in paper.SETUP_TABLES:
+            lines.append(f"| {name} | not in the paper ({paper.NOT_IN_PAPER.get(name, '')}) | | |")
+        else:
+            lines.append(f"| {name} | {agree} of {len(tested)} reproduced | {not_run} not run | "
+                         f"{_disagreements(claims)} |")
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    tested = table[table["status"].isin(["agree", "disagree"])]
+    agree = int((tested["status"] == "agree").sum())
+    scale = ("" if profile == "paper" else f" (the {profile} profile: a different scale from the paper's, "
+                                           f"so differences are expected)")
+    summary = (f"{agree} of {len(tested)} claims reproduced, {int((table['status'] == 'not run').sum())} not run"
+               f"{scale}")
+    markdown = "\n".join([f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
+                          "| setup | reproduced | not run | disagreements (claim: paper / ours) |",
+                          "|---|---|---|---|", *lines, "",
+                          "Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best "
+                          "accuracy and teacher regime, as described in `kdlib/scorecard.py`; every claim is a row "
+                          "of `scorecard.csv`.", ""])
+    return {"claims": table, "summary": summary, "markdown": markdown}
+
+
+def _disagreements(claims: list[dict], most: int = 4) -> str:
+    out = []
+    for c in claims:
+        if c["status"] == "disagree":
+            where = ", ".join(str(v) for v in (f"seed {c['teacher_seed']}",
+                                                "" if pd.isna(c["alpha"]) else f"α {c['alpha']:g}",
+                                                c["metric"], c["control"]) if v)
+            out.append(f"{c['claim']} ({where}): {c['paper']} / {c['ours']}")
+    more = len(out) - most
+    return "; ".join(out[:most]) + (f"; and {more} more" if more > 0 else "")
+
+
+def write_scorecard(card: dict, out) -> list[Path]:
+    """``out/scorecard.csv`` (every claim; its ``profile`` column says which run) and ``out/scorecard.md``."""
+    paths = [Path(out) / "scorecard.csv", Path(out) / "scorecard.md"]
+    write_csv(card["claims"], paths[0])
+    write_text(paths[1], card["markdown"])
+    return paths

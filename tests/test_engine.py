@@ -1,0 +1,157 @@
+"""The GPU engine's parts, proven on the CPU: a pack never kills a setup run, no host sync per step (losses read at
+logging steps only, divergence still caught with its step), torch.compile with an eager fallback, --pack auto."""
+import json
+
+import pytest
+import torch
+
+from kdlib import autopack, setups
+from kdlib import device as dev
+from kdlib import runs as runs_mod
+from kdlib.data.sources import ExampleData, WindowData
+from kdlib.models.gpt import GPT, GPTConfig
+from kdlib.recipe import Recipe
+from kdlib.runs import plan
+from kdlib.store import read_result
+from kdlib.study import run_setup
+from kdlib.train import LossMeter, Objective, init_model, train
+
+TINY = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+
+
+def test_any_error_in_a_pack_falls_back_to_one_by_one_and_is_recorded(tmp_path, data_dir, monkeypatch):
+    setup = setups.get("tinyshakespeare-nanogpt", "smoke")
+
+    def broken_pack(*args, **kwargs):
+        raise RuntimeError("LSE is not correctly aligned (strideH)")  # what vmap'd SDPA raised on an H200
+
+    monkeypatch.setattr(runs_mod, "train_together", broken_pack)
+    run_setup(setup, tmp_path, data_dir, progress=False, pack=7)
+    students = [read_result(tmp_path, s) for s in plan(setup) if s.role == "student"]
+    assert all(r["status"] == "ok" for r in students)
+    assert all(r["pack_fallback"] == "RuntimeError: LSE is not correctly aligned (strideH)" for r in students)
+    assert all("pack" not in r for r in students)
+
+
+def test_loss_meter_reads_means_at_logging_steps_and_names_the_first_bad_step():
+    meter = LossMeter(None, "cpu")
+    for step, loss in enumerate([1.0, 2.0, 4.0], start=1):
+        meter.add(torch.tensor(loss), step)
+    assert meter.read() == [pytest.approx(7 / 3)]
+    meter.add(torch.tensor(1.0), 4)
+    meter.add(torch.tensor(float("inf")), 5)
+    meter.add(torch.tensor(float("nan")), 6)
+    with pytest.raises(FloatingPointError, match="loss became inf at step 5"):
+        meter.read()
+    pack = LossMeter(3, "cpu")
+    pack.add(torch.tensor([1.0, float("nan"), 2.0]), 8)
+    with pytest.raises(FloatingPointError, match="loss of model 1 became nan at step 8"):
+        pack.read()
+
+
+def test_train_reads_the_loss_on_the_host_only_at_logging_steps(monkeypatch):
+    reads = []
+    real = LossMeter.read
+    monkeypatch.setattr(LossMeter, "read", lambda self: reads.append(self.count) or real(self))
+    data = WindowData(torch.randint(11, (500,)), 16)
+    log = train(init_model(lambda: GPT(TINY), 0), data, Objective("ce"), Recipe("adam", lr=1e-3, batch_size=2,
+                                                                              steps=10), 1, log_every=4)
+    assert log.steps == [4, 8, 10] and reads == [4, 4, 2]
+
+
+def test_a_loss_that_diverges_between_logging_steps_still_fails_with_its_step():
+    model = torch.nn.Linear(3, 2)
+    data = ExampleData(torch.randn(16, 3), torch.zeros(16, dtype=torch.long))
+    real_forward = model.forward
+    calls = []
+
+    def forward(x):  # finite for two steps, then NaN
+        calls.append(1)
+        out = real_forward(x)
+        return out * float("nan") if len(calls) == 3 else out
+
+    model.forward = forward
+    with pytest.raises(FloatingPointError, match="loss became nan at step 3"):
+        train(model, data, Objective("ce"), Recipe("sgd", lr=0.1, batch_size=4, steps=8), 0, log_every=5)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_note_and_the_same_bits(monkeypatch):
+    def failing_compile(fn, *args, **kwargs):
+        def compiled(*a):
+            raise RuntimeError("inductor: no C++ compiler")
+        return compiled
+
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=3)
+    eager = init_model(lambda: GPT(TINY), 0)
+    eager_log = train(eager, data, Objective("ce"), recipe, 1)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    fallback = init_model(lambda: GPT(TINY), 0)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        log = train(fallback, data, Objective("ce"), recipe, 1, compile=True)
+    assert log.notes and "RuntimeError: inductor: no C++ compiler" in log.notes[0]
+    assert log.losses == eager_log.losses
+    for a, b in zip(eager.parameters(), fallback.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_compiled_training_matches_eager_on_cpu():
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=3)
+    eager, compiled = init_model(lambda: GPT(TINY), 0), init_model(lambda: GPT(TINY), 0)
+    eager_log = train(eager, data, Objective("kd", alpha=0.5), recipe, 1, teacher=init_model(lambda: GPT(TINY), 9))
+    log = train(compiled, data, Objective("kd", alpha=0.5), recipe, 1, teacher=init_model(lambda: GPT(TINY), 9),
+                compile=True)
+    assert not log.notes, log.notes  # it really compiled
+    torch.testing.assert_close(torch.tensor(log.losses), torch.tensor(eager_log.losses), rtol=1e-4, atol=1e-5)
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_compile_option_is_on_for_cuda_only_by_default_and_checked():
+    assert dev.use_compile("auto", "cuda") and not dev.use_compile("auto", "cpu")
+    assert dev.use_compile("on", "cpu") and not dev.use_compile("off", "cuda")
+    with pytest.raises(ValueError, match=r"compile='fast' is not allowed: use one of \['auto', 'on', 'off'\]"):
+        dev.use_compile("fast", "cpu")
+
+
+def test_choose_pack_grows_while_throughput_rises_and_stops_at_memory():
+    seconds = {1: 1.0, 2: 1.1, 4: 1.3, 8: 2.5, 16: 5.2}  # models per second: 1, 1.8, 3.1, 3.2, 3.1
+    best, tried = autopack.choose_pack(seconds.__getitem__, limit=16)
+    assert best == 4 and list(tried) == [1, 2, 4, 8]  # 8 gains under 5% over 4: stop
+
+    def oom_at_8(size):
+        if size >= 8:
+            raise dev.OutOfMemory("CUDA out of memory")
+        return {1: 1.0, 2: 1.0, 4: 1.0}[size]
+    best, tried = autopack.choose_pack(oom_at_8, limit=42)
+    assert best == 4 and tried[8] == "out of memory"
+    assert autopack.choose_pack(lambda k: 1.0, limit=3)[0] == 3  # never beyond the students a teacher has
+
+
+def test_pack_auto_means_one_on_cpu_and_is_probed_once_then_remembered(tmp_path):
+    setup = setups.get("tinyshakespeare-nanogpt", "smoke")
+    assert autopack.pack_size(setup, tmp_path, None, "cpu", "auto") == 1
+    assert autopack.pack_size(setup, tmp_path, None, "cpu", 3) == 3
+    with pytest.raises(ValueError, match="pack=0 is not allowed"):
+        autopack.pack_size(setup, tmp_path, None, "cpu", 0)
+    calls = []
+    measure = lambda k: calls.append(k) or 1.0 / k  # every doubling pays
+    assert autopack.students_per_teacher(setup) == 2 * 7
+    assert autopack.pack_size(setup, tmp_path, None, "cpu", "auto", measure=measure) == 14
+    memo = json.loads((tmp_path / setup.name / "smoke" / autopack.MEMO).read_text())
+    assert memo["cpu"]["pack"] == 14 and calls == [1, 2, 4, 8, 14]
+    assert autopack.pack_size(setup, tmp_path, None, "cpu", "auto", measure=measure) == 14 and len(calls) == 5
+
+
+def test_the_pack_probe_measures_real_packs_on_cpu(data_dir):
+    setup = setups.get("tinyshakespeare-nanogpt", "smoke")
+    measure = autopack.measure_pack(setup, data_dir, "cpu", warmup=1, steps=2)
+    assert measure(1) > 0 and measure(3) > 0
+
+
+def test_data_sources_stay_in_place_on_cpu():
+    data = ExampleData(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    assert dev.resident(data, "cpu") is data and data.to("cpu") is data
+    stream = WindowData(torch.arange(100), 8)
+    assert dev.resident(stream, "cpu") is stream and stream.nbytes == 800
