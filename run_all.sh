@@ -51,6 +51,14 @@ for name in $names; do
   fi
 done
 
+notebook() {  # papermill, its kernel's log kept beside the executed notebook (and shown only if it fails)
+  local log="${2%.ipynb}.log"
+  if ! python -m papermill --no-progress-bar --log-level WARNING "$@" 2>"$log"; then
+    tail -n 20 "$log"
+    return 1
+  fi
+}
+
 failed=""
 for item in $SUITE; do
   notebook=${item%%:*}
@@ -65,13 +73,13 @@ for item in $SUITE; do
     continue
   fi
   echo "   notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
-  python -m papermill --no-progress-bar --log-level WARNING "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
+  notebook "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
     -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
     -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
-    -p pack "$PACK" -p compile "$COMPILE"
+    -p pack "$PACK" -p compile "$COMPILE" || failed="$failed $setup"
 done
 echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
-python -m papermill --no-progress-bar --log-level WARNING notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
+notebook notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
   -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
 echo "== verdicts ($PROFILE)"
 python -m kdlib summary --profile "$PROFILE" --out "$OUT"

@@ -34,6 +34,7 @@ from kdlib.losses import kd_loss
 from kdlib.runs import load_model, load_task, plan, run_one
 from kdlib.store import run_dir
 from kdlib.study import run_setup
+from kdlib.together import train_together
 from kdlib.train import Objective, init_model, train
 from kdlib.models import build
 
@@ -159,9 +160,11 @@ def flops_ratio(data_dir, steps: int = 20) -> tuple[float, float, float]:
     return achieved, peak, achieved / peak
 
 
+SEVEN = [Objective("ce")] + [Objective(kind, alpha=a) for a in (0.1, 0.5, 0.9) for kind in ("kd", "rcd")]
+
+
 def pack_ratio(data_dir, steps: int = 60) -> float:
     """One-by-one over packed training seconds per model: seven cpu-profile Nano-GPT students, one thread."""
-    from gpu_check import SEVEN, pack_seconds
     setup = setups.get("tinyshakespeare-nanogpt", "cpu")
     spec = plan(setup)[0]
     task = load_task(spec, data_dir)
@@ -169,11 +172,14 @@ def pack_ratio(data_dir, steps: int = 60) -> float:
     make = lambda: build(spec.arch, task.num_classes, **spec.arch_kwargs)
     teacher = init_model(make, 0).eval()
     recipe = replace(setup.student_recipe, steps=steps)
+    seeds = list(range(10, 10 + len(SEVEN)))
     start = time.perf_counter()
-    for seed, objective in enumerate(SEVEN, start=10):
+    for seed, objective in zip(seeds, SEVEN):
         train(init_model(make, 0), task.train, objective, recipe, data_seed=seed, teacher=teacher)
     alone = (time.perf_counter() - start) / len(SEVEN)
-    return alone / pack_seconds(make, teacher, task.train, recipe, "cpu")
+    start = time.perf_counter()
+    train_together([init_model(make, 0) for _ in SEVEN], task.train, SEVEN, recipe, seeds, teacher=teacher)
+    return alone / ((time.perf_counter() - start) / len(SEVEN))
 
 
 def main() -> None:

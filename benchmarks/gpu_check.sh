@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# On a lent GPU (a few minutes): per-model time of the paper profile of tinyshakespeare-nanogpt and the
-# extrapolation to its 71-model grid per teacher seed. Usage: bash benchmarks/gpu_check.sh [--steps N]
+# On a lent GPU (at most about 8 minutes on one H200): per-model seconds of four paper-profile setups one by one,
+# packed (auto) and packed + compiled, achieved TFLOP/s against the measured bf16 matmul rate, a pack-equals-one-by-one
+# check, and the cpu profile of tinyshakespeare-nanogpt end to end with --pack auto. Writes results/gpu_check.json
+# (read by `python -m kdlib plan`). Dry run on a CPU: bash benchmarks/gpu_check.sh --device cpu --profile smoke
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python benchmarks/gpu_check.py --device cuda --data-dir "${KDLIB_DATA_DIR:-data}" "$@"
+python benchmarks/gpu_check.py --data-dir "${KDLIB_DATA_DIR:-data}" "$@"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,9 +133,10 @@ def data_status(dataset: str, root: Path) -> str:
     if not missing:
         return "built-in" if source.built_in else "found"
     files = ", ".join(missing)
-    if source.downloads:
+    if source.downloads and os.environ.get("KDLIB_OFFLINE") != "1":
         return f"downloads itself (needs internet): {files}"
-    return f"missing: {files} (get it from {source.url})"
+    offline = "; downloads are disabled: KDLIB_OFFLINE=1" if source.downloads else ""
+    return f"missing: {files} (get it from {source.url}{offline})"
 
 
 def cmd_list(args) -> int:
@@ -196,8 +198,8 @@ def _collected(setup, out):
     """A setup's collected tables, written to its results folder; a setup with no finished runs is an error."""
     from .study import collect
     students, teachers = collect(setup, out, write=False)
-    if students.empty:
-        raise UserError(f"nothing to report: {setup.name} has no finished student runs at the {setup.profile} "
+    if students.empty or not (students["condition"] == "kd").any():
+        raise UserError(f"nothing to report: {setup.name} has no finished KD student runs at the {setup.profile} "
                         f"profile in {Path(out).resolve()} (train them with: python -m kdlib run {setup.name} "
                         f"--profile {setup.profile})")
     return collect(setup, out)
@@ -248,7 +250,7 @@ def cmd_summary(args) -> int:
         else:
             parts = [(name, runs)]
         for label_, part in parts:
-            if not part.empty:
+            if not part.empty and (part["condition"] == "kd").any():
                 print("\n".join(verdict_lines(transfer_tests(part, on_missing="drop"), agreement_deltas(part), label_)))
     return 0
 

@@ -39,6 +39,7 @@ def choose_pack(measure: Callable[[int], float], limit: int, gain: float = 1.05)
             seconds = measure(size)
         except dev.OutOfMemory:
             tried[size] = "out of memory"
+            dev.release("cuda")
             break
         tried[size] = seconds
         rate = size / seconds
@@ -57,10 +58,10 @@ def students_per_teacher(setup: Setup) -> int:
     return max(1, per_seed * len(setup.student_seeds))
 
 
-def measure_pack(setup: Setup, data_dir, device, warmup: int = 3, steps: int = 10) -> Callable[[int], float]:
+def measure_pack(setup: Setup, task, device, warmup: int = 3, steps: int = 10,
+                 compile: bool = False) -> Callable[[int], float]:
     """``measure(K)`` for :func:`choose_pack`: seconds per step of K students of ``setup`` (mixed CE, KD with a
-    live stand-in teacher of the teacher's architecture, RCD) on its real training data."""
-    task = load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir)
+    live stand-in teacher of the teacher's architecture, RCD) on ``task``'s training data."""
     student = setup.students()[0][1]
     make = lambda: build(student.arch, task.num_classes, **student.kwargs)
     teacher = init_model(lambda: build(setup.teacher.arch, task.num_classes,
@@ -73,11 +74,11 @@ def measure_pack(setup: Setup, data_dir, device, warmup: int = 3, steps: int = 1
         seeds = list(range(size))
         recipe = replace(setup.student_recipe, steps=warmup)
         train_together(models, task.train, objectives, recipe, seeds, teacher=teacher, device=device,
-                       log_every=warmup)
+                       log_every=warmup, compile=compile)
         dev.synchronize(device)
         start = time.perf_counter()
         train_together(models, task.train, objectives, replace(recipe, steps=steps), seeds, teacher=teacher,
-                       device=device, log_every=steps)
+                       device=device, log_every=steps, compile=compile)
         dev.synchronize(device)
         seconds = (time.perf_counter() - start) / steps
         del models
@@ -101,7 +102,9 @@ def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int]
     memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
     if key in memo:
         return int(memo[key]["pack"])
-    best, tried = choose_pack(measure or measure_pack(setup, data_dir, device), students_per_teacher(setup))
+    if measure is None:
+        measure = measure_pack(setup, load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), device)
+    best, tried = choose_pack(measure, students_per_teacher(setup))
     memo[key] = {"pack": best, "seconds_per_step": {str(k): v for k, v in tried.items()},
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
     write_json(memo_path, memo)

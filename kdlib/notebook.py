@@ -171,8 +171,8 @@ def show_setups(found, figures, data_dir=None) -> None:
     for name, prof, stem in found:
         runs = read_table(stem)
         display(Markdown(f"## {name} ({prof})"))
-        if runs.empty:
-            display(Markdown("No finished student runs yet."))
+        if runs.empty or not (runs["condition"] == "kd").any():
+            display(Markdown("No finished KD students yet (only runs it shares with other setups)."))
             continue
         teachers = read_table(stem.parent / "teachers")
         rep = build_report(runs, name, Path(figures) / name / prof, setup=setups.get(name, prof), teachers=teachers)

@@ -155,7 +155,7 @@ def _grouped_header(columns: list[tuple[str, str]], first: str) -> list[str]:
     return [" & ".join(top) + r" \\", "".join(rules), " & ".join(second) + r" \\"]
 
 
-def means_latex(table: pd.DataFrame, caption: str, label_: str | None = None) -> str:
+def means_latex(table: pd.DataFrame, caption: str) -> str:
     """booktabs LaTeX of a mean +- SEM table (Table 14 style): grouped header, each metric's means on one line
     and their SEMs in smaller type beneath, best mean per metric in bold (ties on every side). A ``table*``,
     so it spans both columns of a two-column paper; with more than seven conditions metric names are
@@ -172,7 +172,7 @@ def means_latex(table: pd.DataFrame, caption: str, label_: str | None = None) ->
                                     [f"{display_name(m, short=True)}: {display_name(m)}" for m in metrics])
     caption += r". Mean with $\pm$ 1 SEM beneath; bold: best mean per metric; arrows: preferred direction."
     lines = [latex_requirements("booktabs"), r"\begin{table*}[t]", r"\centering", r"\small",
-             rf"\setlength{{\tabcolsep}}{{{3 if short else 4}pt}}", rf"\caption{{{caption}}}"] + ([rf"\label{{{label_}}}"] if label_ else []) + [
+             rf"\setlength{{\tabcolsep}}{{{3 if short else 4}pt}}", rf"\caption{{{caption}}}",
              r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule",
              *_grouped_header(columns, "Metric"), r"\midrule"]
     cells = {(r["metric"], r["column"]): r for _, r in table.iterrows()}
@@ -364,7 +364,7 @@ def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.Da
     paper_means = paper.means_for(setup.name, setup.temperature)
     out = {"means": {}, "wide": {}, "scale": scale, "figures": []}
     for seed in sorted(set(runs["teacher_seed"]) & set(paper_means["teacher_seed"])):
-        ours = mean_sem_table(runs, seed, table_metrics(extended=True))
+        ours = mean_sem_table(runs, seed, [m for m in table_metrics(extended=True) if m in runs])
         theirs = paper_means[paper_means["teacher_seed"] == seed]
         both = ours.merge(theirs[["metric", "column", "mean", "sem", "table"]], on=["metric", "column"],
                           suffixes=("", "_paper"))
@@ -407,7 +407,7 @@ def overview(collected: list[tuple[str, str, pd.DataFrame]]) -> pd.DataFrame:
     against the best control (± 1 SEM) and their shares of the control's headroom."""
     rows = []
     for name, prof, runs in collected:
-        if runs.empty:
+        if runs.empty or not (runs["condition"] == "kd").any():
             continue
         parts = ([(f"{name} [{v}]", runs[runs["variant"] == v].drop(columns="variant"))
                   for v in sorted(runs["variant"].dropna().unique(), key=_variant_key)]

@@ -92,11 +92,11 @@ def plan(setup: Setup) -> list[RunSpec]:
         specs.append(teacher)
         for variant, student in setup.students():
             for s in setup.student_seeds:
-                for condition, alpha in conditions:
+                for name, alpha in conditions:
                     specs.append(RunSpec(
-                        condition=condition, teacher_seed=t, student_seed=s, alpha=alpha, variant=variant,
-                        temperature=setup.temperature if CONDITIONS[condition].distills else 1.0,
-                        feature_layer=setup.feature_layer if CONDITIONS[condition].feature_objective else None,
+                        condition=name, teacher_seed=t, student_seed=s, alpha=alpha, variant=variant,
+                        temperature=setup.temperature if CONDITIONS[name].distills else 1.0,
+                        feature_layer=setup.feature_layer if CONDITIONS[name].feature_objective else None,
                         dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
                         arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
                         init="teacher" if setup.self_distillation else "seed",

@@ -56,9 +56,11 @@ def paper_ticks(setup) -> pd.DataFrame:
     return paper.ticks_for(setup.name, setup.temperature, block)
 
 
-def _mean(table: pd.DataFrame, column: str, metric: str) -> float:
-    sel = table[(table["column"] == column) & (table["metric"] == metric)]["mean"]
-    return float(sel.iloc[0]) if len(sel) else math.nan
+def _means(table: pd.DataFrame | None) -> dict:
+    """(column, metric) -> mean of a mean +- SEM table (empty for None)."""
+    if table is None:
+        return {}
+    return {(c, m): float(v) for c, m, v in zip(table["column"], table["metric"], table["mean"])}
 
 
 def _better(kd: float, control: float, metric: str) -> bool | None:
@@ -73,11 +75,11 @@ def _verdict(ticked: int, improvement: float) -> str:
     return "marginal" if improvement < MARGINAL else "supported"
 
 
-def _improvement(table: pd.DataFrame, alpha: float) -> float:
+def _improvement(means: dict, alpha: float) -> float:
     """Mean over the functional metrics of KD's gain over the better control (kdlib.stats' ``marginal`` rule)."""
     gains = []
     for m in FUNCTIONAL_METRICS:
-        kd, siddo, rcd = (_mean(table, c, m) for c in (label("kd", alpha), "SIDDO", label("rcd", alpha)))
+        kd, siddo, rcd = (means.get((c, m), math.nan) for c in (label("kd", alpha), "SIDDO", label("rcd", alpha)))
         best = min(siddo, rcd) if lower_is_better(m) else max(siddo, rcd)
         gains.append((best - kd) * (1 if lower_is_better(m) else -1))
     return float(np.mean(gains))
@@ -86,6 +88,8 @@ def _improvement(table: pd.DataFrame, alpha: float) -> float:
 def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | None) -> list[dict]:
     """Every claim of ``setup``'s paper tables with our value (None: not run) and whether they agree."""
     claims = []
+    if students is not None and not (students["condition"] == "kd").any():
+        students = None  # only controls finished (shared with another setup): nothing to test yet
     ours_tests = transfer_tests(students, on_missing="drop") if students is not None else None
     ours_deltas = agreement_deltas(students) if students is not None else None
     our_seeds = set(students["teacher_seed"]) if students is not None else set()
@@ -110,13 +114,14 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     for seed, table in p_means.groupby("teacher_seed"):
         seed = int(seed)
         source = f"Table {int(table['table'].iloc[0])}"
-        ours_table = (mean_sem_table(students, seed, table_metrics(extended=True))
+        ours_table = (mean_sem_table(students, seed, [m for m in table_metrics(extended=True) if m in students])
                       if students is not None and seed in our_seeds else None)
+        theirs, ours_means = _means(table), _means(ours_table)
         for alpha in sorted(table["alpha"].dropna().unique()):
             ticks = p_ticks[(p_ticks["teacher_seed"] == seed) & np.isclose(p_ticks["alpha"], alpha)
                             & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
             if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
-                verdict = _verdict(int(ticks["tick"].sum()), _improvement(table, alpha))
+                verdict = _verdict(int(ticks["tick"].sum()), _improvement(theirs, alpha))
                 ours = None
                 if ours_table is not None:
                     mine = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)]
@@ -131,12 +136,13 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
                     add("asymmetry", seed, alpha, "", "best control", True, ours, "Section 1 (central finding)")
             for metric in dict.fromkeys(table["metric"]):
                 for control in ("SIDDO", label("rcd", alpha)):
-                    paper_value = _better(_mean(table, label("kd", alpha), metric), _mean(table, control, metric),
-                                          metric)
+                    paper_value = _better(theirs.get((label("kd", alpha), metric), math.nan),
+                                          theirs.get((control, metric), math.nan), metric)
                     if paper_value is None:
                         continue
-                    ours = None if ours_table is None else _better(_mean(ours_table, label("kd", alpha), metric),
-                                                                   _mean(ours_table, control, metric), metric)
+                    ours = None if ours_table is None else _better(
+                        ours_means.get((label("kd", alpha), metric), math.nan),
+                        ours_means.get((control, metric), math.nan), metric)
                     add("direction", seed, alpha, metric, control, paper_value, ours, source)
         accuracy = table[table["metric"] == "accuracy"]
         if len(accuracy):
@@ -148,7 +154,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
             add("best_accuracy", seed, math.nan, "accuracy", "", best, ours, source)
         if setup.profile == "paper" and ours_table is not None:
             for _, r in table.iterrows():
-                mine = _mean(ours_table, r["column"], r["metric"])
+                mine = ours_means.get((r["column"], r["metric"]), math.nan)
                 rel = (mine - r["mean"]) / abs(r["mean"]) if r["mean"] and not math.isnan(mine) else math.nan
                 claims.append({"setup": setup.name, "profile": setup.profile, "claim": "mean",
                                "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],

@@ -201,7 +201,8 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
                 continue
             controls[key] = df.set_index("student_seed")
         if not controls:
-            raise ValueError(f"teacher seed {teacher_seed}, alpha {alpha}: no control left after exclude={sorted(excluded)}")
+            raise ValueError(f"teacher seed {teacher_seed}, alpha {alpha}: no control left after "
+                             f"exclude={sorted(excluded)}")
         kd = kd.set_index("student_seed")
         row = {"teacher_seed": teacher_seed, "alpha": alpha}
         for q in ("correct", "incorrect"):

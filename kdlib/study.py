@@ -122,7 +122,8 @@ def curves(setup: Setup, out) -> pd.DataFrame:
 def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") -> Path:
     """Write the test-set outputs of every finished run as .npy for ``python -m kdlib audit``.
 
-    ``dest/teacher<seed>/{teacher,labels}.npy``, ``classes.txt`` (for ``--class-names``) and ``dest/teacher<seed>/<condition>[_<alpha>]/seed<s>.npy``
+    ``dest/teacher<seed>/{teacher,labels}.npy``, ``classes.txt`` (for ``--class-names``) and
+    ``dest/teacher<seed>/<condition>[_<alpha>]/seed<s>.npy``
     (student logits recomputed from the stored weights, in the same test order as the teacher's).
     """
     dest = Path(dest)

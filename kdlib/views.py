@@ -71,7 +71,8 @@ def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed
         for cond, alpha in table_columns(t):
             sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
             x = sel[col].to_numpy(float)
-            row[label(cond, alpha)] = format_mean_sem(x.mean(), x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan)
+            sem = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+            row[label(cond, alpha)] = format_mean_sem(x.mean(), sem)
         out[f'"{word}"'] = row
     return pd.DataFrame(out).T
 

@@ -31,13 +31,16 @@ def test_help_and_list_answer_without_loading_torch():
 
 
 def test_list_marks_built_in_and_missing_data(tmp_path, data_dir):
-    listed = cli("list", "--data-dir", str(data_dir)).stdout
+    listed = cli("list", "--data-dir", str(data_dir), env={"KDLIB_OFFLINE": "0"}).stdout
     line = lambda name: next(ln for ln in listed.splitlines() if ln.startswith(name + " "))
     assert "built-in" in line("cifar10-resnet18") and "built-in" in line("fsdd-vggish")
     assert "downloads itself (needs internet): train_32x32.mat, test_32x32.mat" in line("svhn-resnet18")
     assert "missing: imagenet/ (get it from https://image-net.org" in line("imagenet-resnet50-to-resnet18")
-    ready = cli("list", "--ready", "--data-dir", str(data_dir), "cifar10-resnet18", "imagenet-resnet50-to-resnet18")
-    assert ready.stdout.split() == ["cifar10-resnet18"]
+    ready = cli("list", "--ready", "--data-dir", str(data_dir), "cifar10-resnet18", "imagenet-resnet50-to-resnet18",
+                "svhn-resnet18", env={"KDLIB_OFFLINE": "0"})
+    assert ready.stdout.split() == ["cifar10-resnet18", "svhn-resnet18"]  # svhn downloads itself
+    offline = cli("list", "--data-dir", str(data_dir), "svhn-resnet18", env={"KDLIB_OFFLINE": "1"}).stdout
+    assert "missing: train_32x32.mat, test_32x32.mat" in offline and "KDLIB_OFFLINE=1" in offline
 
 
 def test_every_dataset_is_described_and_readme_agrees_on_downloads():

@@ -145,8 +145,10 @@ def test_pack_auto_means_one_on_cpu_and_is_probed_once_then_remembered(tmp_path)
 
 
 def test_the_pack_probe_measures_real_packs_on_cpu(data_dir):
+    from kdlib.runs import load_task, teacher_spec
     setup = setups.get("tinyshakespeare-nanogpt", "smoke")
-    measure = autopack.measure_pack(setup, data_dir, "cpu", warmup=1, steps=2)
+    task = load_task(teacher_spec(setup, 0), data_dir)
+    measure = autopack.measure_pack(setup, task, "cpu", warmup=1, steps=2)
     assert measure(1) > 0 and measure(3) > 0
 
 

@@ -8,10 +8,15 @@ from kdlib.study import collect, run_setup
 SMOKE = "tinyshakespeare-nanogpt"
 
 
+def small_setup():
+    """The smoke setup with one student seed: 8 runs, so each launcher's process start-ups stay few."""
+    return setups.get(SMOKE, "smoke").scaled(student_seeds=(10,))
+
+
 @pytest.fixture(scope="module")
 def serial_table(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("serial")
-    setup = setups.get(SMOKE, "smoke")
+    setup = small_setup()
     run_setup(setup, out, data_dir, progress=False)
     return collect(setup, out, write=False)[0]
 
@@ -24,7 +29,7 @@ def serial_table(tmp_path_factory, data_dir):
 def test_launcher_matches_serial(launcher, options, serial_table, tmp_path, data_dir):
     if launcher in ("slurm", "ray"):
         pytest.importorskip("submitit" if launcher == "slurm" else "ray")
-    setup = setups.get(SMOKE, "smoke")
+    setup = small_setup()
     run_setup(setup, tmp_path, data_dir, progress=False, launcher=launcher, workers=2, **options)
     table = collect(setup, tmp_path, write=False)[0]
     drop = ["train_seconds"]

@@ -1,0 +1,71 @@
+"""A slice of the paper at its own scale: the paper profile of tinyshakespeare-nanogpt for teacher seed 0 and
+``--students`` student seeds (10, 11, ...) under all seven conditions, packed (``--pack auto`` on CUDA) and
+resumable (its runs are the full grid's runs: same ids, so a later full run reuses them). Prints our means
+beside the paper's Table 14 and our teacher beside Table 38; on the CPU ``--profile smoke`` is a dry run.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+
+import argparse
+import time
+
+import pandas as pd
+
+from kdlib import paper, setups
+from kdlib.report import format_mean_sem, mean_sem_table
+from kdlib.study import collect, run_setup
+
+SETUP = "tinyshakespeare-nanogpt"
+
+
+def beside_table14(students: pd.DataFrame) -> pd.DataFrame:
+    """Metric rows; per condition our 'mean ± SEM' and the paper's (Table 14, teacher seed 0)."""
+    ours = mean_sem_table(students, 0)
+    theirs = paper.means_for(SETUP)
+    theirs = theirs[theirs["teacher_seed"] == 0]
+    both = ours.merge(theirs[["metric", "column", "mean", "sem"]], on=["metric", "column"], how="left",
+                      suffixes=("", "_paper"))
+    cells = {}
+    for column in dict.fromkeys(both["column"]):
+        rows = both[both["column"] == column].set_index("metric")
+        cells[f"{column} ours"] = [format_mean_sem(m, s) for m, s in zip(rows["mean"], rows["sem"])]
+        cells[f"{column} paper"] = [format_mean_sem(m, s) for m, s in zip(rows["mean_paper"], rows["sem_paper"])]
+    return pd.DataFrame(cells, index=list(dict.fromkeys(both["metric"])))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--students", type=int, default=3, help="student seeds (default 3: 21 students)")
+    p.add_argument("--profile", default="paper", choices=setups.PROFILES)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--pack", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="results")
+    args = p.parse_args()
+    full = setups.get(SETUP, args.profile)
+    if not 1 <= args.students <= len(full.student_seeds):
+        raise SystemExit(f"--students {args.students} is not allowed: use 1 to {len(full.student_seeds)}")
+    setup = full.scaled(teacher_seeds=(0,), student_seeds=full.student_seeds[:args.students])
+    start = time.perf_counter()
+    run_setup(setup, args.out, args.data_dir, args.device, pack=args.pack)
+    students, teachers = collect(setup, args.out, write=False)
+    print(f"{SETUP} at the {args.profile} profile: teacher seed 0, {args.students} student seeds x 7 conditions, "
+          f"{time.perf_counter() - start:.0f} s on {args.device}"
+          + ("" if args.profile == "paper" else " (not the paper's scale: a dry run)"))
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print("\nmeans beside the paper's Table 14 (teacher seed 0, 10 student seeds there):")
+        print(beside_table14(students).to_string())
+        t = paper.teachers_for(SETUP)
+        t = t[t["teacher_seed"] == 0]
+        cols = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+        print("\nteacher beside the paper's Table 38 (seed 0):")
+        print(pd.concat([teachers[cols].assign(source="ours"), t[cols].assign(source="paper, Table 38")])
+              .set_index("source").round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
