@@ -83,7 +83,7 @@ notebook notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
   -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
 echo "== verdicts ($PROFILE)"
 python -m kdlib summary --profile "$PROFILE" --out "$OUT"
-python -m kdlib scorecard --profile "$PROFILE" --out "$OUT" | head -n 1
+python -m kdlib scorecard --profile "$PROFILE" --out "$OUT"
 echo "done: tables and figures in $FIGURES/, runs in $OUT/; open $OUT/summary-$PROFILE.ipynb (jupyter lab) for everything"
 if [[ -n "$failed" ]]; then
   echo "failed:$failed (see the messages above)"
