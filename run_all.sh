@@ -8,6 +8,7 @@
 #   TinyShakespeare; full: both; paper: every setup the paper reports, in the order of its Table 95)
 #   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
 #   PACK (default 1; a number, or auto: the best pack size, probed once on a GPU)   COMPILE=auto|on|off (default auto)
+#   SUMMARY=0 skips the summary notebook (when re-running a few setups)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -78,9 +79,11 @@ for item in $SUITE; do
     -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
     -p pack "$PACK" -p compile "$COMPILE" || failed="$failed $setup"
 done
-echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
-notebook notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
-  -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
+if [[ "${SUMMARY:-1}" != 0 ]]; then
+  echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
+  notebook notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \
+    -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
+fi
 echo "== verdicts ($PROFILE)"
 python -m kdlib summary --profile "$PROFILE" --out "$OUT"
 python -m kdlib scorecard --profile "$PROFILE" --out "$OUT"
