@@ -178,7 +178,6 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     from .study import collect, run_setup
-    from .store import setup_dir
     setup = setups.get(args.setup, args.profile)
     options = {}
     if args.launcher == "slurm":
@@ -189,9 +188,18 @@ def cmd_run(args) -> int:
     run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
               threads=args.threads or None, pack=args.pack, compile=args.compile, **options)
     students, teachers = collect(setup, args.out)
-    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers collected in "
-          f"{setup_dir(args.out, setup)}")
+    _say_collected(setup, students, teachers, args.out)
     return 0
+
+
+def _say_collected(setup, students, teachers, out) -> None:
+    """One line: how many student and teacher runs the tables hold, and where they are."""
+    from .store import setup_dir
+
+    def count(n, noun):
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+    print(f"{setup.name} ({setup.profile}): {count(len(students), 'student run')} and "
+          f"{count(len(teachers), 'teacher')} collected in {setup_dir(out, setup)}")
 
 
 def _collected(setup, out):
@@ -206,11 +214,9 @@ def _collected(setup, out):
 
 
 def cmd_collect(args) -> int:
-    from .store import setup_dir
     setup = setups.get(args.setup, args.profile)
     students, teachers = _collected(setup, args.out)
-    print(f"{setup.name} ({setup.profile}): {len(students)} student runs, {len(teachers)} teachers collected in "
-          f"{setup_dir(args.out, setup)}")
+    _say_collected(setup, students, teachers, args.out)
     return 0
 
 

@@ -10,6 +10,7 @@ number format, how many CPU threads a process uses, and which GPU a worker proce
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 
 import torch
@@ -23,11 +24,27 @@ def is_cuda(device) -> bool:
     return str(device).startswith("cuda")
 
 
+_FULL_PRECISION = contextvars.ContextVar("kdlib_full_precision", default=False)
+
+
 def autocast(device):
-    """bf16 autocast on CUDA; a no-op on CPU."""
-    if is_cuda(device):
+    """bf16 autocast on CUDA (unless inside :func:`full_precision`); a no-op on CPU."""
+    if is_cuda(device) and not _FULL_PRECISION.get():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def full_precision():
+    """Within this block CUDA trains in float32 throughout (no bf16 autocast, no TF32 convolutions): e.g. to check
+    a pack against one-by-one runs to float rounding, which bf16's and TF32's coarser rounding would blur."""
+    token, tf32 = _FULL_PRECISION.set(True), torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        _FULL_PRECISION.reset(token)
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def channels_last(device) -> bool:

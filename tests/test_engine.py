@@ -157,3 +157,16 @@ def test_data_sources_stay_in_place_on_cpu():
     assert dev.resident(data, "cpu") is data and data.to("cpu") is data
     stream = WindowData(torch.arange(100), 8)
     assert dev.resident(stream, "cpu") is stream and stream.nbytes == 800
+
+
+def test_full_precision_turns_off_cuda_autocast_and_tf32_and_restores_them():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" on a CPU machine
+        assert isinstance(dev.autocast("cuda"), torch.autocast)
+        tf32 = torch.backends.cudnn.allow_tf32
+        with dev.full_precision():
+            assert not isinstance(dev.autocast("cuda"), torch.autocast)
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert isinstance(dev.autocast("cuda"), torch.autocast) and torch.backends.cudnn.allow_tf32 == tf32
+    assert not isinstance(dev.autocast("cpu"), torch.autocast)

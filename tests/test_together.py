@@ -1,10 +1,12 @@
 """Training a pack of models together equals training them one by one (no dropout), to float rounding."""
+import contextlib
 import copy
 
 import pytest
 import torch
 
 from kdlib.models import build
+from kdlib.models.attention import folding
 from kdlib.models.gpt import GPT, GPTConfig
 from kdlib.together import train_together
 from kdlib.data.sources import ExampleData, WindowData
@@ -215,3 +217,93 @@ def test_a_diverging_member_is_retrained_alone_and_recorded(tmp_path, data_dir, 
     failed = [r for r in results.values() if r["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["spec"]["condition"] == "rcd" and "diverged" in failed[0]["reason"]
     assert all("pack" not in r for r in results.values())  # the pack fell back to one-by-one training
+
+
+# ----------------------------------------------------------------------------- the CUDA path, emulated on CPU
+
+
+@contextlib.contextmanager
+def cuda_like_autocast():
+    """bf16 autocast on CPU with CUDA's cast list for ``aten::convolution``: vmap turns a pack's conv2d into a
+    batched ``convolution``, which CUDA's autocast casts to bf16 and CPU's lets through in float32."""
+    table = torch._C._dispatch_dump_table("aten::convolution")
+    assert "AutocastCUDA: registered" in table and "AutocastCPU: fallthrough" in table  # what this emulates
+    lib = torch.library.Library("aten", "IMPL")
+
+    def convolution(input, weight, bias, *args):
+        cast = lambda t: t.to(torch.bfloat16) if t is not None and t.dtype == torch.float32 else t
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
+            return torch.ops.aten.convolution(cast(input), cast(weight), cast(bias), *args)
+    lib.impl("convolution", convolution, "AutocastCPU")
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+    finally:
+        lib._destroy()
+
+
+def flat(model):
+    return torch.cat([v.float().flatten() for v in state(model).values() if v.is_floating_point()])
+
+
+def family_and_data(family):
+    g = torch.Generator().manual_seed(3)
+    if family == "gpt":
+        return lambda: GPT(NO_DROPOUT), WindowData(torch.randint(11, (3000,), generator=g), NO_DROPOUT.block_size)
+    make, shape = FAMILIES.get(family) or (lambda: build("resnet18", 10, image_size=16, width=4), (3, 16, 16))
+    return make, ExampleData(torch.randn(48, *shape, generator=g), torch.randint(10, (48,), generator=g))
+
+
+ALL_FAMILIES = sorted({**FAMILIES, "gpt": None, "resnet18": None})
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_a_bf16_pack_is_as_close_to_one_by_one_as_bf16_rounding_allows(family, monkeypatch):
+    """What a CUDA pack runs (bf16 autocast with CUDA's cast list, fused optimiser steps), on CPU. A pack rounds
+    differently from a solo run: vmap casts only the matmul of a batched linear (its bias add then promotes to
+    float32) and the pack's BatchNorm runs in float32, so its activations stay float32 where a solo run's are
+    bf16. Each packed model's weights and losses must therefore differ from its solo bf16 run by at most twice
+    what bf16 moves that run from float32 (the objectives' losses differ far more: a mix-up fails), and vmap
+    must never loop over the pack (its 'performance drop' warning)."""
+    import warnings
+    from kdlib import device as dev
+    make, data = family_and_data(family)
+    # SGD, as above: Adam's normalised steps turn rounding in near-zero gradients into full-size steps
+    recipe = Recipe("sgd", lr=0.05, momentum=0.9, batch_size=8, steps=3, grad_clip=1.0)
+    start, teacher, seeds = init_model(make, 0), init_model(make, 5).eval(), [10, 11, 12]
+    fp32 = [copy.deepcopy(start) for _ in seeds]
+    fp32_logs = [train(model, data, objective, recipe, seed, teacher=teacher)
+                 for model, objective, seed in zip(fp32, MIXED, seeds)]
+    monkeypatch.setattr(dev, "fused_optimizer", lambda device: True)
+    with cuda_like_autocast(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alone, logs, packed, packed_logs = one_by_one_and_together(start, data, MIXED[:3], recipe, seeds,
+                                                                   teacher=teacher)
+    fallbacks = [str(w.message) for w in caught if "batching rule" in str(w.message)]
+    assert not fallbacks, fallbacks[0]
+    for k in range(len(seeds)):
+        weights_moved = (flat(alone[k]) - flat(fp32[k])).norm()
+        assert weights_moved > 0  # the solo runs were bf16
+        assert (flat(packed[k]) - flat(alone[k])).norm() <= 2 * weights_moved, k
+        solo, pack, float32 = (torch.tensor(log.losses) for log in (logs[k], packed_logs[k], fp32_logs[k]))
+        assert ((pack - solo).abs() <= 2 * (solo - float32).abs() + 1e-4).all(), (k, pack, solo, float32)
+
+
+@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if f != "gpt"])
+def test_a_channels_last_pack_never_falls_back_to_a_loop_over_its_models(family):
+    """CUDA packs conv nets channels-last: vmap must batch every op of their forward pass (a missing batching
+    rule loops over the pack, as AdaptiveAvgPool2d(1)'s channels-last restride did in ResNet). Forward only:
+    torch 2.14.1's CPU channels-last convolution backward corrupts the heap (see kdlib.device)."""
+    import warnings
+    from torch.func import functional_call, stack_module_state, vmap
+    make, data = family_and_data(family)
+    models = [init_model(make, s).to(memory_format=torch.channels_last) for s in range(3)]
+    params, buffers = stack_module_state(models)
+    x = torch.stack([data.x[:8]] * 3)  # as a pack stacks its batches: the weights carry the layout
+    with warnings.catch_warnings(record=True) as caught, folding():
+        warnings.simplefilter("always")
+        out = vmap(lambda p, b, x: functional_call(models[0], (p, b), (x,)), randomness="different")(params, buffers,
+                                                                                                     x)
+    fallbacks = [str(w.message) for w in caught if "batching rule" in str(w.message)]
+    assert not fallbacks, fallbacks[0]
+    torch.testing.assert_close(out[1], models[1](x[1]), rtol=1e-4, atol=1e-5)

@@ -56,7 +56,6 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(8 * width * block.expansion, num_classes)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
@@ -78,7 +77,9 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        # global average pool: the mean AdaptiveAvgPool2d(1) computes, without the channels-last restride
+        # (as_strided_) it then applies, which vmap has no batching rule for (a per-model loop in CUDA packs)
+        return self.fc(x.mean((2, 3)))
 
 
 class BlurPoolConv2d(nn.Module):
