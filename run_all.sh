@@ -85,8 +85,8 @@ if [[ "${SUMMARY:-1}" != 0 ]]; then
     -p out "$OUT" -p figures "$FIGURES" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR"
 fi
 echo "== verdicts ($PROFILE)"
-python -m kdlib summary --profile "$PROFILE" --out "$OUT"
-python -m kdlib scorecard --profile "$PROFILE" --out "$OUT"
+python -m kdlib summary --profile "$PROFILE" --out "$OUT" || true  # exits 2 when nothing was collected
+python -m kdlib scorecard --profile "$PROFILE" --out "$OUT" || true
 echo "done: tables and figures in $FIGURES/, runs in $OUT/; open $OUT/summary-$PROFILE.ipynb (jupyter lab) for everything"
 if [[ -n "$failed" ]]; then
   echo "failed:$failed (see the messages above)"

@@ -159,7 +159,7 @@ def cmd_plan(args) -> int:
     setup = setups.get(args.setup, args.profile)
     timings = None
     record = Path(args.out) / "gpu_check.json"
-    if record.exists():
+    if args.device.startswith("cuda") and record.exists():  # the GPU check's timings are a GPU's
         timings = json.loads(record.read_text()).get(setup.name, {}).get(setup.profile)
     p = plan_summary(setup, args.out, args.device, timings)
     print(f"{setup.name} at the {setup.profile} profile, on {args.device}:")
@@ -204,13 +204,14 @@ def _say_collected(setup, students, teachers, out) -> None:
 
 def _collected(setup, out):
     """A setup's collected tables, written to its results folder; a setup with no finished runs is an error."""
-    from .study import collect
-    students, teachers = collect(setup, out, write=False)
+    from .study import gather, write_collected
+    students, teachers, failed = gather(setup, out)
     if students.empty or not (students["condition"] == "kd").any():
         raise UserError(f"nothing to report: {setup.name} has no finished KD student runs at the {setup.profile} "
                         f"profile in {Path(out).resolve()} (train them with: python -m kdlib run {setup.name} "
                         f"--profile {setup.profile})")
-    return collect(setup, out)
+    write_collected(setup, out, students, teachers, failed)
+    return students, teachers
 
 
 def cmd_collect(args) -> int:

@@ -87,9 +87,11 @@ def measure_pack(setup: Setup, task, device, warmup: int = 3, steps: int = 10,
     return measure
 
 
-def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int], float] | None = None) -> int:
+def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int], float] | None = None,
+              compile: bool = False) -> int:
     """The pack size to train ``setup`` with: ``pack`` itself when it is a number, else (``"auto"``) 1 on CPU
-    and on CUDA the remembered or freshly probed best size (``measure`` replaces the probe in tests)."""
+    and on CUDA the remembered or freshly probed best size (``measure`` replaces the probe in tests). The probe
+    times packs as training will run them (``compile``: compiled), and remembers each way apart."""
     if pack != "auto":
         size = int(pack)
         if size < 1:
@@ -98,12 +100,13 @@ def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int]
     if not dev.is_cuda(device) and measure is None:
         return 1
     memo_path = setup_dir(out, setup) / MEMO
-    key = dev.name(device)
+    key = dev.name(device) + (" compiled" if compile else "")
     memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
     if key in memo:
         return int(memo[key]["pack"])
     if measure is None:
-        measure = measure_pack(setup, load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), device)
+        measure = measure_pack(setup, load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), device,
+                               compile=compile)
     best, tried = choose_pack(measure, students_per_teacher(setup))
     memo[key] = {"pack": best, "seconds_per_step": {str(k): v for k, v in tried.items()},
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}

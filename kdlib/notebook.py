@@ -160,10 +160,12 @@ def show_scorecard(out, profile: str | None) -> None:
     """The reproduction scorecard (:mod:`kdlib.scorecard`) of every profile collected under ``out``."""
     from .scorecard import scorecard, write_scorecard
     profiles = [profile] if profile else sorted({p for _, p, _ in find_collected(out)})
-    for prof in profiles:
-        card = scorecard(None, prof, out)
-        write_scorecard(card, out)
+    cards = [scorecard(None, prof, out) for prof in profiles]
+    for card in cards:
         display(Markdown(card["markdown"]))
+    if cards:  # one file for all profiles shown (each claim's ``profile`` column says which)
+        write_scorecard({"claims": pd.concat([c["claims"] for c in cards], ignore_index=True),
+                         "markdown": "\n".join(c["markdown"] for c in cards)}, out)
 
 
 def show_setups(found, figures, data_dir=None) -> None:

@@ -196,6 +196,12 @@ def _latex_sem(sem: float) -> str:
     return rf"$\pm{{<}}${text[1:]}" if text.startswith("<") else rf"$\pm${text}"
 
 
+def tick_marks(ticked: pd.Series, seeds, missing: str = CROSS) -> str:
+    """One mark per teacher seed of ``seeds``: a tick or cross from ``ticked`` (indexed by teacher seed), and
+    ``missing`` for a seed it lacks."""
+    return "".join((TICK if ticked[s] else CROSS) if s in ticked.index else missing for s in seeds)
+
+
 def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
     """Table 15 style: rows 'KD alpha', columns metrics, one tick/cross per teacher seed (sorted)."""
     seeds = sorted(tests["teacher_seed"].unique())
@@ -204,7 +210,7 @@ def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
         row = {}
         for metric in dict.fromkeys(tests["metric"]):
             sel = tests[(tests["alpha"] == alpha) & (tests["metric"] == metric)].set_index("teacher_seed")
-            row[display_name(metric)] = "".join(TICK if s in sel.index and sel.loc[s, "tick"] else CROSS for s in seeds)
+            row[display_name(metric)] = tick_marks(sel["tick"], seeds)
         verdicts = tests[tests["alpha"] == alpha].groupby("teacher_seed").first()
         row["Supported"] = "".join(
             ("M" if verdicts.loc[s, "marginal"] else TICK) if verdicts.loc[s, "supported"] else CROSS for s in seeds)
@@ -380,14 +386,14 @@ def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.Da
     p_ticks = paper.ticks_for(setup.name, setup.temperature,
                               int(setup.feature_layer.rsplit(".", 1)[-1]) if setup.feature_layer else None)
     if len(p_ticks):
-        rows = {}
+        rows, seeds = {}, sorted(set(tests["teacher_seed"]) | set(p_ticks["teacher_seed"]))  # '–': not run
         for alpha, g in tests.groupby("alpha"):
             row = {}
             for metric, m in g.groupby("metric", sort=False):
-                mine = "".join(TICK if t else CROSS for t in m.sort_values("teacher_seed")["tick"])
                 theirs = p_ticks[np.isclose(p_ticks["alpha"], alpha) & (p_ticks["metric"] == metric)]
-                theirs = "".join(TICK if t else CROSS for t in theirs.sort_values("teacher_seed")["tick"])
-                row[display_name(metric)] = f"{mine} (paper {theirs or 'n/a'})"
+                theirs = tick_marks(theirs.set_index("teacher_seed")["tick"], seeds, "–") if len(theirs) else "n/a"
+                row[display_name(metric)] = f"{tick_marks(m.set_index('teacher_seed')['tick'], seeds, '–')} " \
+                                            f"(paper {theirs})"
             rows[f"KD {alpha:g}"] = row
         out["ticks"] = pd.DataFrame(rows).T
         write_csv(out["ticks"], dest / "ticks_vs_paper.csv", index=True)
@@ -547,10 +553,11 @@ def _variant_key(label: str):
 
 def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended: bool) -> dict:
     variants = sorted(runs["variant"].dropna().unique(), key=_variant_key)
-    merged = {"tests": [], "ticks": [], "deltas": [], "means": {}}
+    merged = {"tests": [], "ticks": [], "deltas": [], "means": {}, "verdicts": []}
     for v in variants:
         sub = build_report(runs[runs["variant"] == v].drop(columns="variant"), f"{name} [{v}]",
                            dest / str(v).replace("%", "pct"), exclude, extended)
+        merged["verdicts"] += sub["verdicts"]
         merged["tests"].append(sub["tests"].assign(variant=v))
         merged["ticks"].append(sub["ticks"].rename(index=lambda i: f"{i} [{v}]"))
         merged["deltas"].append(sub["deltas"].assign(variant=v))

@@ -52,7 +52,8 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
-            size = pack_size(setup, out, data_dir, device, pack) if role == "student" and todo else 1
+            size = (pack_size(setup, out, data_dir, device, pack, compile=dev.use_compile(compile, device))
+                    if role == "student" and todo else 1)
             jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
                     for job in packs([s for s in todo if s.role == role], size)]
             if jobs:
@@ -73,6 +74,23 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
 
     Failed runs (diverged) are left out of both and listed with their reason in ``failed``; the statistics
     then report the pairs they leave incomplete (``missing_pairs``)."""
+    students, teachers, failed = gather(setup, out)
+    if write:
+        write_collected(setup, out, students, teachers, failed)
+    return students, teachers
+
+
+def write_collected(setup: Setup, out, students: pd.DataFrame, teachers: pd.DataFrame,
+                    failed: pd.DataFrame) -> None:
+    """The tables :func:`gather` returns, as ``runs``, ``teachers`` and ``failed`` in out/<setup>/<profile>/."""
+    d = setup_dir(out, setup)
+    write_table(students, d / "runs")
+    write_table(teachers, d / "teachers")
+    write_table(failed, d / "failed")
+
+
+def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A setup's finished runs as (students, teachers, failed) tables, read from the store (nothing written)."""
     students, teachers, failed = [], [], []
     for spec in plan(setup):
         result = read_result(out, spec)
@@ -96,14 +114,8 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
                              "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
                              "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
                              "final_train_loss": result["train_curve"]["loss"][-1]})
-    students, teachers = pd.DataFrame(students), pd.DataFrame(teachers)
-    if write:
-        d = setup_dir(out, setup)
-        write_table(students, d / "runs")
-        write_table(teachers, d / "teachers")
-        write_table(pd.DataFrame(failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha",
-                                                  "reason"]), d / "failed")
-    return students, teachers
+    return pd.DataFrame(students), pd.DataFrame(teachers), pd.DataFrame(
+        failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha", "reason"])
 
 
 def curves(setup: Setup, out) -> pd.DataFrame:

@@ -82,6 +82,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
     batched = Forward(vmap(forward, randomness="different"), compile, logs[0].notes)
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
+    kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(shared_dropout_seed)
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
@@ -94,7 +95,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                 live = None
                 if kd and teacher_cache is None:  # one teacher pass over every KD member's batch
                     with torch.no_grad():
-                        live = teacher(x[kd].flatten(0, 1)).unflatten(0, (len(kd), -1))
+                        live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
                 with folding():
                     logits = batched(params, buffers, x)
                 losses = torch.stack([

@@ -177,18 +177,17 @@ class LossMeter:
 
 
 class Forward:
-    """A training forward pass, ``torch.compile``d when asked. Compilation happens at the first call; if it
-    fails there, training goes on eagerly and ``notes`` says why (the run still completes, and records it)."""
+    """A training forward pass, ``torch.compile``d when asked. Compilation happens at the first call, and again
+    when shapes change (a last, shorter batch); if it fails, training goes on eagerly and ``notes`` says why
+    (the run still completes, and records it)."""
 
     def __init__(self, fn, compile: bool, notes: list[str]):
         self.eager, self.notes = fn, notes
         self.fn = torch.compile(fn) if compile else fn
-        self.first = compile
 
     def __call__(self, *args):
-        if not self.first:
+        if self.fn is self.eager:
             return self.fn(*args)
-        self.first = False
         try:
             return self.fn(*args)
         except (FloatingPointError, dev.OutOfMemory):

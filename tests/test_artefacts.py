@@ -39,7 +39,9 @@ def emitted(tmp_path_factory) -> list[Path]:
     report.build_report(synthetic_runs((0,), conditions=("siddo", "kd", "rcd", "ls")),
                         "tinyimagenet-resnet50-label-smoothing", dest / "ls")
     widths = pd.concat([synthetic_runs((0,), seed=i).assign(variant=f"{w}%") for i, w in enumerate((10, 100))])
-    report.build_report(widths, "tinyshakespeare-width-scaling", dest / "variants")
+    variants = report.build_report(widths, "tinyshakespeare-width-scaling", dest / "variants")
+    assert [line.split(",")[0] for line in variants["verdicts"]][::3] == [  # one per variant and alpha
+        "tinyshakespeare-width-scaling [10%]", "tinyshakespeare-width-scaling [100%]"]
     runs_by_t = {t: synthetic_runs((0,), seed=int(t)) for t in (1.0, 2.0, 4.0)}
     views.temperature_view(runs_by_t, dest / "temperature")
     files = sorted(dest.rglob("*.tex"))
@@ -190,3 +192,15 @@ def test_written_files_honour_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask == FILE_MODE
+
+
+def test_ticks_beside_the_paper_line_up_teacher_seeds(tmp_path):
+    """Ours for teacher seeds 0 and 2 beside the paper's 0, 1 and 2: each mark sits under its own seed, and a seed
+    one side lacks shows '–' (seed 2 must not slide under the paper's seed 1)."""
+    from kdlib import setups
+    from kdlib.stats import transfer_tests
+    runs = synthetic_runs((0, 2))
+    out = report.paper_beside(runs, transfer_tests(runs, on_missing="drop"), setups.get("tinyshakespeare-nanogpt",
+                                                                                          "paper"), None, tmp_path)
+    cell = out["ticks"].loc["KD 0.9", "Activation Distance"]
+    assert re.fullmatch(r"[✓✗]–[✓✗] \(paper [✓✗]{3}\)", cell), cell

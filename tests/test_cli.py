@@ -43,6 +43,13 @@ def test_list_marks_built_in_and_missing_data(tmp_path, data_dir):
     assert "missing: train_32x32.mat, test_32x32.mat" in offline and "KDLIB_OFFLINE=1" in offline
 
 
+def test_a_downloaded_archive_counts_as_present(tmp_path):
+    from kdlib.data.base import SOURCES
+    assert SOURCES["tinyimagenet"].missing(tmp_path) == ["tiny-imagenet-200/"]
+    (tmp_path / "tiny-imagenet-200.zip").write_bytes(b"")  # the loader extracts it
+    assert SOURCES["tinyimagenet"].missing(tmp_path) == []
+
+
 def test_every_dataset_is_described_and_readme_agrees_on_downloads():
     for name in setups.names():
         assert setups.get(name, "paper").dataset in SOURCES, name
@@ -99,6 +106,9 @@ def test_plan_counts_models_and_estimates_from_runs_here(tmp_path, capsys):
                  str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert f"estimated: {(3 * 120 + 210 * 30) / 3600:.2f} device-hours left" in text
+    assert main(["plan", "tinyshakespeare-nanogpt", "--profile", "paper", "--device", "cpu", "--out",
+                 str(tmp_path)]) == 0
+    assert "no per-model time measured on cpu yet" in capsys.readouterr().out  # the GPU check's are a GPU's
 
 
 def test_compile_choices_match_the_device_module():

@@ -95,6 +95,27 @@ def test_compile_failure_falls_back_to_eager_with_a_note_and_the_same_bits(monke
         assert torch.equal(a, b)
 
 
+def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch):
+    """torch.compile recompiles when shapes change (a shorter last batch): a failure then also trains eagerly."""
+    from kdlib.train import Forward
+    calls = []
+
+    def compiled_once(fn, *args, **kwargs):
+        def compiled(*a):
+            calls.append(len(calls))
+            if len(calls) > 1:
+                raise RuntimeError("inductor: recompilation failed")
+            return fn(*a)
+        return compiled
+    monkeypatch.setattr(torch, "compile", compiled_once)
+    notes = []
+    forward = Forward(lambda x: x + 1, True, notes)
+    assert forward(1) == 2
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        assert forward(2) == 3
+    assert forward(3) == 4 and len(calls) == 2 and "recompilation failed" in notes[0]
+
+
 def test_compiled_training_matches_eager_on_cpu():
     data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
     recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=3)
@@ -142,6 +163,10 @@ def test_pack_auto_means_one_on_cpu_and_is_probed_once_then_remembered(tmp_path)
     memo = json.loads((tmp_path / setup.name / "smoke" / autopack.MEMO).read_text())
     assert memo["cpu"]["pack"] == 14 and calls == [1, 2, 4, 8, 14]
     assert autopack.pack_size(setup, tmp_path, None, "cpu", "auto", measure=measure) == 14 and len(calls) == 5
+    compiled = lambda k: calls.append(k) or (1.0 if k < 4 else 2.0)  # compiled packs: 2 is best
+    assert autopack.pack_size(setup, tmp_path, None, "cpu", "auto", measure=compiled, compile=True) == 2
+    memo = json.loads((tmp_path / setup.name / "smoke" / autopack.MEMO).read_text())
+    assert memo["cpu"]["pack"] == 14 and memo["cpu compiled"]["pack"] == 2  # remembered apart
 
 
 def test_the_pack_probe_measures_real_packs_on_cpu(data_dir):

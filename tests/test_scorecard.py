@@ -81,3 +81,14 @@ def test_scorecard_of_a_smoke_run_counts_claims_and_writes_csv_and_markdown(tmp_
                                             (math.nan, "unknown")])
 def test_teacher_regimes(loss, expected):
     assert regime(loss) == expected
+
+
+def test_the_notebook_scorecard_of_every_profile_writes_them_all(tmp_path, monkeypatch):
+    from kdlib import notebook
+    from kdlib import scorecard as card_module
+    monkeypatch.setattr(notebook, "find_collected", lambda out: [("a", "cpu", None), ("a", "smoke", None)])
+    monkeypatch.setattr(card_module, "scorecard", lambda names, profile, out: {
+        "claims": pd.DataFrame({"profile": [profile], "status": ["agrees"]}), "markdown": f"# {profile}"})
+    notebook.show_scorecard(tmp_path, None)
+    assert sorted(pd.read_csv(tmp_path / "scorecard.csv")["profile"]) == ["cpu", "smoke"]
+    assert (tmp_path / "scorecard.md").read_text().splitlines() == ["# cpu", "# smoke"]

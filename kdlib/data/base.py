@@ -19,13 +19,17 @@ class Source:
     """Where a dataset comes from: the ``files`` its loader needs in the data folder (a trailing / marks a
     folder), the address ``url`` a user gets it from, whether the loader ``downloads`` it itself where there is
     internet, and whether it is ``built_in`` (shipped as the project's offline data, or bundled with a
-    dependency: these setups run without any download)."""
+    dependency: these setups run without any download). An ``archive`` the loader extracts stands in for
+    ``files``."""
     files: tuple[str, ...]
     url: str
     downloads: bool = False
     built_in: bool = False
+    archive: str | None = None
 
     def missing(self, root: Path) -> list[str]:
+        if self.archive and (Path(root) / self.archive).exists():
+            return []
         return [f for f in self.files if not (Path(root) / f).exists()]
 
 
@@ -39,7 +43,7 @@ SOURCES = {
     "digits": Source((), "scikit-learn's bundled digits", built_in=True),
     "svhn": Source(("train_32x32.mat", "test_32x32.mat"), "http://ufldl.stanford.edu/housenumbers/", downloads=True),
     "tinyimagenet": Source(("tiny-imagenet-200/",), "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                           downloads=True),
+                           downloads=True, archive="tiny-imagenet-200.zip"),
     "imagenet": Source(("imagenet/",), "https://image-net.org/download.php (ILSVRC2012 train and val images)"),
     "speechcommands": Source(("SpeechCommands/speech_commands_v0.02/",),
                              "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"),
