@@ -66,6 +66,14 @@ def batch(x: torch.Tensor, device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and channels_last(device) else x
 
 
+def indices_on(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` (a small CPU tensor of indices drawn by a run's generator) on ``device``: pinned and copied
+    asynchronously on CUDA, so drawing a batch never waits for the GPU."""
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def set_threads(threads: int | None) -> None:
     """Torch CPU threads of this process (None or 0: leave torch's default)."""
     if threads:

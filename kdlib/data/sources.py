@@ -12,12 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """``t`` (a small CPU tensor of indices) on ``device``: pinned and copied asynchronously on CUDA."""
-    if torch.device(device).type != "cuda":
-        return t
-    return t.pin_memory().to(device, non_blocking=True)
+from ..device import indices_on
 
 
 class ExampleData:
@@ -55,7 +50,7 @@ class ExampleData:
     def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
         step = 0
         while True:
-            order = to_device(torch.randperm(len(self), generator=generator), self.x.device)
+            order = indices_on(torch.randperm(len(self), generator=generator), self.x.device)
             for i in range(0, len(order), batch_size):
                 if step == steps:
                     return
@@ -100,7 +95,7 @@ class WindowData:
         offsets = torch.arange(self.block_size + 1, device=self.tokens.device)
         for _ in range(steps):
             start = torch.randint(len(self.tokens) - self.block_size - 1, (batch_size,), generator=generator)
-            window = self.tokens[to_device(start, self.tokens.device)[:, None] + offsets]
+            window = self.tokens[indices_on(start, self.tokens.device)[:, None] + offsets]
             yield None, window[:, :-1], window[:, 1:]
 
     def eval_batches(self, batch_size: int, max_windows: int | None = None) -> Iterator:
