@@ -9,6 +9,7 @@
 #   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
 #   PACK (default 1; a number, or auto: the best pack size, probed once on a GPU)   COMPILE=auto|on|off (default auto)
 #   SUMMARY=0 skips the summary notebook (when re-running a few setups)
+#   GPUS_PER_RUN, SLURM_PARTITION, TIME_LIMIT (minutes per task): the slurm/ray launchers' options, when set
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,6 +22,10 @@ WORKERS=${WORKERS:-2}
 PACK=${PACK:-1}
 COMPILE=${COMPILE:-auto}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
+cluster=()
+[[ -n "${GPUS_PER_RUN:-}" ]] && cluster+=(--gpus-per-run "$GPUS_PER_RUN")
+[[ -n "${SLURM_PARTITION:-}" ]] && cluster+=(--slurm-partition "$SLURM_PARTITION")
+[[ -n "${TIME_LIMIT:-}" ]] && cluster+=(--time-limit "$TIME_LIMIT")
 CORE="language:tinyshakespeare-nanogpt language:tinyshakespeare-nanogpt-to-picogpt vision:cifar10-resnet18 audio:fsdd-vggish"
 EXPERIMENTS="language:tinyshakespeare-nanogpt-to-picogpt-t2 language:tinyshakespeare-nanogpt-to-picogpt-t4
   language:tinyshakespeare-nanogpt-featuremap-block4 language:tinyshakespeare-nanogpt-featuremap-block5
@@ -69,7 +74,8 @@ for item in $SUITE; do
   mkdir -p "$dest"
   echo "== $setup ($PROFILE)"
   if ! python -m kdlib run "$setup" --profile "$PROFILE" --data-dir "$KDLIB_DATA_DIR" --out "$OUT" \
-      --device "$DEVICE" --launcher "$LAUNCHER" --workers "$WORKERS" --pack "$PACK" --compile "$COMPILE"; then
+      --device "$DEVICE" --launcher "$LAUNCHER" --workers "$WORKERS" --pack "$PACK" --compile "$COMPILE" \
+      ${cluster[@]+"${cluster[@]}"}; then
     failed="$failed $setup"
     continue
   fi
@@ -87,7 +93,11 @@ fi
 echo "== verdicts ($PROFILE)"
 python -m kdlib summary --profile "$PROFILE" --out "$OUT" || true  # exits 2 when nothing was collected
 python -m kdlib scorecard --profile "$PROFILE" --out "$OUT" || true
-echo "done: tables and figures in $FIGURES/, runs in $OUT/; open $OUT/summary-$PROFILE.ipynb (jupyter lab) for everything"
+if [[ "${SUMMARY:-1}" != 0 ]]; then
+  echo "done: tables and figures in $FIGURES/, runs in $OUT/; open $OUT/summary-$PROFILE.ipynb (jupyter lab) for everything"
+else
+  echo "done: tables and figures in $FIGURES/, runs in $OUT/"
+fi
 if [[ -n "$failed" ]]; then
   echo "failed:$failed (see the messages above)"
   exit 1

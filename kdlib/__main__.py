@@ -177,8 +177,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    setup = setups.get(args.setup, args.profile)  # a mistyped name fails before torch loads
     from .study import collect, run_setup
-    setup = setups.get(args.setup, args.profile)
     options = {}
     if args.launcher == "slurm":
         options = dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,

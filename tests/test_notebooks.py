@@ -67,4 +67,5 @@ def test_run_all_smoke_produces_tables_ticks_and_charts(tmp_path, data_dir):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "skipping svhn-resnet18: its data is missing" in rerun.stdout and "train_32x32.mat" in rerun.stdout
     assert "reusing 15 finished, 0 to train" in rerun.stdout and "== summary" not in rerun.stdout
+    assert "summary-smoke.ipynb" not in rerun.stdout  # SUMMARY=0 wrote none, so it points to none
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").glob("*/result.json")}
