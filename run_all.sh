@@ -9,6 +9,7 @@
 #   LAUNCHER=serial|local|slurm|ray (default local: one single-thread process per core)   WORKERS (default 2)
 #   PACK (default 1; a number, or auto: the best pack size, probed once on a GPU)   COMPILE=auto|on|off (default auto)
 #   SUMMARY=0 skips the summary notebook (when re-running a few setups)
+#   NOTEBOOK_JOBS (default 2): study notebooks executed at once, beside the next setup's training
 #   GPUS_PER_RUN, SLURM_PARTITION, TIME_LIMIT (minutes per task): the slurm/ray launchers' options, when set
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
@@ -66,6 +67,9 @@ notebook() {  # papermill, its kernel's log kept beside the executed notebook (a
 }
 
 failed=""
+failed_notebooks=$(mktemp)
+trap 'rm -f "$failed_notebooks"' EXIT
+NOTEBOOK_JOBS=${NOTEBOOK_JOBS:-2}
 for item in $SUITE; do
   notebook=${item%%:*}
   setup=${item#*:}
@@ -80,11 +84,14 @@ for item in $SUITE; do
     continue
   fi
   echo "   notebooks/$notebook.ipynb -> $dest/$notebook.ipynb"
-  notebook "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
-    -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
-    -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
-    -p pack "$PACK" -p compile "$COMPILE" || failed="$failed $setup"
+  while (( $(jobs -rp | wc -l) >= NOTEBOOK_JOBS )); do wait -n || true; done
+  { notebook "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
+      -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
+      -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
+      -p pack "$PACK" -p compile "$COMPILE" || echo " $setup" >>"$failed_notebooks"; } &
 done
+wait  # every study notebook has run
+failed="$failed$(tr -d '\n' <"$failed_notebooks")"
 if [[ "${SUMMARY:-1}" != 0 ]]; then
   echo "== summary ($PROFILE) -> $OUT/summary-$PROFILE.ipynb"
   notebook notebooks/summary.ipynb "$OUT/summary-$PROFILE.ipynb" \

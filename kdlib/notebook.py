@@ -169,7 +169,8 @@ def show_scorecard(out, profile: str | None) -> None:
 
 
 def show_setups(found, figures, data_dir=None) -> None:
-    """Every collected setup's report, the paper beside it where the paper has it."""
+    """Every collected setup's report, the paper beside it where the paper has it. Figures the setup's own report
+    drew after its runs were last collected are shown as they are, not drawn again."""
     for name, prof, stem in found:
         runs = read_table(stem)
         display(Markdown(f"## {name} ({prof})"))
@@ -177,7 +178,9 @@ def show_setups(found, figures, data_dir=None) -> None:
             display(Markdown("No finished KD students yet (only runs it shares with other setups)."))
             continue
         teachers = read_table(stem.parent / "teachers")
-        rep = build_report(runs, name, Path(figures) / name / prof, setup=setups.get(name, prof), teachers=teachers)
+        dest = Path(figures) / name / prof
+        rep = build_report(runs, name, dest, setup=setups.get(name, prof), teachers=teachers,
+                           draw=not _drawn_since(dest, stem))
         for (kind, seed), table in rep["means"].items():
             display(Markdown(f"{kind} table, teacher seed {seed}"))
             display(style_means(table))
@@ -186,6 +189,14 @@ def show_setups(found, figures, data_dir=None) -> None:
             display(rep["growth"])
         show_png([f for f in rep["figures"] if "vs_paper" not in Path(f).name])
         show_paper(rep, setups.get(name, prof))
+
+
+def _drawn_since(dest: Path, stem: Path) -> bool:
+    """Whether the report in ``dest`` drew its figures after the runs table ``stem`` was last written."""
+    tables = [p for p in Path(stem).parent.glob(Path(stem).name + ".*")]
+    figures = list(Path(dest).rglob("agreement_*.png"))
+    return bool(tables and figures) and min(f.stat().st_mtime for f in figures) >= max(t.stat().st_mtime
+                                                                                      for t in tables)
 
 
 def show_further(found, figures, data_dir=None) -> None:

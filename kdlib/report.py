@@ -267,6 +267,11 @@ def save_figure(fig, stem: Path) -> list[Path]:
     return paths
 
 
+def drawn(stem: Path) -> list[Path]:
+    """The files :func:`save_figure` wrote for ``stem`` earlier (a report that does not draw again)."""
+    return [p for p in (Path(stem).with_suffix(".pdf"), Path(stem).with_suffix(".png")) if p.exists()]
+
+
 def _control_name(control: str) -> str:
     cond, _, alpha = str(control).partition(" ")
     return label(cond, float(alpha) if alpha else None) if cond in CONDITIONS else str(control)
@@ -319,15 +324,16 @@ def verdict_lines(tests: pd.DataFrame, deltas: pd.DataFrame, name: str) -> list[
 
 
 def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True, setup=None,
-                 teachers: pd.DataFrame | None = None) -> dict:
+                 teachers: pd.DataFrame | None = None, draw: bool = True) -> dict:
     """Write every artefact of one setup's runs into ``dest``; returns the computed frames, paths and verdict
     lines. Given the ``setup`` (and its ``teachers`` table), a setup the paper reports also gets the paper's
-    numbers beside ours (:func:`paper_beside`).
+    numbers beside ours (:func:`paper_beside`). ``draw=False`` keeps the figures already in ``dest`` (drawn by
+    an earlier report of the same runs) instead of drawing them again.
 
     A setup with student variants (a ``variant`` column, e.g. widths) gets one sub-report per variant in
     ``dest/<variant>/`` plus the scaling view across variants (Figure 11 style)."""
     if "variant" in runs.columns and runs["variant"].notna().any():
-        return _variant_report(runs, name, Path(dest), exclude, extended)
+        return _variant_report(runs, name, Path(dest), exclude, extended, draw)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tests = transfer_tests(runs, on_missing="drop")
@@ -351,17 +357,18 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
             means[(kind, seed)] = table
     figures = []
     for normalised in (False, True):
-        fig = plot_agreement_deltas(deltas, name, normalised)
-        figures += save_figure(fig, dest / ("agreement_deltas_normalised" if normalised else "agreement_deltas"))
+        stem = dest / ("agreement_deltas_normalised" if normalised else "agreement_deltas")
+        figures += save_figure(plot_agreement_deltas(deltas, name, normalised), stem) if draw else drawn(stem)
     rep = {"tests": tests, "ticks": ticks, "deltas": deltas, "means": means, "figures": figures,
            "verdicts": verdict_lines(tests, deltas, name)}
     if setup is not None and setup.name in paper.SETUP_TABLES:
-        rep["paper"] = paper_beside(runs, tests, setup, teachers, dest)
+        rep["paper"] = paper_beside(runs, tests, setup, teachers, dest, draw)
         rep["figures"] += rep["paper"]["figures"]
     return rep
 
 
-def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.DataFrame | None, dest: Path) -> dict:
+def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.DataFrame | None, dest: Path,
+                 draw: bool = True) -> dict:
     """Our numbers beside the paper's, teacher seed by teacher seed: means (``vs_paper_teacher<seed>.csv``),
     ticks (``ticks_vs_paper.csv``), teachers (``teachers_vs_paper.csv``) and one scatter of our means against
     the paper's (``vs_paper.pdf/png``). Outside the ``paper`` profile the comparison is labelled as a
@@ -404,7 +411,8 @@ def paper_beside(runs: pd.DataFrame, tests: pd.DataFrame, setup, teachers: pd.Da
             p_teachers[["teacher_seed", *cols, "table"]], on="teacher_seed", how="outer", suffixes=("", "_paper"))
         write_csv(out["teachers"], dest / "teachers_vs_paper.csv")
     if out["means"]:
-        out["figures"] = save_figure(plot_vs_paper(out["means"], setup.name + scale), dest / "vs_paper")
+        out["figures"] = (save_figure(plot_vs_paper(out["means"], setup.name + scale), dest / "vs_paper") if draw
+                          else drawn(dest / "vs_paper"))
     return out
 
 
@@ -551,12 +559,12 @@ def _variant_key(label: str):
         return (1, 0.0, str(label))
 
 
-def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended: bool) -> dict:
+def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended: bool, draw: bool) -> dict:
     variants = sorted(runs["variant"].dropna().unique(), key=_variant_key)
     merged = {"tests": [], "ticks": [], "deltas": [], "means": {}, "verdicts": []}
     for v in variants:
         sub = build_report(runs[runs["variant"] == v].drop(columns="variant"), f"{name} [{v}]",
-                           dest / str(v).replace("%", "pct"), exclude, extended)
+                           dest / str(v).replace("%", "pct"), exclude, extended, draw=draw)
         merged["verdicts"] += sub["verdicts"]
         merged["tests"].append(sub["tests"].assign(variant=v))
         merged["ticks"].append(sub["ticks"].rename(index=lambda i: f"{i} [{v}]"))
@@ -568,7 +576,8 @@ def _variant_report(runs: pd.DataFrame, name: str, dest: Path, exclude, extended
     growth = scaling_growth(merged["deltas"], variants)
     write_csv(growth, dest / "scaling_growth.csv")
     merged["growth"] = growth
-    merged["figures"] = save_figure(plot_scaling(merged["deltas"], variants, name), dest / "agreement_vs_variant")
+    stem = dest / "agreement_vs_variant"
+    merged["figures"] = save_figure(plot_scaling(merged["deltas"], variants, name), stem) if draw else drawn(stem)
     return merged
 
 

@@ -68,7 +68,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             torch.manual_seed(dropout_seed)
             member_rng.append(torch.get_rng_state())
     data = dev.resident(data, device)
-    skeleton = _float32_batchnorm(dev.place(copy.deepcopy(models[0]), device).train())
+    skeleton = _batchnorm_in_stats_dtype(dev.place(copy.deepcopy(models[0]), device).train())
     params, buffers = stack_module_state([dev.place(m, device) for m in models])
     if teacher is not None:
         dev.place(teacher, device).eval()
@@ -124,15 +124,15 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     return logs
 
 
-def _float32_batchnorm(skeleton: nn.Module) -> nn.Module:
-    """The pack's BatchNorm layers take float32 input. vmap's batching rule runs a stack of BatchNorms as one, with
-    a dummy weight of the input's dtype beside float32 running statistics. Under bf16 autocast a bias-free
-    convolution (ResNet's) hands BatchNorm bf16 input, and CPU's kernel rejects that mix ("expected scalar type
-    BFloat16 but found Float"; whether every CUDA kernel accepts it is unmeasured). In float32 the operands agree;
-    without autocast the cast is a no-op, so float32 packs keep their bits."""
+def _batchnorm_in_stats_dtype(skeleton: nn.Module) -> nn.Module:
+    """The pack's BatchNorm layers take input in their running statistics' dtype (float32, or float64 in a float64
+    pack). vmap's batching rule runs a stack of BatchNorms as one, with a dummy weight of the input's dtype beside
+    the running statistics. Under bf16 autocast a bias-free convolution (ResNet's) hands BatchNorm bf16 input, and
+    CPU's kernel rejects that mix ("expected scalar type BFloat16 but found Float"; whether every CUDA kernel
+    accepts it is unmeasured). Without autocast the cast is a no-op, so float32 and float64 packs keep their bits."""
     for module in skeleton.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(lambda _, args: (args[0].float(), *args[1:]))
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.register_forward_pre_hook(lambda m, args: (args[0].to(m.running_mean.dtype), *args[1:]))
     return skeleton
 
 

@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,14 @@ if "KDLIB_DATA_DIR" not in os.environ and SHARED_DATA.exists():
 os.environ.setdefault("KDLIB_OFFLINE", "1")
 # Small models train fastest on one thread, and one thread per process avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Derived data (decoded images, log-mel features) goes to one folder of this test session, never ~/.cache.
+os.environ.setdefault("KDLIB_CACHE_DIR", tempfile.mkdtemp(prefix="kdlib-test-cache-"))
+
+#: The setups the shared smoke store trains: every path the golden tables guard (tests/golden/); the end-to-end
+#: run_all.sh test starts from a copy of it and trains the temperature setup itself.
+STORE_SETUPS = ("tinyshakespeare-nanogpt", "tinyshakespeare-nanogpt-to-picogpt", "cifar10-resnet18", "fsdd-vggish",
+                "digits-resnet18", "tinyshakespeare-width-scaling", "tinyshakespeare-nanogpt-featuremap-block4",
+                "tinyshakespeare-adversarial")
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +29,39 @@ def data_dir() -> Path:
     if not (path / "tinyshakespeare.txt").exists():
         pytest.skip(f"built-in data not found in {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory, data_dir) -> Path:
+    """One results folder with every setup of :data:`STORE_SETUPS` trained at the smoke profile, once per test
+    session. Tests read it as it is; a test that writes to a store takes :func:`smoke_copy` instead."""
+    from kdlib import setups
+    from kdlib.study import run_setup
+    out = tmp_path_factory.mktemp("smoke-store")
+    for name in STORE_SETUPS:
+        run_setup(setups.get(name, "smoke"), out, data_dir, progress=False)
+    return out
+
+
+def copy_store(store: Path, dest: Path) -> Path:
+    """A private copy of a results folder (claims and results included) for a test that changes it."""
+    shutil.copytree(store, dest)
+    return dest
+
+
+def copy_runs(setup, store: Path, dest: Path, leave_out=()) -> Path:
+    """A results folder with only ``setup``'s finished runs copied from ``store``, less the specs in ``leave_out``
+    (a launcher or a test then has just those to train)."""
+    from kdlib.runs import plan
+    from kdlib.store import run_dir
+    skip = {s.run_id for s in leave_out}
+    for spec in plan(setup):
+        if spec.run_id not in skip and run_dir(store, spec).exists():
+            shutil.copytree(run_dir(store, spec), run_dir(dest, spec))
+    return dest
+
+
+@pytest.fixture
+def smoke_copy(smoke_store, tmp_path) -> Path:
+    """A private copy of :func:`smoke_store` for this test."""
+    return copy_store(smoke_store, tmp_path / "store")

@@ -1,24 +1,12 @@
-"""The house's shape: kdlib's imports flow one way (no cycle), and moving code kept every number.
+"""The house's shape: kdlib's imports flow one way (no cycle); lower rooms never import higher ones.
 
-The golden tables in tests/golden/ were collected on the smoke profile by the code before the issue-11 move
-(tests/golden/meta.json says which torch and CPU); the same runs trained by today's code must give the same
-tables bit for bit on that torch and CPU, and to float32 rounding elsewhere.
+That moving code kept every number is tests/test_golden.py's job (the golden smoke tables).
 """
 import ast
-import json
-import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
-import torch
-
-from kdlib import setups
-from kdlib.study import collect, run_setup
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "golden"
 
 
 def _module_name(path: Path) -> str:
@@ -94,37 +82,12 @@ def test_lower_rooms_never_import_higher_ones():
         assert not upward, (module, upward)
 
 
-GOLDEN_SETUPS = sorted({p.name.split(".")[0] for p in GOLDEN.glob("*.runs.csv")})
+def test_every_architecture_is_built_from_the_family_that_registers_it():
+    import importlib
 
-
-@pytest.fixture(scope="module")
-def smoke_tables(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("golden")
-    os.environ.setdefault("KDLIB_CACHE_DIR", str(out / "cache"))
-    tables = {}
-    for name in GOLDEN_SETUPS:
-        setup = setups.get(name, "smoke")
-        run_setup(setup, out, data_dir, progress=False)
-        tables[name] = collect(setup, out, write=False)
-    return tables
-
-
-@pytest.mark.parametrize("name", GOLDEN_SETUPS)
-def test_collected_smoke_tables_equal_the_tables_written_before_the_move(name, smoke_tables):
-    meta = json.loads((GOLDEN / "meta.json").read_text())
-    exact = meta["torch"] == torch.__version__ and meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    for got, kind in zip(smoke_tables[name], ("runs", "teachers")):
-        want = pd.read_csv(GOLDEN / f"{name}.{kind}.csv")
-        got = pd.read_csv(pd.io.common.StringIO(got.drop(columns="train_seconds").to_csv(index=False,
-                                                                                        float_format="%.17g")))
-        assert list(got.columns) == list(want.columns)
-        if exact:
-            pd.testing.assert_frame_equal(got, want, check_exact=True)
-        else:  # another CPU's kernels round float32 differently: same numbers to float32 rounding
-            pd.testing.assert_frame_equal(got, want, rtol=1e-4, atol=1e-6)
-
-
-def test_golden_tables_cover_every_path():
-    assert {"tinyshakespeare-nanogpt", "cifar10-resnet18", "fsdd-vggish", "tinyshakespeare-width-scaling",
-            "tinyshakespeare-nanogpt-featuremap-block4", "tinyshakespeare-adversarial"} <= set(GOLDEN_SETUPS)
-    assert not np.isnan(pd.read_csv(GOLDEN / "tinyshakespeare-nanogpt.runs.csv")["activation_distance"]).any()
+    from kdlib.models import FAMILIES
+    from kdlib.models.base import ARCHS
+    for family in set(FAMILIES.values()):
+        importlib.import_module(f"kdlib.models.{family}")
+    assert set(ARCHS) == set(FAMILIES)
+    assert all(ARCHS[arch].__module__ == f"kdlib.models.{family}" for arch, family in FAMILIES.items())

@@ -77,6 +77,7 @@ def compile_all(files: list[Path], two_column: bool, workdir: Path) -> list[str]
     return warnings
 
 
+@pytest.mark.slow
 def test_every_emitted_tex_compiles_in_one_and_two_columns_without_overfull_boxes(emitted, tmp_path):
     if shutil.which("pdflatex") is None:
         if os.environ.get("KDLIB_REQUIRE_LATEX") == "1":

@@ -14,6 +14,8 @@ from audio_fakes import SPEECHCOMMANDS_WORDS, URBANSOUND8K_CLASSES, build_fake_a
 from kdlib.data import DatasetMissing, load
 from kdlib.data import audio
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 REAL_FSDD = Path(os.environ.get("KDLIB_DATA_DIR", "data")) / "fsdd_8k.npz"
 
 
@@ -101,6 +103,13 @@ def test_read_wav_averages_stereo_to_mono(tmp_path):
     np.testing.assert_allclose(wave, (left + right) / 2, atol=1e-6)
 
 
+def assert_same_log_mel(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Log-mel spectrograms equal up to float32 rounding of the STFT, compared as mel power: within 1e-4 of each
+    bin, or 1e-5 of the clip's loudest bin. The log turns a near-silent bin's rounding into large differences,
+    and a batch of clips and one clip alone take different FFT kernels (5e-4 in the log seen on AVX2)."""
+    torch.testing.assert_close(got.exp(), want.exp(), rtol=1e-4, atol=1e-5 * float(want.exp().max()))
+
+
 def expected_features(path: Path, seconds: float) -> torch.Tensor:
     """Features of one file computed step by step with the library functions, one clip alone."""
     wave, rate = audio.read_wav(path)
@@ -119,7 +128,7 @@ def test_speechcommands_honours_validation_and_testing_lists(root, tmp_path):
     assert task.train.x.shape == (9, 1, 32, 63) and task.train.x.dtype == torch.float32
     assert task.train.y.tolist() == [task.classes.index(p.split("/")[0]) for p in training]
     for i, rel in enumerate(testing):
-        torch.testing.assert_close(task.test.x[i], expected_features(base / rel, 1.0))
+        assert_same_log_mel(task.test.x[i], expected_features(base / rel, 1.0))
         assert task.test.y[i] == task.classes.index(rel.split("/")[0])
 
 
@@ -134,7 +143,7 @@ def test_urbansound8k_split_is_sklearns_80_20_split_of_the_metadata_rows(root, t
     assert task.train.x.shape == (16, 1, 32, 251)
     for i, row in enumerate(test_ids):  # mixed rates, stereo and 8/16/24-bit and float files
         path = root / "UrbanSound8K" / "audio" / f"fold{meta.fold[row]}" / meta.slice_file_name[row]
-        torch.testing.assert_close(task.test.x[i], expected_features(path, 4.0), atol=1e-4, rtol=0)
+        assert_same_log_mel(task.test.x[i], expected_features(path, 4.0))
 
 
 def test_fsdd_uses_the_official_test_split_and_resamples_8k(root, tmp_path):
@@ -147,7 +156,7 @@ def test_fsdd_uses_the_official_test_split_and_resamples_8k(root, tmp_path):
     resampled = AF.resample(torch.tensor(clip, dtype=torch.float32), 8000, 16000)
     assert len(resampled) == 2 * len(clip)
     expected = audio.log_mel(torch.nn.functional.pad(resampled, (0, 16000 - len(resampled)))[None])[0]
-    torch.testing.assert_close(task.test.x[0], expected, atol=1e-4, rtol=0)
+    assert_same_log_mel(task.test.x[0], expected)
 
 
 def test_normalisation_uses_training_statistics_for_both_splits(root, tmp_path):

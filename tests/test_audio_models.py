@@ -9,6 +9,8 @@ from kdlib.models import build
 from kdlib.models.audio import AST, VGGish
 from kdlib.train import init_model
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 AUDIO_SETUPS = ("speechcommands-vggish", "speechcommands-ast", "urbansound8k-vggish", "urbansound8k-ast",
                 "fsdd-vggish")
 

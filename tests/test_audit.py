@@ -13,6 +13,8 @@ from kdlib.__main__ import main, parse_controls
 from kdlib.audit import AGREEMENT, DELTA_METRICS, audit, load_outputs
 from kdlib.metrics import FUNCTIONAL_METRICS, METRICS, compare, lower_is_better
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 K = 10
 FILES = ["agreement_deltas.pdf", "agreement_deltas.png", "copied_errors.csv", "copied_errors.pdf",
          "copied_errors.png", "report.json", "report.md"]

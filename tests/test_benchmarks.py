@@ -13,7 +13,7 @@ def test_gpu_check_dry_run_on_cpu(data_dir, tmp_path):
                          cwd=REPO, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "KDLIB_DATA_DIR": str(data_dir)}).stdout
     for family in ("gpt", "resnet18"):
-        assert f"pack equals one by one, {family} float32: PASS" in out, out
+        assert f"pack equals one by one, {family} float64: PASS" in out, out
         assert f"pack equals one by one, {family} bf16: not run" in out  # CUDA's
     for name in ("tinyshakespeare-nanogpt", "svhn-resnet18", "speechcommands-vggish", "svhn-vit"):
         assert name in out

@@ -116,6 +116,7 @@ def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch):
     assert forward(3) == 4 and len(calls) == 2 and "recompilation failed" in notes[0]
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_on_cpu():
     data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
     recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=3)

@@ -2,36 +2,44 @@
 import pandas as pd
 import pytest
 
+from conftest import copy_runs
 from kdlib import launchers, setups
+from kdlib.runs import plan
 from kdlib.study import collect, run_setup
 
 SMOKE = "tinyshakespeare-nanogpt"
 
 
 def small_setup():
-    """The smoke setup with one student seed: 8 runs, so each launcher's process start-ups stay few."""
+    """The smoke setup with one student seed: 8 runs, trained one after another in the session's smoke store."""
     return setups.get(SMOKE, "smoke").scaled(student_seeds=(10,))
 
 
 @pytest.fixture(scope="module")
-def serial_table(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("serial")
-    setup = small_setup()
-    run_setup(setup, out, data_dir, progress=False)
-    return collect(setup, out, write=False)[0]
+def serial_table(smoke_store):
+    return collect(small_setup(), smoke_store, write=False)[0]
 
 
+def store_missing_the_teacher_and_two_students(smoke_store, dest):
+    """The serial runs, less the teacher (trained first) and two students (in parallel on two workers): what a
+    launcher then trains, so its process start-ups stay few."""
+    specs = plan(small_setup())
+    return copy_runs(small_setup(), smoke_store, dest, leave_out=specs[:3])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher, options", [
     ("local", {}),
     ("slurm", {"cluster": "local", "time_limit_min": 10}),
     ("ray", {}),
 ])
-def test_launcher_matches_serial(launcher, options, serial_table, tmp_path, data_dir):
+def test_launcher_matches_serial(launcher, options, serial_table, smoke_store, tmp_path, data_dir):
     if launcher in ("slurm", "ray"):
         pytest.importorskip("submitit" if launcher == "slurm" else "ray")
     setup = small_setup()
-    run_setup(setup, tmp_path, data_dir, progress=False, launcher=launcher, workers=2, **options)
-    table = collect(setup, tmp_path, write=False)[0]
+    out = store_missing_the_teacher_and_two_students(smoke_store, tmp_path / "store")
+    run_setup(setup, out, data_dir, progress=False, launcher=launcher, workers=2, **options)
+    table = collect(setup, out, write=False)[0]
     drop = ["train_seconds"]
     pd.testing.assert_frame_equal(table.drop(columns=drop), serial_table.drop(columns=drop))
 

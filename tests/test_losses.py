@@ -10,6 +10,8 @@ from kdlib.data.sources import ExampleData
 from kdlib.recipe import Recipe
 from kdlib.train import Objective, init_model, train
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 
 def softmax(z):
     e = np.exp(z - z.max(-1, keepdims=True))

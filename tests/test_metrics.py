@@ -9,6 +9,8 @@ from sklearn.metrics import mutual_info_score
 
 from kdlib.metrics import Comparison, compare
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 
 def test_identical_models_are_identical():
     g = torch.Generator().manual_seed(0)

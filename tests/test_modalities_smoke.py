@@ -7,6 +7,8 @@ from kdlib import setups
 from kdlib.runs import plan
 from kdlib.study import collect, run_setup
 
+pytestmark = pytest.mark.slow  # every vision and audio setup trains here (about a minute)
+
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory, monkeypatch_module):

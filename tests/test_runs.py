@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_store
 
 from kdlib import runs as runs_mod
 from kdlib import setups
 from kdlib.runs import plan, run_one
 from kdlib.store import atomic_write, read_result, run_dir
-from kdlib.study import collect, run_setup
+from kdlib.study import collect
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tinyshakespeare-nanogpt"
@@ -56,10 +57,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_out(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("smoke")
-    run_setup(setups.get(SMOKE, "smoke"), out, data_dir, progress=False)
-    return out
+def smoke_out(smoke_store, tmp_path_factory):
+    """This module's copy of the session's smoke store (its tests corrupt and rewrite results)."""
+    return copy_store(smoke_store, tmp_path_factory.mktemp("smoke") / "store")
 
 
 def test_run_one_is_idempotent_and_redoes_corrupt_results(smoke_out, data_dir, monkeypatch):
@@ -90,6 +90,7 @@ def _results(out):
     return sorted((out / "runs").glob("*/result.json"))
 
 
+@pytest.mark.slow
 def test_kill_mid_setup_then_resume_gives_the_same_table(smoke_out, tmp_path, data_dir):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "kdlib", "run", SMOKE, "--profile", "smoke", "--data-dir", str(data_dir),

@@ -4,10 +4,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_runs
 
 from kdlib import paper, setups
 from kdlib.scorecard import regime, scorecard, setup_claims, write_scorecard
-from kdlib.study import collect, run_setup
+from kdlib.study import collect
 
 NANOGPT = "tinyshakespeare-nanogpt"
 
@@ -59,9 +60,9 @@ def test_a_run_that_matches_the_paper_agrees_and_missing_seeds_are_not_run():
     assert (seed0[seed0["claim"] == "tick"]["status"] != "not run").all()
 
 
-def test_scorecard_of_a_smoke_run_counts_claims_and_writes_csv_and_markdown(tmp_path, data_dir):
+def test_scorecard_of_a_smoke_run_counts_claims_and_writes_csv_and_markdown(tmp_path, data_dir, smoke_store):
     setup = setups.get(NANOGPT, "smoke")
-    run_setup(setup, tmp_path, data_dir, progress=False)
+    copy_runs(setup, smoke_store, tmp_path)  # the session's trained runs of this setup alone
     collect(setup, tmp_path)
     card = scorecard(None, "smoke", tmp_path)
     claims = card["claims"]

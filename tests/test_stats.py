@@ -7,6 +7,8 @@ from statsmodels.stats.multitest import multipletests
 from kdlib.metrics import FUNCTIONAL_METRICS
 from kdlib.stats import agreement_deltas, benjamini_hochberg, one_sided_wilcoxon, transfer_tests
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 METRICS = list(FUNCTIONAL_METRICS) + ["accuracy", "loss", "correct_agreement", "incorrect_agreement"]
 
 

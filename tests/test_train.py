@@ -6,6 +6,8 @@ from kdlib.data.sources import ExampleData, WindowData
 from kdlib.recipe import Recipe
 from kdlib.train import Objective, init_model, teacher_logits_on, train
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 TINY = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
 
 

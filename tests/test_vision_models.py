@@ -10,6 +10,8 @@ from kdlib.models import build
 from kdlib.models.vision import BlurPoolConv2d
 from kdlib.setups.vision import epoch_steps
 
+pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
+
 VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 
 

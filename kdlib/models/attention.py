@@ -26,11 +26,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 _FOLDING = contextvars.ContextVar("kdlib_attention_folding", default=False)
+_folded = None  # _PackFolded.apply kept out of torch.compile's graphs, made by the first folding()
 
 
 @contextlib.contextmanager
 def folding():
     """Within this block every :func:`attention` call runs under ``vmap`` over a pack, and folds it."""
+    global _folded
+    if _folded is None:  # made here, not at import: torch.compiler's machinery takes 1.7 s to import
+        _folded = torch.compiler.disable(_PackFolded.apply)  # traced, it would batch SDPA itself (the crash)
     token = _FOLDING.set(True)
     try:
         yield
@@ -44,11 +48,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     if _FOLDING.get():
         return _folded(q, k, v, causal, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
-
-
-@torch.compiler.disable  # torch.compile would trace the Function's forward and batch SDPA itself (the crash)
-def _folded(q, k, v, causal, dropout_p):
-    return _PackFolded.apply(q, k, v, causal, dropout_p)
 
 
 class _PackFolded(torch.autograd.Function):
