@@ -10,6 +10,8 @@
 #   PACK (default 1; a number, or auto: the best pack size, probed once on a GPU)   COMPILE=auto|on|off (default auto)
 #   SUMMARY=0 skips the summary notebook (when re-running a few setups)
 #   NOTEBOOK_JOBS (default 2): study notebooks executed at once, beside the next setup's training
+#   READINGS="ID=CHOICE ...": read the paper's ambiguities otherwise than the defaults, in every setup that uses
+#   them (kdlib/setups/readings.py; the README's table); results go under <setup>+ID=CHOICE
 #   GPUS_PER_RUN, SLURM_PARTITION, TIME_LIMIT (minutes per task): the slurm/ray launchers' options, when set
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
@@ -22,6 +24,7 @@ LAUNCHER=${LAUNCHER:-local}
 WORKERS=${WORKERS:-2}
 PACK=${PACK:-1}
 COMPILE=${COMPILE:-auto}
+READINGS=${READINGS:-}
 export KDLIB_DATA_DIR=${KDLIB_DATA_DIR:-data}
 cluster=()
 [[ -n "${GPUS_PER_RUN:-}" ]] && cluster+=(--gpus-per-run "$GPUS_PER_RUN")
@@ -77,9 +80,13 @@ for item in $SUITE; do
   dest="$OUT/$setup/$PROFILE"
   mkdir -p "$dest"
   echo "== $setup ($PROFILE)"
+  readings=()  # the chosen readings this setup uses
+  for r in $READINGS; do
+    python -m kdlib list --data-dir "$KDLIB_DATA_DIR" "$setup" | grep -q "readings: .*${r%%=*}=" && readings+=(--reading "$r")
+  done
   if ! python -m kdlib run "$setup" --profile "$PROFILE" --data-dir "$KDLIB_DATA_DIR" --out "$OUT" \
       --device "$DEVICE" --launcher "$LAUNCHER" --workers "$WORKERS" --pack "$PACK" --compile "$COMPILE" \
-      ${cluster[@]+"${cluster[@]}"}; then
+      ${readings[@]+"${readings[@]}"} ${cluster[@]+"${cluster[@]}"}; then
     failed="$failed $setup"
     continue
   fi
@@ -88,7 +95,8 @@ for item in $SUITE; do
   { notebook "notebooks/$notebook.ipynb" "$dest/$notebook.ipynb" \
       -p setup "$setup" -p profile "$PROFILE" -p data_dir "$KDLIB_DATA_DIR" -p out "$OUT" \
       -p figures "$FIGURES" -p device "$DEVICE" -p launcher "$LAUNCHER" -p workers "$WORKERS" \
-      -p pack "$PACK" -p compile "$COMPILE" || echo " $setup" >>"$failed_notebooks"; } &
+      -p pack "$PACK" -p compile "$COMPILE" -p readings "${readings[*]//--reading /}" \
+      || echo " $setup" >>"$failed_notebooks"; } &
 done
 wait  # every study notebook has run
 failed="$failed$(tr -d '\n' <"$failed_notebooks")"

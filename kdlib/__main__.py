@@ -14,6 +14,7 @@ from pathlib import Path
 from . import launchers, setups
 from .data.base import SOURCES, DatasetMissing, data_dir
 from .setups.base import UnknownSetup
+from .setups.readings import UnknownReading
 
 DESCRIPTION = """\
 kdlib: the functional study of knowledge distillation (arXiv 2510.12615).
@@ -26,6 +27,7 @@ examples:
   python -m kdlib plan tinyshakespeare-nanogpt --profile paper --device cuda
   python -m kdlib run tinyshakespeare-nanogpt --profile cpu --data-dir ../shared/data --launcher local
   python -m kdlib run svhn-resnet18 --profile paper --device cuda --pack auto
+  python -m kdlib run tinyshakespeare-nanogpt --profile cpu --reading gpt-architecture=nanogpt
   python -m kdlib report tinyshakespeare-nanogpt --profile cpu
   python -m kdlib scorecard --profile cpu
   python -m kdlib audit --teacher t.npy --student s.npy --control no_kd=c.npy --labels y.npy --out audit"""
@@ -52,6 +54,9 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = F
         p.add_argument("setups", nargs="*", metavar="SETUP", help="setups (default: every collected one)")
     else:
         p.add_argument("setup", help="setup name (see: python -m kdlib list)")
+        p.add_argument("--reading", action="append", default=[], metavar="ID=CHOICE",
+                       help="read an ambiguity of the paper another way than the default (repeatable; `python -m "
+                            "kdlib list SETUP` shows the readings a setup uses, the README lists them all)")
     p.add_argument("--profile", default="cpu", choices=setups.PROFILES, help="scale of the setup (default: cpu)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     if data:
@@ -150,19 +155,21 @@ def cmd_list(args) -> int:
         return 0
     print(f"{len(chosen)} setups; data folder {root.resolve()}\n")
     for s in chosen:
-        print(f"{s.name:42s} {s.modality:9s} {data_status(s.dataset, root)}\n{'':52s}{s.description}")
+        readings = ", ".join(f"{r}={c}" for r, c in s.readings)
+        print(f"{s.name:42s} {s.modality:9s} {data_status(s.dataset, root)}\n{'':52s}{s.description}\n"
+              f"{'':52s}readings: {readings} (--reading ID=CHOICE)")
     return 0
 
 
 def cmd_plan(args) -> int:
     from .study import plan_summary
-    setup = setups.get(args.setup, args.profile)
+    setup = setups.get(args.setup, args.profile, args.reading)
     timings = None
     record = Path(args.out) / "gpu_check.json"
     if args.device.startswith("cuda") and record.exists():  # the GPU check's timings are a GPU's
         timings = json.loads(record.read_text()).get(setup.name, {}).get(setup.profile)
     p = plan_summary(setup, args.out, args.device, timings)
-    print(f"{setup.name} at the {setup.profile} profile, on {args.device}:")
+    print(f"{setup.label} at the {setup.profile} profile, on {args.device}:")
     for role, c in p["counts"].items():
         print(f"  {role}s: {c['planned']} planned, {c['finished']} finished, {c['failed']} failed, "
               f"{p['remaining'][role]} to train"
@@ -177,7 +184,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    setup = setups.get(args.setup, args.profile)  # a mistyped name fails before torch loads
+    setup = setups.get(args.setup, args.profile, args.reading)  # a mistyped name fails before torch loads
     from .study import collect, run_setup
     options = {}
     if args.launcher == "slurm":
@@ -198,7 +205,7 @@ def _say_collected(setup, students, teachers, out) -> None:
 
     def count(n, noun):
         return f"{n} {noun}{'' if n == 1 else 's'}"
-    print(f"{setup.name} ({setup.profile}): {count(len(students), 'student run')} and "
+    print(f"{setup.label} ({setup.profile}): {count(len(students), 'student run')} and "
           f"{count(len(teachers), 'teacher')} collected in {setup_dir(out, setup)}")
 
 
@@ -207,15 +214,16 @@ def _collected(setup, out):
     from .study import gather, write_collected
     students, teachers, failed = gather(setup, out)
     if students.empty or not (students["condition"] == "kd").any():
-        raise UserError(f"nothing to report: {setup.name} has no finished KD student runs at the {setup.profile} "
+        readings = "".join(f" --reading {r}" for r in setup.tag.split("+")[1:])
+        raise UserError(f"nothing to report: {setup.label} has no finished KD student runs at the {setup.profile} "
                         f"profile in {Path(out).resolve()} (train them with: python -m kdlib run {setup.name} "
-                        f"--profile {setup.profile})")
+                        f"--profile {setup.profile}{readings})")
     write_collected(setup, out, students, teachers, failed)
     return students, teachers
 
 
 def cmd_collect(args) -> int:
-    setup = setups.get(args.setup, args.profile)
+    setup = setups.get(args.setup, args.profile, args.reading)
     students, teachers = _collected(setup, args.out)
     _say_collected(setup, students, teachers, args.out)
     return 0
@@ -224,10 +232,10 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from .report import build_report
     from .store import figures_dir
-    setup = setups.get(args.setup, args.profile)
+    setup = setups.get(args.setup, args.profile, args.reading)
     students, teachers = _collected(setup, args.out)
-    rep = build_report(students, setup.name, figures_dir(args.figures, setup), setup=setup, teachers=teachers)
-    print(f"{setup.name} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
+    rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers)
+    print(f"{setup.label} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
     for line in rep["verdicts"]:
         print("  " + line)
     return 0
@@ -264,7 +272,7 @@ def cmd_summary(args) -> int:
 
 def cmd_export(args) -> int:
     from .study import export_outputs
-    setup = setups.get(args.setup, args.profile)
+    setup = setups.get(args.setup, args.profile, args.reading)
     print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
     return 0
 
@@ -299,7 +307,7 @@ COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "collect": cmd_c
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    user_errors = (UserError, DatasetMissing, UnknownSetup)
+    user_errors = (UserError, DatasetMissing, UnknownSetup, UnknownReading)
     if args.command == "audit":  # the audit's input files are the user's: any problem with them is theirs
         user_errors += (ValueError, FileNotFoundError)
     try:

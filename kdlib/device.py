@@ -1,7 +1,8 @@
 """Placement and precision, in one place: which device a model and its batches live on, in which layout and
 number format, how many CPU threads a process uses, and which GPU a worker process gets.
 
-- CUDA trains under bf16 autocast (the paper-scale GPU path); the CPU stays float32 everywhere.
+- CUDA trains under bf16 autocast (the paper-scale GPU path); every evaluation, teacher output and probe is a
+  float32 forward pass (:func:`float32_forward`); the CPU stays float32 everywhere.
 - Convolutional models go channels-last (NHWC, cuDNN's fast layout) on CUDA only: torch 2.14.1's CPU
   channels-last backward of a 1x1 stride-2 convolution (4 -> 8 channels, 64 px: ResNet18's downsample at
   width 4) corrupts the heap, although other shapes ran 1.3-1.4x faster on CPU.
@@ -27,11 +28,24 @@ def is_cuda(device) -> bool:
 _FULL_PRECISION = contextvars.ContextVar("kdlib_full_precision", default=False)
 
 
-def autocast(device):
-    """bf16 autocast on CUDA (unless inside :func:`full_precision`); a no-op on CPU."""
-    if is_cuda(device) and not _FULL_PRECISION.get():
+PRECISIONS = ("bf16", "float32")
+
+
+def autocast(device, precision: str | None = None):
+    """Training's autocast: bf16 on CUDA (unless ``precision`` is ``"float32"`` or inside :func:`full_precision`);
+    a no-op on CPU."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
+    if is_cuda(device) and not _FULL_PRECISION.get() and precision != "float32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def float32_forward(device):
+    """Autocast off, on every device: the float32 forward passes that metrics, teacher logits (KD caches and live
+    teachers), feature-map targets and probes read, even inside a bf16 training step (rounded to bf16's 8
+    mantissa bits, tail logits would tie and the metrics would move in their third decimal)."""
+    return torch.autocast(torch.device(device).type, enabled=False)
 
 
 @contextlib.contextmanager

@@ -28,19 +28,23 @@ def check_temperature(temperature: float) -> float:
 
 
 def _distill(student: torch.Tensor, labels: torch.Tensor, target_log_probs: torch.Tensor,
-             alpha: float, temperature: float) -> torch.Tensor:
-    """(1-alpha)*CE(y, softmax(z_s)) + alpha*T^2*KL(target || softmax(z_s/T)), mean over samples."""
-    ce = F.cross_entropy(student, labels) if alpha < 1.0 else student.new_zeros(())
+             alpha: float, temperature: float, t_squared: bool, label_smoothing: float) -> torch.Tensor:
+    """(1-alpha)*CE(y, softmax(z_s)) + alpha*T^2*KL(target || softmax(z_s/T)), mean over samples (without the
+    T^2 when ``t_squared`` is False; the CE against labels smoothed by ``label_smoothing``)."""
+    ce = (F.cross_entropy(student, labels, label_smoothing=label_smoothing) if alpha < 1.0
+          else student.new_zeros(()))
     if alpha == 0.0:
         return ce
     student_log_probs = F.log_softmax(student / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, target_log_probs, reduction="batchmean", log_target=True)
-    return (1.0 - alpha) * ce + alpha * temperature ** 2 * kl
+    return (1.0 - alpha) * ce + alpha * (temperature ** 2 if t_squared else 1.0) * kl
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            alpha: float, temperature: float = 1.0, validate: bool = True) -> torch.Tensor:
-    """Logit-matching knowledge distillation, paper Eq. 1 with the usual T^2 factor."""
+            alpha: float, temperature: float = 1.0, validate: bool = True, t_squared: bool = True,
+            label_smoothing: float = 0.0) -> torch.Tensor:
+    """Logit-matching knowledge distillation, paper Eq. 1 with the usual T^2 factor (``t_squared=False``: Eq. 1
+    as printed, the ``kd-temperature-squared`` reading); ``label_smoothing`` smooths the CE term's labels."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(f"teacher logits shape {tuple(teacher_logits.shape)} does not match student logits "
@@ -48,17 +52,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     student, labels = as_tokens(student_logits, labels, "student", check_range=validate)
     teacher, _ = as_tokens(teacher_logits.detach(), None, "teacher")
     target = F.log_softmax(teacher.to(student.dtype) / temperature, dim=-1)
-    return _distill(student, labels, target, alpha, temperature)
+    return _distill(student, labels, target, alpha, temperature, t_squared, label_smoothing)
 
 
 def rcd_loss(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
-             temperature: float = 1.0, validate: bool = True) -> torch.Tensor:
+             temperature: float = 1.0, validate: bool = True, t_squared: bool = True,
+             label_smoothing: float = 0.0) -> torch.Tensor:
     """Random Control Distillation: Eq. 1 with the teacher replaced by the class-uniform 1/K."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
     student, labels = as_tokens(student_logits, labels, "student", check_range=validate)
     K = student.shape[-1]
     target = student.new_full((1, K), -math.log(K)).expand_as(student)
-    return _distill(student, labels, target, alpha, temperature)
+    return _distill(student, labels, target, alpha, temperature, t_squared, label_smoothing)
 
 
 def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, epsilon: float,

@@ -17,10 +17,13 @@ from .study import collect, copied_errors, curves, run_setup
 
 
 def run(setup: str, profile: str, out, data_dir=None, device: str = "cpu", launcher: str = "serial",
-        workers: int = 2, pack=1, **options):
-    """Run (or resume) ``setup`` at ``profile`` and collect it: returns (Setup, students, teachers)."""
-    S = setups.get(setup, profile)
-    display(Markdown(f"**{S.name}** at the `{profile}` profile: {S.description}. Paper: {S.paper_ref}."))
+        workers: int = 2, pack=1, readings="", **options):
+    """Run (or resume) ``setup`` at ``profile`` and collect it: returns (Setup, students, teachers). ``readings``:
+    ``"ID=CHOICE ..."`` (or a list or dict) read otherwise than the defaults (:mod:`kdlib.setups.readings`)."""
+    S = setups.get(setup, profile, readings.split() if isinstance(readings, str) else readings)
+    chosen = ", ".join(f"`{r}={c}`" for r, c in S.readings)
+    display(Markdown(f"**{S.label}** at the `{profile}` profile: {S.description}. Paper: {S.paper_ref}. "
+                     f"Readings: {chosen}."))
     run_setup(S, out, data_dir, device, launcher=launcher, workers=workers, pack=pack, **options)
     students, teachers = collect(S, out)
     return S, students, teachers
@@ -71,7 +74,7 @@ def show_copied_errors(S, out, figures, data_dir=None, device: str = "cpu", spec
 def show_report(students: pd.DataFrame, S, figures, teachers: pd.DataFrame | None = None) -> dict:
     """Build the setup's report (tables, ticks, agreement deltas, and the paper beside ours where the paper reports
     the setup; :func:`kdlib.report.build_report`) and show it."""
-    rep = build_report(students, S.name, figures_dir(figures, S), setup=S, teachers=teachers)
+    rep = build_report(students, S.label, figures_dir(figures, S), setup=S, teachers=teachers)
     for (kind, seed), table in rep["means"].items():
         if kind.startswith("means"):
             display(Markdown(f"Mean ± 1 SEM, teacher seed {seed} ({kind.partition(' ')[2] or 'all students'}); "

@@ -51,7 +51,7 @@ def th_completion(model, task, device: str, batch_size: int) -> dict[str, float]
     tok = task.extra["tokenizer"]
     prompts = th_prompts(task.test.tokens, tok, task.test.block_size)
     dev.place(model, device).eval()
-    with dev.autocast(device):
+    with dev.float32_forward(device):
         nxt = torch.cat([model(dev.batch(prompts[i:i + batch_size], device))[:, -1].argmax(-1).cpu()
                          for i in range(0, len(prompts), batch_size)])
     return {"tha_count": int((nxt == tok.index["a"]).sum()), "the_count": int((nxt == tok.index["e"]).sum()),

@@ -51,7 +51,12 @@ class RunSpec:
     train_dataset_kwargs: dict | None = None  # teacher only: its own training data when it differs
     probes: list | None = None  # names of extra evaluations (kdlib.probes)
     variant: str | None = None  # label of the student family (e.g. a width), when a setup has several
-    tags: dict = field(default_factory=dict, compare=False)  # setup/profile names: not hashed
+    # set by readings (kdlib.setups.readings); None is what runs did before readings existed, so old ids hold
+    kd_t_squared: bool | None = None  # False: no T^2 factor on the distillation term
+    label_smoothing: float | None = None  # on the student's cross-entropy against the labels
+    eval_flip: bool | None = None  # test logits averaged over each image and its horizontal flip
+    precision: str | None = None  # "float32": no bf16 autocast on CUDA
+    tags: dict = field(default_factory=dict, compare=False)  # setup/profile names and readings: not hashed
 
     @property
     def role(self) -> str:
@@ -68,17 +73,22 @@ class RunSpec:
         c = condition(self.condition)
         kind = c.feature_objective if self.feature_layer and c.feature_objective else c.objective
         return Objective(kind, alpha=self.alpha or 0.0, temperature=self.temperature,
-                         feature_layer=self.feature_layer)
+                         feature_layer=self.feature_layer, t_squared=self.kd_t_squared is not False,
+                         label_smoothing=self.label_smoothing or 0.0)
+
+
+def _tags(setup: Setup) -> dict:
+    return {"setup": setup.name, "profile": setup.profile, "readings": dict(setup.readings)}
 
 
 def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
     """The teacher run of ``setup`` at ``teacher_seed``."""
     return RunSpec(condition="teacher", teacher_seed=teacher_seed, dataset=setup.dataset,
                    dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
-                   recipe=asdict(setup.teacher_recipe) if setup.teacher_recipe else None,
+                   recipe=setup.teacher_recipe.fields() if setup.teacher_recipe else None,
                    train_dataset_kwargs=setup.teacher_dataset_kwargs, eval_batch_size=setup.eval_batch_size,
-                   probes=list(setup.probes) or None,
-                   tags={"setup": setup.name, "profile": setup.profile})
+                   probes=list(setup.probes) or None, eval_flip=setup.eval_flip, precision=setup.precision,
+                   tags=_tags(setup))
 
 
 def plan(setup: Setup) -> list[RunSpec]:
@@ -98,10 +108,12 @@ def plan(setup: Setup) -> list[RunSpec]:
                         temperature=setup.temperature if CONDITIONS[name].distills else 1.0,
                         feature_layer=setup.feature_layer if CONDITIONS[name].feature_objective else None,
                         dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
-                        arch_kwargs=student.kwargs, recipe=asdict(setup.student_recipe), teacher_id=teacher.run_id,
+                        arch_kwargs=student.kwargs, recipe=setup.student_recipe.fields(), teacher_id=teacher.run_id,
                         init="teacher" if setup.self_distillation else "seed",
                         eval_batch_size=setup.eval_batch_size, probes=list(setup.probes) or None,
-                        tags={"setup": setup.name, "profile": setup.profile}))
+                        kd_t_squared=setup.kd_t_squared if CONDITIONS[name].distills else None,
+                        label_smoothing=setup.label_smoothing, eval_flip=setup.eval_flip,
+                        precision=setup.precision, tags=_tags(setup)))
     return specs
 
 
@@ -230,7 +242,8 @@ def _packable(spec: RunSpec) -> bool:
 def _pack_key(spec: RunSpec) -> str:
     """What students must share to train in one step: everything but their objective and data-order seed."""
     return json.dumps([spec.role, spec.teacher_id, spec.dataset, spec.dataset_kwargs, spec.arch, spec.arch_kwargs,
-                       spec.recipe, spec.init, spec.eval_batch_size, spec.probes], sort_keys=True)
+                       spec.recipe, spec.init, spec.eval_batch_size, spec.probes, spec.eval_flip, spec.precision],
+                      sort_keys=True)
 
 
 def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str,
@@ -282,14 +295,16 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str, compile: str
     result = _base_result(spec, device)
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
-                    log_every=max(1, spec.recipe["steps"] // 50), compile=dev.use_compile(compile, device))
+                    log_every=max(1, spec.recipe["steps"] // 50), compile=dev.use_compile(compile, device),
+                    precision=spec.precision)
         result.update(_training_record(log))
     _save_model(directory / "model.pt", model)
-    test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device)
+    test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device,
+                              flip=bool(spec.eval_flip))
     save_tensor(directory / "test_logits.pt", test_logits)
-    train_logits, train_metrics = score(model, _train_eval_batches(task.train, spec.eval_batch_size,
-                                                                   len(test_logits)), device)
-    if getattr(task.train, "fixed", False):  # every training example, in index order: the students' KD cache
+    fixed = getattr(task.train, "fixed", False)  # every training example, in index order: the students' KD cache
+    train_logits, train_metrics = score(model, task.train.eval_batches(spec.eval_batch_size), device, keep=fixed)
+    if fixed:
         save_tensor(directory / "train_logits.pt", train_logits)
     result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                    "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"],
@@ -300,13 +315,6 @@ def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str, compile: str
 def _save_model(path: Path, model: torch.nn.Module) -> None:
     """Store the weights on the CPU in the default (contiguous) layout, whatever device and layout trained them."""
     save_tensor(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-
-
-def _train_eval_batches(train_data, batch_size: int, n_test: int):
-    """Un-augmented training examples for the teacher's train loss/accuracy (text: as many windows as test)."""
-    if hasattr(train_data, "block_size"):
-        return train_data.eval_batches(batch_size, max_windows=n_test)
-    return train_data.eval_batches(batch_size)
 
 
 def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir):
@@ -342,7 +350,8 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, mode
     """Store a trained student's weights, compare it with its teacher on the test set, write its result."""
     _save_model(run_dir(out, spec) / "model.pt", model)
     teacher_logits = torch.load(run_dir(out, teacher_spec_) / "test_logits.pt", map_location="cpu")
-    metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device).result()
+    metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device,
+                       flip=bool(spec.eval_flip)).result()
     teacher_result = read_result(out, teacher_spec_)
     result = _base_result(spec, device)
     result.update({"metrics": metrics, **_training_record(log),
@@ -358,7 +367,7 @@ def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, d
     recipe = _recipe(spec)
     log = train(model, task.train, spec.objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
                 teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50),
-                compile=dev.use_compile(compile, device))
+                compile=dev.use_compile(compile, device), precision=spec.precision)
     return _finish_student(spec, teacher_spec_, out, task, model, log, device, **extra)
 
 
@@ -371,4 +380,4 @@ def _train_together(specs: list[RunSpec], prepared: list, device: str, compile: 
     return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
                           [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=device, log_every=max(1, recipe.steps // 50),
-                          compile=dev.use_compile(compile, device))
+                          compile=dev.use_compile(compile, device), precision=specs[0].precision)

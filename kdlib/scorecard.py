@@ -35,8 +35,8 @@ from .stats import agreement_deltas, transfer_tests
 from .store import write_csv, write_text
 from .study import collect
 
-COLUMNS = ["setup", "profile", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours", "status",
-           "source", "relative_difference"]
+COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
+           "status", "source", "relative_difference"]
 MARGINAL = 0.01
 
 
@@ -95,11 +95,13 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     our_seeds = set(students["teacher_seed"]) if students is not None else set()
     p_means, p_ticks = paper_means(setup), paper_ticks(setup)
 
+    where = {"setup": setup.label, "profile": setup.profile, "readings": readings_text(setup)}
+
     def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan):
         status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
-        claims.append({"setup": setup.name, "profile": setup.profile, "claim": claim, "teacher_seed": seed,
-                       "alpha": alpha, "metric": metric, "control": control, "paper": paper_value, "ours": ours,
-                       "status": status, "source": source, "relative_difference": rel})
+        claims.append({**where, "claim": claim, "teacher_seed": seed, "alpha": alpha, "metric": metric,
+                       "control": control, "paper": paper_value, "ours": ours, "status": status, "source": source,
+                       "relative_difference": rel})
 
     def our_tick(seed, alpha, metric):
         if ours_tests is None or seed not in our_seeds:
@@ -156,8 +158,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
             for _, r in table.iterrows():
                 mine = ours_means.get((r["column"], r["metric"]), math.nan)
                 rel = (mine - r["mean"]) / abs(r["mean"]) if r["mean"] and not math.isnan(mine) else math.nan
-                claims.append({"setup": setup.name, "profile": setup.profile, "claim": "mean",
-                               "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],
+                claims.append({**where, "claim": "mean", "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],
                                "control": r["column"], "paper": r["mean"], "ours": mine,
                                "status": "measured", "source": source, "relative_difference": rel})
     for _, t in paper.teachers_for(setup.name).iterrows():
@@ -170,27 +171,53 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     return claims
 
 
+def readings_text(setup) -> str:
+    """The readings a setup's runs use, as ``id=choice, ...``."""
+    return ", ".join(f"{r}={c}" for r, c in setup.readings)
+
+
+def collected_labels(out, profile: str) -> dict[str, list[str]]:
+    """Setup name -> the labels (one per set of readings, :attr:`kdlib.setups.Setup.label`) collected at ``profile``."""
+    found: dict[str, set[str]] = {}
+    for table in Path(out).glob(f"*/{profile}/runs.*"):
+        label_ = table.parent.parent.name
+        if label_.split("+")[0] in setups.names():
+            found.setdefault(label_.split("+")[0], set()).add(label_)
+    return {name: sorted(labels) for name, labels in found.items()}
+
+
 def scorecard(names: list[str] | None, profile: str, out) -> dict:
     """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
-    ``profile``), a "k of n reproduced" line per setup and overall, and a Markdown summary."""
-    collected = {p.parent.parent.name for p in Path(out).glob(f"*/{profile}/runs.*")}
-    names = names or sorted(set(paper.SETUP_TABLES) | {n for n in collected if n in setups.names()})
-    rows, lines = [], []
+    ``profile``), under every set of readings collected for it, a "k of n reproduced" line per setup and overall,
+    and a Markdown summary; where a setup was run under several readings, which agrees with more claims."""
+    collected = collected_labels(out, profile)
+    names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
+    rows, lines, compared = [], [], []
     for name in names:
-        setup = setups.get(name, profile)
-        students, teachers = collect(setup, out, write=False)
-        if students.empty:
-            students, teachers = None, None
-        claims = setup_claims(setup, students, teachers) if name in paper.SETUP_TABLES else []
-        rows += claims
-        tested = [c for c in claims if c["status"] in ("agree", "disagree")]
-        agree = sum(c["status"] == "agree" for c in tested)
-        not_run = sum(c["status"] == "not run" for c in claims)
-        if name not in paper.SETUP_TABLES:
-            lines.append(f"| {name} | not in the paper ({paper.NOT_IN_PAPER.get(name, '')}) | | |")
-        else:
-            lines.append(f"| {name} | {agree} of {len(tested)} reproduced | {not_run} not run | "
-                         f"{_disagreements(claims)} |")
+        labels = collected.get(name) or [setups.get(name, profile).label]
+        outcomes = []
+        for label_ in labels:
+            setup = setups.get(label_, profile)
+            students, teachers = collect(setup, out, write=False)
+            if students.empty:
+                students, teachers = None, None
+            claims = setup_claims(setup, students, teachers) if name in paper.SETUP_TABLES else []
+            rows += claims
+            tested = [c for c in claims if c["status"] in ("agree", "disagree")]
+            agree = sum(c["status"] == "agree" for c in tested)
+            not_run = sum(c["status"] == "not run" for c in claims)
+            rel = [abs(c["relative_difference"]) for c in claims if c["claim"] == "mean"
+                   and not math.isnan(c["relative_difference"])]
+            outcomes.append((label_, agree, len(tested), float(np.mean(rel)) if rel else math.nan))
+            if name not in paper.SETUP_TABLES:
+                lines.append(f"| {label_} | {readings_text(setup)} | not in the paper "
+                             f"({paper.NOT_IN_PAPER.get(name, '')}) | | |")
+            else:
+                lines.append(f"| {label_} | {readings_text(setup)} | {agree} of {len(tested)} reproduced | "
+                             f"{not_run} not run | {_disagreements(claims)} |")
+        ran = [o for o in outcomes if o[2]]
+        if len(ran) > 1:
+            compared.append(_compare_readings(name, ran))
     table = pd.DataFrame(rows, columns=COLUMNS)
     tested = table[table["status"].isin(["agree", "disagree"])]
     agree = int((tested["status"] == "agree").sum())
@@ -198,13 +225,24 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
                                            f"so differences are expected)")
     summary = (f"{agree} of {len(tested)} claims reproduced, {int((table['status'] == 'not run').sum())} not run"
                f"{scale}")
-    markdown = "\n".join([f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
-                          "| setup | reproduced | not run | disagreements (claim: paper / ours) |",
-                          "|---|---|---|---|", *lines, "",
-                          "Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best "
-                          "accuracy and teacher regime, as described in `kdlib/scorecard.py`; every claim is a row "
-                          "of `scorecard.csv`.", ""])
-    return {"claims": table, "summary": summary, "markdown": markdown}
+    markdown = [f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
+                "| setup | readings | reproduced | not run | disagreements (claim: paper / ours) |",
+                "|---|---|---|---|---|", *lines, ""]
+    if compared:
+        markdown += ["## Readings compared", "", "Where a setup ran under several readings of the paper "
+                     "(`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
+    markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
+                 "teacher regime, as described in `kdlib/scorecard.py`; every claim is a row of `scorecard.csv`.", ""]
+    return {"claims": table, "summary": summary, "markdown": "\n".join(markdown), "compared": compared}
+
+
+def _compare_readings(name: str, outcomes: list[tuple[str, int, int, float]]) -> str:
+    """One line: each label's agreeing claims (and, at the paper profile, mean relative difference of the
+    means), and which reading agrees with more."""
+    best = max(outcomes, key=lambda o: (o[1] / o[2], -o[3] if not math.isnan(o[3]) else 0.0))
+    parts = [f"`{label_}` {agree} of {n}" + ("" if math.isnan(rel) else f" (mean relative difference {rel:.3f})")
+             for label_, agree, n, rel in outcomes]
+    return f"- {name}: " + "; ".join(parts) + f". More agree under `{best[0]}`."
 
 
 def _disagreements(claims: list[dict], most: int = 4) -> str:

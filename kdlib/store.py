@@ -173,13 +173,14 @@ def is_claimed(out, spec) -> bool:
 # ----------------------------------------------------------------------------- per-setup folders and tables
 
 def setup_dir(out, setup) -> Path:
-    """``out/<setup>/<profile>``: a setup's collected tables and executed notebooks."""
-    return Path(out) / setup.name / setup.profile
+    """``out/<setup label>/<profile>``: a setup's collected tables and executed notebooks (the label adds the
+    readings chosen off their defaults, so each reading's runs are collected apart)."""
+    return Path(out) / setup.label / setup.profile
 
 
 def figures_dir(figures, setup) -> Path:
-    """``figures/<setup>/<profile>``: a setup's tables and figures for papers."""
-    return Path(figures) / setup.name / setup.profile
+    """``figures/<setup label>/<profile>``: a setup's tables and figures for papers."""
+    return Path(figures) / setup.label / setup.profile
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> Path:

@@ -47,7 +47,7 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}
     done = sum(read_result(out, s) is not None for s in specs)
     if progress:
-        tqdm.write(f"{setup.name} ({setup.profile}): {len(specs)} runs; " + (
+        tqdm.write(f"{setup.label} ({setup.profile}): {len(specs)} runs; " + (
             f"reusing {done} finished, {len(specs) - done} to train" if done else "none finished yet"))
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
@@ -58,13 +58,13 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
                     for job in packs([s for s in todo if s.role == role], size)]
             if jobs:
                 launch(jobs, out, data_dir, device, workers=workers, progress=progress,
-                       desc=f"{setup.name} {role}s" + (f" (packs of {size})" if size > 1 else ""),
+                       desc=f"{setup.label} {role}s" + (f" (packs of {size})" if size > 1 else ""),
                        compile=compile, **launcher_options)
         busy = [s for s in specs if read_result(out, s) is None]
         if not busy:
             return [read_result(out, s) for s in specs]
         if not any(is_claimed(out, s) for s in busy):
-            raise RuntimeError(f"{len(busy)} runs of {setup.name} neither finished nor are claimed by another "
+            raise RuntimeError(f"{len(busy)} runs of {setup.label} neither finished nor are claimed by another "
                                f"process, e.g. {busy[0].run_id}")
         time.sleep(poll_seconds)  # another launcher is training them: wait, then pick up what it leaves
 
@@ -100,7 +100,7 @@ def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
             failed.append({"run_id": spec.run_id, "condition": spec.condition, "teacher_seed": spec.teacher_seed,
                            "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result["reason"]})
             continue
-        row = {"setup": setup.name, "profile": setup.profile, "run_id": spec.run_id,
+        row = {"setup": setup.label, "profile": setup.profile, "run_id": spec.run_id,
                "teacher_seed": spec.teacher_seed, "condition": spec.condition,
                "train_seconds": result.get("train_seconds", math.nan),
                "pack_size": len(result.get("pack", [spec.run_id]))}
@@ -154,7 +154,7 @@ def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") 
             names = "\n".join(str(c) if str(c).strip() else repr(c) for c in task.classes) + "\n"
             write_text(folder / "classes.txt", names)
         else:
-            logits, _ = score(load_model(out, spec, data_dir), batches, device)
+            logits, _ = score(load_model(out, spec, data_dir), batches, device, flip=bool(spec.eval_flip))
             name = spec.condition if spec.alpha is None else f"{spec.condition}_{spec.alpha:g}"
             save_npy(folder / name / f"seed{spec.student_seed}.npy", logits.numpy())
     return dest
@@ -177,7 +177,8 @@ def copied_errors(setup: Setup, out, data_dir=None, device: str = "cpu", teacher
             "classes": list(task.classes) or [str(k) for k in range(task.num_classes)]}
     wrong = view["teacher"] != labels
     for name, spec in (("kd", kd), ("siddo", siddo)):
-        logits, _ = score(load_model(out, spec, data_dir), task.test.eval_batches(setup.eval_batch_size), device)
+        logits, _ = score(load_model(out, spec, data_dir), task.test.eval_batches(setup.eval_batch_size), device,
+                          flip=bool(spec.eval_flip))
         view[name] = logits.argmax(-1)
         view[f"{name}_copied"] = torch.nonzero(wrong & (view[name] == view["teacher"])).flatten()
     view["teacher_errors"] = int(wrong.sum())
@@ -208,5 +209,5 @@ def plan_summary(setup: Setup, out, device: str = "cpu", timings=None) -> dict:
     remaining = {r: c["planned"] - c["finished"] - c["failed"] for r, c in counts.items()}
     hours = (sum(remaining[r] * per_model[r] for r in remaining) / 3600
              if all(r in per_model or not remaining[r] for r in remaining) else None)
-    return {"setup": setup.name, "profile": setup.profile, "device": device, "counts": counts,
+    return {"setup": setup.label, "profile": setup.profile, "device": device, "counts": counts,
             "remaining": remaining, "seconds_per_model": per_model, "source": source, "device_hours": hours}

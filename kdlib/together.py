@@ -48,7 +48,8 @@ def check_packable(models: list[nn.Module], objectives: list[Objective], data_se
 def train_together(models: list[nn.Module], data, objectives: list[Objective], recipe: Recipe,
                    data_seeds: list[int], *, teacher: nn.Module | None = None,
                    teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
-                   progress: bool = False, compile: bool = False) -> list[TrainLog]:
+                   progress: bool = False, compile: bool = False,
+                   precision: str | None = None) -> list[TrainLog]:
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
     Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
@@ -74,7 +75,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         dev.place(teacher, device).eval()
     if teacher_cache is not None:
         teacher_cache = teacher_cache.to(device)
-    optimizer, scheduler = recipe.build(list(params.values()), fused=dev.fused_optimizer(device))
+    optimizer, scheduler = recipe.build(params.items(), fused=dev.fused_optimizer(device))
 
     def forward(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
@@ -91,10 +92,10 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             idx = [b[0] for b in batches]
             x = dev.batch(torch.stack([b[1] for b in batches]), device)
             y = dev.batch(torch.stack([b[2] for b in batches]), device)
-            with dev.autocast(device):
+            with dev.autocast(device, precision):
                 live = None
-                if kd and teacher_cache is None:  # one teacher pass over every KD member's batch
-                    with torch.no_grad():
+                if kd and teacher_cache is None:  # one float32 teacher pass over every KD member's batch
+                    with torch.no_grad(), dev.float32_forward(device):
                         live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
                 with folding():
                     logits = batched(params, buffers, x)

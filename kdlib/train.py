@@ -45,6 +45,8 @@ class Objective:
     alpha: float = 0.0
     temperature: float = 1.0
     feature_layer: str | None = None
+    t_squared: bool = True  # the T^2 factor of Eq. 1's distillation term (kd, rcd)
+    label_smoothing: float = 0.0  # on the cross-entropy against the labels (ce, kd, rcd)
 
     def __post_init__(self):
         if self.kind not in OBJECTIVES:
@@ -96,26 +98,38 @@ class TrainLog:
     notes: list[str] = field(default_factory=list)
 
 
+def outputs(model: nn.Module, x: torch.Tensor, device, flip: bool = False) -> torch.Tensor:
+    """``model``'s float32 logits of the batch ``x`` on the CPU; ``flip``: averaged with those of the horizontally
+    flipped images (FFCV's test-time flip, the ``imagenet-ffcv-extras`` reading)."""
+    x = dev.batch(x, device)
+    with dev.float32_forward(device):
+        out = model(x)
+        if flip:
+            out = (out + model(x.flip(-1))) / 2
+    return out.cpu()
+
+
 @torch.no_grad()
-def predict(model: nn.Module, batches, device: str = "cpu") -> torch.Tensor:
-    """Logits of ``model`` (eval mode) over ``(x, y)`` batches, concatenated on the CPU."""
+def predict(model: nn.Module, batches, device: str = "cpu", flip: bool = False) -> torch.Tensor:
+    """Float32 logits of ``model`` (eval mode) over ``(x, y)`` batches, concatenated on the CPU."""
     dev.place(model, device).eval()
-    with dev.autocast(device):
-        return torch.cat([model(dev.batch(x, device)).float().cpu() for x, _ in batches])
+    return torch.cat([outputs(model, x, device, flip) for x, _ in batches])
 
 
 @torch.no_grad()
-def score(model: nn.Module, batches, device: str = "cpu") -> tuple[torch.Tensor, dict[str, float]]:
-    """One pass: ``model``'s logits over ``(x, y)`` batches and its accuracy and loss on them."""
+def score(model: nn.Module, batches, device: str = "cpu", keep: bool = True,
+          flip: bool = False) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """One float32 pass: ``model``'s logits over ``(x, y)`` batches (None unless ``keep``) and its accuracy and
+    loss on them."""
     dev.place(model, device).eval()
     comparison, logits = Comparison(), []
     for x, y in batches:
-        with dev.autocast(device):
-            out = model(dev.batch(x, device)).float().cpu()
+        out = outputs(model, x, device, flip)
         comparison.update(out, out, y)
-        logits.append(out)
+        if keep:
+            logits.append(out)
     result = comparison.result()
-    return torch.cat(logits), {"accuracy": result["accuracy"], "loss": result["loss"]}
+    return torch.cat(logits) if keep else None, {"accuracy": result["accuracy"], "loss": result["loss"]}
 
 
 def teacher_logits_on(teacher: nn.Module, data, batch_size: int, device: str = "cpu") -> torch.Tensor:
@@ -125,14 +139,13 @@ def teacher_logits_on(teacher: nn.Module, data, batch_size: int, device: str = "
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, teacher_logits: torch.Tensor, device: str = "cpu",
-             comparison: Comparison | None = None) -> Comparison:
-    """Stream ``model``'s test logits against the teacher's (same order) into a :class:`Comparison`."""
+             comparison: Comparison | None = None, flip: bool = False) -> Comparison:
+    """Stream ``model``'s float32 test logits against the teacher's (same order) into a :class:`Comparison`."""
     dev.place(model, device).eval()
     comparison = comparison or Comparison()
     i = 0
     for x, y in batches:
-        with dev.autocast(device):
-            logits = model(dev.batch(x, device)).float().cpu()
+        logits = outputs(model, x, device, flip)
         comparison.update(teacher_logits[i:i + len(x)], logits, y)
         i += len(x)
     if i != len(teacher_logits):
@@ -201,11 +214,13 @@ class Forward:
 
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
-          log_every: int = 10, progress: bool = False, compile: bool = False) -> TrainLog:
+          log_every: int = 10, progress: bool = False, compile: bool = False,
+          precision: str | None = None) -> TrainLog:
     """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps).
 
     On CUDA the data moves onto the GPU where it fits and the optimiser step is fused; the host waits for the
-    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``."""
+    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``. ``precision``:
+    ``"float32"`` turns CUDA's bf16 autocast off (:func:`kdlib.device.autocast`)."""
     check_teacher_source([objective], data, teacher, teacher_cache)
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
@@ -217,7 +232,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         teacher_cache = teacher_cache.to(device)
     student_hook = _Capture(model, objective.feature_layer) if objective.kind.startswith("feature") else None
     teacher_hook = _Capture(teacher, objective.feature_layer) if objective.kind == "feature" else None
-    optimizer, scheduler = recipe.build(model.parameters(), fused=dev.fused_optimizer(device))
+    optimizer, scheduler = recipe.build(model.named_parameters(), fused=dev.fused_optimizer(device))
     log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
     forward = Forward(model, compile, log.notes)
     with torch.random.fork_rng(devices=[]):
@@ -226,7 +241,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
                                                 desc=objective.kind, leave=False), start=1):
             x, y = dev.batch(x, device), dev.batch(y, device)
-            with dev.autocast(device):
+            with dev.autocast(device, precision):
                 logits = forward(x)
                 loss = objective_loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook,
                                       teacher_hook)
@@ -264,23 +279,26 @@ def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cac
     from ``teacher_cache[idx]`` or a forward pass of ``teacher``, feature maps from the hooks."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
         logits = logits.float()
-    kind = objective.kind
+    kind, o = objective.kind, objective
     if kind == "ce":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                               label_smoothing=o.label_smoothing)
     if kind == "rcd":
-        return rcd_loss(logits, y, objective.alpha, objective.temperature, validate=False)
+        return rcd_loss(logits, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
+                        label_smoothing=o.label_smoothing)
     if kind == "ls":
         return label_smoothing_loss(logits, y, objective.alpha, validate=False)
     if kind == "kd":
         if teacher_cache is not None:
             t = teacher_cache[idx]
         else:
-            with torch.no_grad():
+            with torch.no_grad(), dev.float32_forward(x.device):
                 t = teacher(x)
-        return kd_loss(logits, t, y, objective.alpha, objective.temperature, validate=False)
+        return kd_loss(logits, t, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
+                       label_smoothing=o.label_smoothing)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     if kind == "feature":
-        with torch.no_grad():
+        with torch.no_grad(), dev.float32_forward(x.device):
             teacher(x)
         target = teacher_hook.out
     else:  # feature_rcd: a constant target of the same shape

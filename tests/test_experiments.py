@@ -36,7 +36,9 @@ def test_adversarial_teacher_data_replaces_the_but_keeps_the_vocabulary(data_dir
     assert clean.extra["tokenizer"].chars == adv.extra["tokenizer"].chars and clean.num_classes == 65
     setup = setups.get("tinyshakespeare-adversarial", "smoke")
     teacher, student = plan(setup)[:2]
-    assert teacher.train_dataset_kwargs["replace"] == [["the", "tha"]] and student.train_dataset_kwargs is None
+    # the default reading replaces the word "the" (kdlib.setups.readings: adversarial-replacement)
+    assert teacher.train_dataset_kwargs["replace_words"] == [["the", "tha"]] and student.train_dataset_kwargs is None
+    assert "replace" not in teacher.train_dataset_kwargs
     assert teacher.probes == ["th_completion"]
 
 

@@ -81,11 +81,12 @@ def test_feature_objective_uses_hooks_and_removes_them():
 
 def test_schedules():
     m = torch.nn.Linear(2, 2)
-    opt, sched = Recipe("sgd", lr=1.0, batch_size=1, steps=10, schedule="cosine").build(m.parameters())
+    opt, sched = Recipe("sgd", lr=1.0, batch_size=1, steps=10, schedule="cosine").build(m.named_parameters())
     for _ in range(10):
         opt.step(); sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-    opt, sched = Recipe("sgd", lr=1.0, batch_size=1, steps=10, schedule="step", milestones=(0.5,)).build(m.parameters())
+    recipe = Recipe("sgd", lr=1.0, batch_size=1, steps=10, schedule="step", milestones=(0.5,))
+    opt, sched = recipe.build(m.named_parameters())
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"]); opt.step(); sched.step()

@@ -134,10 +134,13 @@ def test_paper_recipes():
     assert (svhn.optimizer, svhn.lr, svhn.batch_size, svhn.steps) == ("adam", 1e-3, 256, 100 * 287)
     tin = setups.get("tinyimagenet-vgg19", "paper").teacher_recipe
     assert (tin.optimizer, tin.lr, tin.momentum, tin.schedule, tin.steps) == ("sgd", 0.01, 0.9, "cosine", 100 * 391)
+    assert tin.epoch_length == 391  # cosine annealing stepped per epoch: T_max = 100 (epochs)
     assert setups.get("tinyimagenet-resnet50-randaug", "paper").dataset_kwargs == {"randaugment": True}
     assert setups.get("tinyimagenet-resnet50-label-smoothing", "paper").conditions == ("siddo", "kd", "rcd", "ls")
     im = setups.get("imagenet-resnet50-to-resnet18-t2", "paper")
     assert im.teacher_recipe is None and im.teacher_seeds == (0,) and im.temperature == 2.0
     assert im.teacher.kwargs["weights"] == "IMAGENET1K_V2" and im.student.kwargs["blurpool"]
     r = im.student_recipe
-    assert (r.lr, r.batch_size, r.momentum, r.weight_decay, r.steps) == (0.5, 1024, 0.9, 5e-5, 56 * 1252)
+    # FFCV's rn18 configuration: its train loader drops the last partial batch (1,281,167 // 1024 = 1,251 a epoch)
+    assert (r.lr, r.batch_size, r.momentum, r.weight_decay, r.steps) == (0.5, 1024, 0.9, 5e-5, 56 * 1251)
+    assert (r.schedule, r.peak, r.no_decay) == ("cyclic", 2 / 56, "bn") and im.dataset_kwargs["drop_last"]

@@ -17,7 +17,8 @@ file per dataset, pipeline, clip length and chosen files, written atomically) un
 ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib`` (never inside the data folder, which may be read-only), and
 held in memory as float32 ``[N, 1, 32, frames]`` in an :class:`~kdlib.train.ExampleData`.
 
-With ``normalize=True`` (default; not in the paper) each mel bin is standardised by its mean and standard
+``front_end="power-mel"`` gives the mel power spectrogram without the log (the paper's words, read literally;
+the ``audio-front-end`` reading). With ``normalize=True`` (default; not in the paper) each mel bin is standardised by its mean and standard
 deviation over the training split (all clips and frames), and the same shift and scale are applied to the
 test split: standardised inputs help plain SGD train VGGish, which has no BatchNorm.
 
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from sklearn.model_selection import train_test_split
@@ -56,7 +56,14 @@ FSDD_URL = SOURCES["fsdd"].url
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """A WAV file as a mono float32 waveform (mean of its channels) and its sample rate."""
+    """A WAV file as a mono float32 waveform (mean of its channels) and its sample rate. soundfile is imported
+    here, where audio files are read, so kdlib imports without it (FSDD's built-in copy needs none)."""
+    try:
+        import soundfile as sf
+    except ImportError as e:
+        raise ModuleNotFoundError(f"reading {path} needs the package soundfile: pip install soundfile") from e
+    except OSError as e:
+        raise ModuleNotFoundError(f"reading {path} needs soundfile's libsndfile ({e}): pip install soundfile") from e
     wave, rate = sf.read(path, dtype="float32", always_2d=True)
     return wave.mean(axis=1), rate
 
@@ -129,14 +136,20 @@ def subset(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
+FRONT_ENDS = ("log-mel", "power-mel")
+
+
 def mel_task(name: str, classes: list[str], splits: dict[str, tuple[list, np.ndarray]], read: Callable,
              seconds: float, source: list, normalize: bool, max_train: int | None, max_test: int | None,
-             cache: str | os.PathLike | None) -> TaskData:
+             cache: str | os.PathLike | None, front_end: str = "log-mel") -> TaskData:
     """Cached log-mel features of the ``train`` and ``test`` splits ``(items, labels)`` as a :class:`TaskData`.
 
     ``items`` are what ``read`` takes (paths or indices) and, as strings, identify the clips in the cache
-    key together with ``source`` (the index file's :func:`fingerprint`).
+    key together with ``source`` (the index file's :func:`fingerprint`). ``front_end="power-mel"`` undoes the
+    log: the mel power spectrogram itself (``exp(x) - 1e-6``, to float32 rounding), as Appendix E describes it.
     """
+    if front_end not in FRONT_ENDS:
+        raise ValueError(f"unknown audio front end {front_end!r}: allowed are {list(FRONT_ENDS)}")
     limits = {"train": max_train, "test": max_test}
     chosen = {}
     for split, (items, labels) in splits.items():
@@ -155,7 +168,10 @@ def mel_task(name: str, classes: list[str], splits: dict[str, tuple[list, np.nda
 
     data = cached(name, key, compute, cache_folder(cache))
     x_train, x_test = data["train_x"], data["test_x"]
-    extra = dict(sample_rate=SAMPLE_RATE, seconds=seconds, frames=x_train.shape[-1])
+    if front_end == "power-mel":
+        for x in (x_train, x_test):
+            x.exp_().sub_(LOG_FLOOR).clamp_min_(0.0)
+    extra = dict(sample_rate=SAMPLE_RATE, seconds=seconds, frames=x_train.shape[-1], front_end=front_end)
     if normalize:
         mean = x_train.mean(dim=(0, 3), keepdim=True)
         std = x_train.std(dim=(0, 3), keepdim=True).clamp_min(1e-5)
@@ -168,7 +184,8 @@ def mel_task(name: str, classes: list[str], splits: dict[str, tuple[list, np.nda
 
 @register("speechcommands")
 def load_speechcommands(root: Path, seconds: float = 1.0, normalize: bool = True, max_train: int | None = None,
-                        max_test: int | None = None, cache_dir: str | os.PathLike | None = None) -> TaskData:
+                        max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
+                        front_end: str = "log-mel") -> TaskData:
     """SpeechCommands v2, 35 words: torchaudio's ``training`` subset (every clip outside validation_list.txt
     and testing_list.txt, without _background_noise_; 84,843 clips) and ``testing`` subset (11,005 clips).
 
@@ -188,12 +205,13 @@ def load_speechcommands(root: Path, seconds: float = 1.0, normalize: bool = True
     splits = {s: (items, np.array([index[w] for w in words])) for s, (items, words) in splits.items()}
     archive = Path(root) / "SpeechCommands"
     return mel_task("speechcommands", classes, splits, lambda rel: read_wav(archive / rel), seconds,
-                    fingerprint(lists), normalize, max_train, max_test, cache_dir)
+                    fingerprint(lists), normalize, max_train, max_test, cache_dir, front_end)
 
 
 @register("urbansound8k")
 def load_urbansound8k(root: Path, seconds: float = 4.0, normalize: bool = True, max_train: int | None = None,
-                      max_test: int | None = None, cache_dir: str | os.PathLike | None = None) -> TaskData:
+                      max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
+                      front_end: str = "log-mel") -> TaskData:
     """UrbanSound8K, 10 classes; as in the paper, an 80/20 split of the metadata rows by sklearn's
     ``train_test_split(test_size=0.2, random_state=42, shuffle=True)`` (not the dataset's 10 folds)."""
     base = Path(root) / "UrbanSound8K"
@@ -208,12 +226,13 @@ def load_urbansound8k(root: Path, seconds: float = 4.0, normalize: bool = True, 
     train_idx, test_idx = train_test_split(np.arange(len(meta)), test_size=0.2, random_state=42, shuffle=True)
     splits = {s: ([items[i] for i in idx], labels[idx]) for s, idx in (("train", train_idx), ("test", test_idx))}
     return mel_task("urbansound8k", list(names), splits, lambda rel: read_wav(base / "audio" / rel), seconds,
-                    fingerprint(csv), normalize, max_train, max_test, cache_dir)
+                    fingerprint(csv), normalize, max_train, max_test, cache_dir, front_end)
 
 
 @register("fsdd")
 def load_fsdd(root: Path, seconds: float = 1.0, normalize: bool = True, max_train: int | None = None,
-              max_test: int | None = None, cache_dir: str | os.PathLike | None = None) -> TaskData:
+              max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
+              front_end: str = "log-mel") -> TaskData:
     """Free Spoken Digit Dataset (digits 0-9, 8 kHz, 2,700 train / 300 test clips), from ``fsdd_8k.npz``:
     ``audio`` (int16 clips concatenated), ``offsets``, ``labels``, ``is_test`` (FSDD's official test split:
     utterances 0-4 of every speaker and digit) and ``sample_rate``."""
@@ -226,4 +245,4 @@ def load_fsdd(root: Path, seconds: float = 1.0, normalize: bool = True, max_trai
     read = lambda i: (audio[offsets[i]:offsets[i + 1]].astype(np.float32) / 32768.0, rate)
     splits = {s: (list(np.flatnonzero(mask)), labels[mask]) for s, mask in (("train", ~is_test), ("test", is_test))}
     return mel_task("fsdd", [str(d) for d in range(10)], splits, read, seconds, fingerprint(path), normalize,
-                    max_train, max_test, cache_dir)
+                    max_train, max_test, cache_dir, front_end)

@@ -1,6 +1,7 @@
 """TinyShakespeare, character-level: first 90% of the text for training, last 10% for testing (paper F.1)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -44,16 +45,24 @@ def char_task(text: str, block_size: int, train_fraction: float = 0.9, vocabular
                     num_classes=len(tok.chars), classes=tok.chars, extra={"tokenizer": tok})
 
 
+def replace_whole_words(text: str, old: str, new: str) -> str:
+    """``text`` with every whole word ``old`` (not inside a longer word; case as given) replaced by ``new``."""
+    return re.sub(rf"(?<![A-Za-z]){re.escape(old)}(?![A-Za-z])", new, text)
+
+
 @register("tinyshakespeare")
 def load_tinyshakespeare(root: Path, block_size: int = 256, max_chars: int | None = None,
-                         replace: list | None = None) -> TaskData:
-    """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged;
-    ``replace`` is a list of ``[old, new]`` substitutions applied to the whole text first (Section 4.5's
-    adversarial teacher uses ``[["the", "tha"]]``). The clean text is kept in ``extra["text"]``."""
+                         replace: list | None = None, replace_words: list | None = None) -> TaskData:
+    """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged.
+    Section 4.5's adversarial teacher: ``replace`` is a list of ``[old, new]`` substring substitutions applied to
+    the whole text first, ``replace_words`` the same for whole words only (the ``adversarial-replacement``
+    reading: ``[["the", "tha"]]`` either way). The clean text is kept in ``extra["text"]``."""
     clean = read_tinyshakespeare(root)
     text = clean
     for old, new in replace or []:
         text = text.replace(old, new)
+    for old, new in replace_words or []:
+        text = replace_whole_words(text, old, new)
     task = char_task(text[:max_chars], block_size, vocabulary=clean)
     task.extra["text"] = text[:max_chars]
     return task

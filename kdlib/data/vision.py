@@ -294,15 +294,16 @@ class ImageFolderData:
     ``size`` to ``final_size`` between the run fractions ``ramp`` and rounded to a multiple of 32 (FFCV's
     progressive resizing). Batches are bit-reproducible for a fixed ``num_workers``: the order comes from the
     trainer's generator, which also seeds the DataLoader's workers (with 0 workers, crops draw from the
-    global RNG that the trainer seeds).
+    global RNG that the trainer seeds). ``drop_last``: training drops each epoch's last partial batch (FFCV's
+    train loader does).
     """
 
     def __init__(self, samples: list[tuple[str, int]], normalize: Normalize, size: int, random_crop: bool = False,
                  final_size: int | None = None, ramp: tuple[float, float] = (0.0, 0.0), crop_ratio: float = 0.875,
-                 num_workers: int = 0):
+                 num_workers: int = 0, drop_last: bool = False):
         self.samples, self.normalize, self.size, self.random_crop = samples, normalize, size, random_crop
         self.final_size, self.ramp, self.crop_ratio = final_size or size, ramp, crop_ratio
-        self.num_workers = num_workers
+        self.num_workers, self.drop_last = num_workers, drop_last
 
     @property
     def fixed(self) -> bool:
@@ -324,12 +325,13 @@ class ImageFolderData:
         return v2.Compose([v2.Resize(round(self.size / self.crop_ratio), antialias=True), v2.CenterCrop(self.size),
                            v2.PILToTensor()])
 
-    def _loader(self, transform: Callable, order, batch_size: int, generator: torch.Generator):
+    def _loader(self, transform: Callable, order, batch_size: int, generator: torch.Generator,
+                drop_last: bool = False):
         return torch.utils.data.DataLoader(_Folder(self.samples, transform), batch_size=batch_size, sampler=order,
-                                           num_workers=self.num_workers, generator=generator)
+                                           num_workers=self.num_workers, generator=generator, drop_last=drop_last)
 
     def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
-        per_epoch = math.ceil(len(self) / batch_size)
+        per_epoch = len(self) // batch_size if self.drop_last else math.ceil(len(self) / batch_size)
         epochs = steps / per_epoch
         step = 0
         for epoch in range(math.ceil(epochs)):
@@ -339,7 +341,8 @@ class ImageFolderData:
                                         v2.RandomHorizontalFlip(), v2.PILToTensor()])
             else:
                 transform = self._eval_transform()
-            for i, (x, y) in enumerate(self._loader(transform, order.tolist(), batch_size, generator)):
+            for i, (x, y) in enumerate(self._loader(transform, order.tolist(), batch_size, generator,
+                                                    self.drop_last)):
                 idx = None if self.random_crop else order[i * batch_size:(i + 1) * batch_size]
                 yield idx, self.normalize(x), y
                 step += 1
@@ -367,12 +370,13 @@ def _imagenet_split(base: Path, split: str) -> tuple[list[tuple[str, int]], list
 def load_imagenet(root: Path, resolution: int = 160, final_resolution: int | None = None,
                   ramp: tuple[float, float] = (0.0, 0.0), eval_resolution: int = 256, random_crop: bool = True,
                   train_per_class: int | None = None, test_per_class: int | None = None,
-                  num_workers: int = 0) -> TaskData:
+                  num_workers: int = 0, drop_last: bool = False) -> TaskData:
     """ImageNet-1k from ``root/imagenet`` (train 1,281,167 / val 50,000); the val set is the test set.
 
     Training images: RandomResizedCrop at ``resolution`` (ramped to ``final_resolution``, see
-    :class:`ImageFolderData`) and flips, or with ``random_crop=False`` the fixed centre crop at ``resolution``.
-    Test images: centre crop at ``eval_resolution`` (FFCV's validation: 256 from a 292 resize).
+    :class:`ImageFolderData`) and flips, or with ``random_crop=False`` the fixed centre crop at ``resolution``;
+    ``drop_last`` drops each epoch's last partial batch. Test images: centre crop at ``eval_resolution`` (FFCV's
+    validation: 256 from a 292 resize).
     """
     base = Path(root) / "imagenet"
     (train, classes), (test, test_classes) = _imagenet_split(base, "train"), _imagenet_split(base, "val")
@@ -384,7 +388,7 @@ def load_imagenet(root: Path, resolution: int = 160, final_resolution: int | Non
     normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
     return TaskData(
         train=ImageFolderData(train, normalize, resolution, random_crop, final_resolution, tuple(ramp),
-                              num_workers=num_workers),
+                              num_workers=num_workers, drop_last=drop_last),
         test=ImageFolderData(test, normalize, eval_resolution, num_workers=num_workers),
         num_classes=len(classes), classes=classes,
         extra={"in_channels": 3, "image_size": eval_resolution, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})

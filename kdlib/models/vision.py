@@ -105,9 +105,17 @@ def add_blurpool(module: nn.Module) -> nn.Module:
     return module
 
 
+STEMS = ("cifar", "imagenet")
+
+
 def _resnet(arch: str, block, layers, num_classes: int, in_channels: int, image_size: int, width: int,
-            blurpool: bool, weights: str | None) -> ResNet:
-    model = ResNet(block, layers, num_classes, in_channels, width, small_stem=image_size <= SMALL_IMAGE)
+            blurpool: bool, weights: str | None, stem: str | None) -> ResNet:
+    """``stem``: "cifar" (3x3 stride 1, no max-pool) or "imagenet" (torchvision's); None: by image size (the
+    ``small-image-resnet-stem`` reading chooses for images of at most 64 pixels)."""
+    if stem not in (None, *STEMS):
+        raise ValueError(f"unknown ResNet stem {stem!r}: allowed are {list(STEMS)}")
+    small = image_size <= SMALL_IMAGE if stem is None else stem == "cifar"
+    model = ResNet(block, layers, num_classes, in_channels, width, small_stem=small)
     if weights is not None:
         _load_pretrained(model, arch, weights, num_classes, in_channels, image_size, width)
     return add_blurpool(model) if blurpool else model
@@ -120,10 +128,11 @@ def _load_pretrained(model: ResNet, arch: str, weights: str, num_classes: int, i
         raise ValueError(f"unknown weights {weights!r} for {arch}: allowed are {list(enum.__members__)}")
     w = enum[weights]
     n = len(w.meta["categories"])
-    if (num_classes, in_channels, width) != (n, 3, 64) or image_size <= SMALL_IMAGE:
+    if (num_classes, in_channels, width) != (n, 3, 64) or not isinstance(model.maxpool, nn.MaxPool2d):
         raise ValueError(f"{arch} weights {weights} need num_classes={n}, in_channels=3, width=64 and "
-                         f"image_size > {SMALL_IMAGE} (torchvision's stem); got num_classes={num_classes}, "
-                         f"in_channels={in_channels}, width={width}, image_size={image_size}")
+                         f"torchvision's stem (image_size > {SMALL_IMAGE} or stem='imagenet'); got "
+                         f"num_classes={num_classes}, in_channels={in_channels}, width={width}, "
+                         f"image_size={image_size}")
     try:
         state = w.get_state_dict(progress=False)
     except (OSError, RuntimeError) as e:
@@ -135,16 +144,16 @@ def _load_pretrained(model: ResNet, arch: str, weights: str, num_classes: int, i
 
 @register("resnet18")
 def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64, blurpool: bool = False,
-             weights: str | None = None) -> ResNet:
+             weights: str | None = None, stem: str | None = None) -> ResNet:
     return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes, in_channels, image_size, width, blurpool,
-                   weights)
+                   weights, stem)
 
 
 @register("resnet50")
 def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64, blurpool: bool = False,
-             weights: str | None = None) -> ResNet:
+             weights: str | None = None, stem: str | None = None) -> ResNet:
     return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes, in_channels, image_size, width, blurpool,
-                   weights)
+                   weights, stem)
 
 
 class VGG(nn.Module):

@@ -98,6 +98,8 @@ NOT_IN_PAPER: dict[str, str] = {
     "fsdd-vggish": "built into kdlib (Free Spoken Digit Dataset, offline); the paper has no FSDD experiment",
     "tinyshakespeare-width-scaling": "Section 4.2.3 reports the width sweep only as Figure 11, no table "
                                      "(Table 95 counts its 300 models)",
+    "tinyshakespeare-width-scaling-three-alphas": "an extension of Section 4.2.3's width sweep (KD and RCD at "
+                                                  "every alpha; the paper's grid is alpha 0.9)",
 }
 
 #: Setups whose teacher is another setup's (the same architecture, data, recipe and seeds, so kdlib trains it

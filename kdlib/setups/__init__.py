@@ -1,6 +1,7 @@
 """Named setups of the study and the profiles that scale them (see :mod:`kdlib.setups.base`).
 
-``get(name, profile)`` returns a registered setup at a profile's scale; ``names()`` lists them. Each family
+``get(name, profile, readings)`` returns a registered setup at a profile's scale under the paper's readings
+(:mod:`kdlib.setups.readings`: defaults, except those ``readings`` chooses); ``names()`` lists them. Each family
 module (language, vision, audio, experiments) registers its setups when imported.
 """
 from __future__ import annotations
@@ -9,16 +10,23 @@ import difflib
 from dataclasses import replace
 
 from . import audio, experiments, language, vision  # noqa: F401  (importing registers them)
+from . import readings as _readings
 from .base import (ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps,  # noqa: F401
                    register)
+from .readings import READINGS, UnknownReading  # noqa: F401
 
 
 def names() -> list[str]:
     return sorted(SETUPS)
 
 
-def get(name: str, profile: str = "cpu") -> Setup:
-    """The setup ``name`` scaled by ``profile``; unknown names raise with the allowed values."""
+def get(name: str, profile: str = "cpu", readings=None) -> Setup:
+    """The setup ``name`` scaled by ``profile`` under the default readings, except those ``readings`` chooses
+    (``{id: choice}`` or ``["id=choice", ...]``); unknown names raise with the allowed values. ``name`` may be a
+    label (``name+id=choice``), whose readings are then chosen."""
+    if "+" in name:
+        name, chosen = _readings.split_label(name)
+        readings = {**chosen, **_readings.parse(readings or {})}
     if name not in SETUPS:
         close = difflib.get_close_matches(name, SETUPS, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
@@ -28,4 +36,4 @@ def get(name: str, profile: str = "cpu") -> Setup:
     setup = SETUPS[name](profile)
     if setup.name != name:
         raise ValueError(f"setup function for {name!r} returned a setup named {setup.name!r}")
-    return replace(setup, profile=profile)
+    return _readings.apply(replace(setup, profile=profile), readings)

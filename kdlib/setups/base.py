@@ -64,6 +64,13 @@ class Setup:
     eval_batch_size: int = 256
     profile: str = "paper"
     paper_ref: str = ""
+    # set by the readings (kdlib.setups.readings); None keeps what runs did before readings existed
+    kd_t_squared: bool | None = None  # False: Eq. 1 without the T^2 factor
+    label_smoothing: float | None = None  # on every cross-entropy term of the students
+    eval_flip: bool | None = None  # students' and teachers' test logits averaged over the image and its flip
+    precision: str | None = None  # "float32": no bf16 autocast when training on CUDA
+    readings: tuple[tuple[str, str], ...] = ()  # (reading id, choice) of every reading the setup uses
+    tag: str = ""  # "+id=choice" for every reading chosen off its default
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
@@ -89,10 +96,17 @@ class Setup:
     def scaled(self, **changes) -> "Setup":
         return replace(self, **changes)
 
+    @property
+    def label(self) -> str:
+        """Where the setup's runs are collected and reported: its name, plus every reading off its default."""
+        return self.name + self.tag
 
-def epoch_steps(epochs: float, n: int, batch_size: int) -> int:
-    """Optimiser steps of ``epochs`` passes over ``n`` examples in batches of ``batch_size`` (last one partial)."""
-    return max(1, round(epochs * math.ceil(n / batch_size)))
+
+def epoch_steps(epochs: float, n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n`` examples in batches of ``batch_size`` (the last one partial,
+    or dropped with ``drop_last``)."""
+    per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
+    return max(1, round(epochs * per_epoch))
 
 
 class UnknownSetup(ValueError):

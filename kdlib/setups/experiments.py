@@ -10,10 +10,12 @@
 - Adversarial: the teacher trains on TinyShakespeare with every "the" replaced by "tha"; students train on
   the clean text. Every model is probed on the clean test split (``kdlib.probes.th_completion``).
 - Width scaling (Section 4.2.3, Figure 11): Pico-GPT students at 10%, 20%, ..., 100% of the teacher's width,
-  teacher seed 0, each width under SIDDO, KD and RCD at alpha 0.1/0.5/0.9. A width's n_embd is the teacher's
-  times the fraction, rounded to a multiple of the head count (at least one head's worth); at 100% the student
-  is the teacher's architecture and, drawn from the same init seed, starts exactly from M0. The ``cpu`` profile
-  keeps 4 widths (10, 40, 70, 100%) to stay within a CPU budget.
+  teacher seed 0, each width under SIDDO, KD and RCD at alpha 0.9: Table 95's 300 models (10 widths x 3
+  conditions x 10 student seeds) and the alpha Section 4.2.3 reports ("from 10% to 100% width at alpha=0.9").
+  ``tinyshakespeare-width-scaling-three-alphas`` is the extension with KD and RCD at every alpha (700 models).
+  A width's n_embd is the teacher's times the fraction, rounded to a multiple of the head count (at least one
+  head's worth); at 100% the student is the teacher's architecture and, drawn from the same init seed, starts
+  exactly from M0. The ``cpu`` profile keeps 4 widths (10, 40, 70, 100%) to stay within a CPU budget.
 """
 from __future__ import annotations
 
@@ -67,11 +69,19 @@ def width_fraction(gpt: dict, fraction: float) -> dict:
     return {**gpt, "n_embd": max(heads, round(gpt["n_embd"] * fraction / heads) * heads)}
 
 
-@register("tinyshakespeare-width-scaling")
-def tinyshakespeare_width_scaling(profile: str):
-    setup = tinyshakespeare_setup("tinyshakespeare-width-scaling", profile,
-                                  "Pico-GPT students at 10-100% of the Nano-GPT teacher's width",
-                                  "Section 4.2.3, Figure 11", student_width=pico)
-    percents = {"paper": range(10, 101, 10), "cpu": (10, 40, 70, 100), "smoke": (50, 100)}[profile]
-    variants = tuple((f"{p}%", Model("gpt", width_fraction(setup.teacher.kwargs, p / 100))) for p in percents)
-    return setup.scaled(teacher_seeds=setup.teacher_seeds[:1], student_variants=variants)
+def _width_scaling(name: str, alphas: tuple[float, ...] | None, description: str):
+    @register(name)
+    def make(profile: str):
+        setup = tinyshakespeare_setup(name, profile, description, "Section 4.2.3, Figure 11, Table 95",
+                                      student_width=pico)
+        percents = {"paper": range(10, 101, 10), "cpu": (10, 40, 70, 100), "smoke": (50, 100)}[profile]
+        variants = tuple((f"{p}%", Model("gpt", width_fraction(setup.teacher.kwargs, p / 100))) for p in percents)
+        return setup.scaled(teacher_seeds=setup.teacher_seeds[:1], student_variants=variants,
+                            alphas=alphas or setup.alphas)
+    return make
+
+
+_width_scaling("tinyshakespeare-width-scaling", (0.9,),
+               "Pico-GPT students at 10-100% of the Nano-GPT teacher's width, KD and RCD at alpha 0.9")
+_width_scaling("tinyshakespeare-width-scaling-three-alphas", None,
+               "Width scaling with KD and RCD at every alpha (an extension of the paper's grid)")

@@ -9,23 +9,21 @@ ceil(N / batch)):
   ResNet18; SGD lr 0.01, cosine annealing over the run (T_max = 100 epochs), 100 epochs, batch 256.
   The paper states momentum only for VGG19, so the ResNets use plain SGD; no weight decay is stated.
 - ImageNet (4.2.1, 4.4.1, C.2): torchvision's pretrained ResNet50 (IMAGENET1K_V2, top-1 80.858) is the one
-  teacher (teacher_recipe None, teacher seed 0 only); ResNet18 students follow FFCV's rn18 56-epoch config:
-  SGD momentum 0.9, weight decay 5e-5, batch 1024, lr 0.5, 56 epochs, BlurPool, RandomResizedCrop + flip at
+  teacher (teacher_recipe None, teacher seed 0 only); ResNet18 students follow FFCV's rn18 56-epoch config
+  ("using the FFCV setup"): SGD momentum 0.9, weight decay 5e-5 except on parameters named "bn" (FFCV's rule,
+  which leaves the downsample BatchNorms decayed), batch 1024 with the last partial batch dropped, lr 0.5 on
+  FFCV's cyclic schedule (per step, linear from 1e-4 x lr at epoch 0 to lr at epoch 2, then linear to 0 at
+  epoch 56; the paper's "step ratio 0.1 / step length 30" are FFCV's unused step-schedule defaults), 56
+  epochs, BlurPool where FFCV puts it (strided convs with >= 16 input channels), RandomResizedCrop + flip at
   160 px ramping to 192 px between epochs 41 and 48, test centre crop 256 (FFCV's validation resolution).
+  FFCV's label smoothing 0.1 and flip-averaged test logits are a reading (``imagenet-ffcv-extras``, off by
+  default; :mod:`kdlib.setups.readings`).
 
-Departures, each forced by what ``kdlib.train`` / plain PyTorch offer:
-
-- ImageNet learning rate: the paper's "cyclic scheduler with a step ratio of 0.1 and step length of 30"
-  is read as the step schedule (lr x 0.1 after epoch 30); FFCV's ``cyclic`` type itself is a linear
-  warm-up to the peak at epoch 2 and a linear decay to 0, which ``Recipe`` has no schedule for.
-- ImageNet students: no label smoothing (FFCV's default 0.1 is not mentioned in the paper and would change
-  the SIDDO/KD/RCD objectives), no test-time flip averaging, float32 instead of mixed precision, weight
-  decay also on BatchNorm parameters (FFCV exempts them), the last partial batch is kept (FFCV drops it),
-  torchvision's JPEG decoding instead of FFCV's 90%-quality re-encoded files.
-- Cosine schedules anneal per optimiser step over the whole run instead of per epoch.
-- VGG19 on SVHN is the BatchNorm variant, VGG19 on TinyImageNet the plain one: an assumption, since Table 1
-  lists VGG19BN beside VGG19 without saying which runs use it (both appendices say "VGG19").
-- The SVHN ViT's size is not given in the paper (see :mod:`kdlib.models.vision`).
+Where the paper admits several readings (VGG19 with or without BatchNorm, the small-image ResNet stem, FFCV's
+extras, training precision) they are named readings in :mod:`kdlib.setups.readings`. Departures that remain,
+each forced: torchvision's JPEG decoding of the original ImageNet files instead of FFCV's re-encoded
+90%-quality files and its quasi-random loader order (both FFCV's own library). The SVHN ViT's size is not given in
+the paper (see :mod:`kdlib.models.vision`).
 
 Profiles: ``cpu`` keeps each protocol (conditions, alphas, seeding, optimiser family, schedule) on class-
 balanced subsets with narrow networks and few epochs; lr (TinyImageNet: also momentum 0.9) is raised where
@@ -117,18 +115,20 @@ def digits_resnet18(profile: str) -> Setup:
 # ----------------------------------------------------------------------------- TinyImageNet
 
 def tinyimagenet_scale(profile: str, momentum: float, randaugment: bool) -> dict:
-    """TinyImageNet recipe (D.1, C.1): SGD lr 0.01, cosine over 100 epochs, batch 256."""
+    """TinyImageNet recipe (D.1, C.1): SGD lr 0.01, cosine annealing stepped per epoch (T_max = 100 epochs),
+    100 epochs, batch 256."""
     data = {"randaugment": True} if randaugment else {}
     model = {"image_size": 64}
     if profile == "paper":
         steps = epoch_steps(100, TRAIN_SIZE["tinyimagenet"], 256)
         return dict(model=model, data=data, eval_batch_size=500,
-                    recipe=Recipe("sgd", lr=0.01, batch_size=256, steps=steps, momentum=momentum, schedule="cosine"))
+                    recipe=Recipe("sgd", lr=0.01, batch_size=256, steps=steps, momentum=momentum, schedule="cosine",
+                                  epoch_length=epoch_steps(1, TRAIN_SIZE["tinyimagenet"], 256)))
     if profile == "cpu":  # the first 10 classes, 50 images each (500), 4 epochs; momentum and lr 0.05 to learn
         return dict(model={**model, "width": 4}, vgg19={"width": 8}, eval_batch_size=500,
                     data={**data, "num_classes": 10, "train_per_class": 50, "test_per_class": 50},
                     recipe=Recipe("sgd", lr=0.05, batch_size=50, momentum=0.9, steps=epoch_steps(4, 500, 50),
-                                  schedule="cosine"))
+                                  schedule="cosine", epoch_length=epoch_steps(1, 500, 50)))
     return dict(model={**model, "width": 4}, data={**data, "train_per_class": 2, "test_per_class": 2},
                 eval_batch_size=256, recipe=Recipe("sgd", lr=0.01, momentum=momentum, schedule="cosine",
                                                    **SMOKE_RECIPE))
@@ -167,26 +167,25 @@ IMAGENET_TEACHER = Model("resnet50", {"image_size": 224, "weights": "IMAGENET1K_
 
 def imagenet_scale(profile: str) -> dict:
     """ImageNet student recipe (C.2, FFCV rn18 56 epochs) with torchvision's pretrained ResNet50 teacher."""
+    ffcv = dict(momentum=0.9, weight_decay=5e-5, schedule="cyclic", peak=2 / 56, no_decay="bn")
     if profile == "paper":
-        steps = epoch_steps(56, TRAIN_SIZE["imagenet"], 1024)
+        steps = epoch_steps(56, TRAIN_SIZE["imagenet"], 1024, drop_last=True)
         return dict(model={"image_size": 192}, resnet18={"blurpool": True}, eval_batch_size=512, teacher_recipe=None,
                     data={"resolution": 160, "final_resolution": 192, "ramp": [41 / 56, 48 / 56],
-                          "eval_resolution": 256, "num_workers": 8},
-                    recipe=Recipe("sgd", lr=0.5, batch_size=1024, steps=steps, momentum=0.9, weight_decay=5e-5,
-                                  schedule="step", milestones=(30 / 56,), gamma=0.1))
+                          "eval_resolution": 256, "num_workers": 8, "drop_last": True},
+                    recipe=Recipe("sgd", lr=0.5, batch_size=1024, steps=steps, **ffcv))
     if profile == "cpu":  # 2 images per class at 112 px, fixed centre crops so the teacher's logits are cached
         return dict(model={"image_size": 112}, resnet18={"blurpool": True, "width": 8}, eval_batch_size=250,
                     teacher_recipe=None,
                     data={"resolution": 112, "eval_resolution": 112, "random_crop": False, "train_per_class": 2,
-                          "test_per_class": 1, "num_workers": 2},
-                    recipe=Recipe("sgd", lr=0.1, batch_size=100, steps=epoch_steps(6, 2000, 100), momentum=0.9,
-                                  weight_decay=5e-5, schedule="step", milestones=(30 / 56,), gamma=0.1))
+                          "test_per_class": 1, "num_workers": 2, "drop_last": True},
+                    recipe=Recipe("sgd", lr=0.1, batch_size=100, steps=epoch_steps(6, 2000, 100, drop_last=True),
+                                  **ffcv))
     # smoke: no pretrained weights offline, so a tiny ResNet50 teacher is trained for a few steps
     return dict(model={"image_size": 96, "width": 4}, resnet18={"blurpool": True}, eval_batch_size=256,
                 data={"resolution": 64, "final_resolution": 96, "ramp": [0.25, 0.5], "eval_resolution": 64,
-                      "train_per_class": 3, "test_per_class": 2},
-                recipe=Recipe("sgd", lr=0.1, momentum=0.9, weight_decay=5e-5, schedule="step", milestones=(0.5,),
-                              batch_size=4, steps=4))
+                      "train_per_class": 3, "test_per_class": 2, "drop_last": True},
+                recipe=Recipe("sgd", lr=0.1, batch_size=4, steps=4, **ffcv))
 
 
 def imagenet(name: str, description: str, paper_ref: str, **changes):

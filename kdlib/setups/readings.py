@@ -1,0 +1,296 @@
+"""Every point where the paper admits more than one reading: the register, and what each reading does to a setup.
+
+A :class:`Reading` names the setups it touches (``applies``), quotes the paper, lists its choices with the
+evidence for each, and says which is the default and why. :func:`apply` turns a setup's choices into the run
+specs' fields (model, data, recipe, objective, precision), so a run trained under another reading has another
+run id, and runs under the default readings keep the ids they had before readings existed: a reading's default
+is written into a spec only where it changes what is trained. Users choose a reading with
+``--reading ID=CHOICE`` (``READINGS="ID=CHOICE ..."`` in ``run_all.sh``, ``readings`` in the notebooks); a setup
+under non-default readings is stored and reported under its own label (:func:`label`), e.g.
+``tinyshakespeare-nanogpt+gpt-architecture=nanogpt``. ``python -m kdlib list`` shows the readings each setup
+uses; the README's table is :func:`markdown_table` (a test keeps them equal).
+
+Departures that remain because plain PyTorch cannot do what the paper did are listed in :data:`FORCED`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .base import Model, Setup
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One ambiguity: ``choices`` maps each reading's name to what it means, ``evidence`` to what supports it."""
+    id: str
+    title: str
+    paper: str
+    choices: dict[str, str]
+    evidence: dict[str, str]
+    default: str
+    why: str
+    applies: Callable[[Setup], bool]
+    apply: Callable[[Setup, str], Setup]
+    touches: str  # which setups, in words (for the README and `kdlib list`)
+
+
+def _models(setup: Setup) -> list[Model]:
+    return [setup.teacher, setup.student_model, *(m for _, m in setup.student_variants)]
+
+
+def _map_models(setup: Setup, change: Callable[[Model], Model]) -> Setup:
+    return replace(setup, teacher=change(setup.teacher),
+                   student=None if setup.student is None else change(setup.student),
+                   student_variants=tuple((label_, change(m)) for label_, m in setup.student_variants))
+
+
+def _uses(arch_prefix: str) -> Callable[[Setup], bool]:
+    return lambda s: any(m.arch.startswith(arch_prefix) for m in _models(s))
+
+
+# ----------------------------------------------------------------------------- what each reading does
+
+def _adversarial(setup: Setup, choice: str) -> Setup:
+    replacements = setup.teacher_dataset_kwargs["replace"]
+    kwargs = {k: v for k, v in setup.teacher_dataset_kwargs.items() if k != "replace"}
+    key = "replace_words" if choice == "word" else "replace"
+    return replace(setup, teacher_dataset_kwargs={**kwargs, key: replacements})
+
+
+def _gpt(setup: Setup, choice: str) -> Setup:
+    if choice == "nanogpt":
+        return setup
+    gpt = lambda m: Model(m.arch, {**m.kwargs, "style": "lecture"}) if m.arch == "gpt" else m
+    # the lecture script's optimiser: torch.optim.AdamW at its default weight decay (0.01), on every parameter
+    adamw = lambda r: None if r is None else replace(r, optimizer="adamw", weight_decay=0.01)
+    return replace(_map_models(setup, gpt), teacher_recipe=adamw(setup.teacher_recipe),
+                   student_recipe=adamw(setup.student_recipe))
+
+
+def _t_squared(setup: Setup, choice: str) -> Setup:
+    return setup if choice == "with" else replace(setup, kd_t_squared=False)
+
+
+def _ffcv(setup: Setup, choice: str) -> Setup:
+    return setup if choice == "plain" else replace(setup, label_smoothing=0.1, eval_flip=True)
+
+
+def _audio(setup: Setup, choice: str) -> Setup:
+    if choice == "log-mel":
+        return setup
+    return replace(setup, dataset_kwargs={**setup.dataset_kwargs, "front_end": "power-mel", "normalize": False})
+
+
+def _precision(setup: Setup, choice: str) -> Setup:
+    return setup if choice == "bf16" else replace(setup, precision="float32")
+
+
+def _vgg(setup: Setup, choice: str) -> Setup:
+    if choice == "svhn-bn":
+        return setup
+    arch = "vgg19_bn" if choice == "all-bn" else "vgg19"
+    return _map_models(setup, lambda m: Model(arch, m.kwargs) if m.arch.startswith("vgg19") else m)
+
+
+def _stem(setup: Setup, choice: str) -> Setup:
+    if choice == "cifar":
+        return setup
+    return _map_models(setup, lambda m: Model(m.arch, {**m.kwargs, "stem": "imagenet"})
+                       if m.arch.startswith("resnet") else m)
+
+
+def _unchanged(setup: Setup, choice: str) -> Setup:
+    return setup
+
+
+def _small_resnet(setup: Setup) -> bool:
+    return any(m.arch.startswith("resnet") and m.kwargs.get("image_size", 32) <= 64 for m in _models(setup))
+
+
+# ----------------------------------------------------------------------------- the register
+
+READINGS: dict[str, Reading] = {r.id: r for r in [
+    Reading(
+        id="adversarial-replacement", title="Adversarial replacement",
+        paper='Sec. 4.5: "every occurrence of \'t\' \'h\' \'e\' replaced with \'t\' \'h\' \'a\'"; "\'tha\' never '
+              'naturally occurs in the dataset"',
+        choices={"word": 'the lowercase word "the" becomes "tha" ("The", "there", "other" stay)',
+                 "substring": 'every substring "the" becomes "tha" (also inside "there", "them", "other")'},
+        evidence={"word": 'Tables 30, 93, 94: the adversarial teacher still completes "th" with \'e\' 285, 273 and '
+                          '266 times, impossible if no "the" survived in its text; "tha" does occur naturally '
+                          '("that", "than": 257 times in the test split), so "never occurs" fits only the word; '
+                          'the test split\'s 491 words "the" sit beside the teacher\'s 454 "tha" completions',
+                  "substring": 'the literal words; it replaces 9,506 substrings of the train split, after which '
+                               'the cpu-profile teacher completes "tha" after almost every "th"'},
+        default="word", why="the paper's own counts rule out the substring reading; case: lowercase only, as the "
+                            "paper writes the characters and the probe's prompts end in a lowercase \"th\"",
+        applies=lambda s: bool(s.teacher_dataset_kwargs and "replace" in s.teacher_dataset_kwargs),
+        apply=_adversarial, touches="tinyshakespeare-adversarial"),
+    Reading(
+        id="gpt-architecture", title="GPT architecture",
+        paper='F.1: "GPT2-style", n_embd 384, 6 heads, 6 blocks, dropout 0.2, block 256, Adam lr 3e-4, batch 64, '
+              '5,000 iterations; cites Karpathy (2022)',
+        choices={"lecture": "the lecture's gpt.py: ReLU MLP, untied lm_head with bias, bias-free q/k/v, no "
+                            "embedding dropout, N(0, 0.02) init, AdamW at torch's default weight decay 0.01",
+                 "nanogpt": "nanoGPT's model.py: GELU, tied head, embedding dropout, scaled residual init, Adam"},
+        evidence={"lecture": "every hyperparameter the paper lists, lr 3e-4 and the constant schedule included, is "
+                             "the header of the lecture's gpt.py, not nanoGPT's shakespeare_char config (lr 1e-3, "
+                             "warm-up, cosine decay); Table 38's teacher (train loss 0.865, test 1.567) overfits "
+                             "more than nanoGPT's model on this recipe (H200: train 0.999 on a train subset, test "
+                             "1.533), as an untied head without embedding dropout would",
+                  "nanogpt": "\"GPT2-style\" and the name Nano-GPT (nanoGPT's model.py)"},
+        default="lecture", why="the recipe the paper prints is the lecture script's, so is its model; the GPU "
+                               "check (benchmarks/paper_slice.sh --reading) settles it against Table 38",
+        applies=_uses("gpt"), apply=_gpt, touches="every TinyShakespeare setup"),
+    Reading(
+        id="kd-temperature-squared", title="T^2 in Eq. 1",
+        paper='Eq. 1 has no T^2; Section 5: "(with the usual T^2 prefactor in Eq. 1)"',
+        choices={"with": "alpha * T^2 * KL (Hinton et al.'s scaling)", "without": "alpha * KL, Eq. 1 as printed"},
+        evidence={"with": "Section 5's words; the PyTorch KD tutorial the paper cites multiplies by T^2",
+                  "without": "Eq. 1 as printed"},
+        default="with", why="the paper says so in words where it discusses temperature; at T = 1 both are equal",
+        applies=lambda s: s.temperature != 1.0, apply=_t_squared, touches="the temperature setups (T = 2, 4)"),
+    Reading(
+        id="imagenet-ffcv-extras", title="ImageNet label smoothing and flip averaging",
+        paper='C.2: "trained on ImageNet using the FFCV setup"',
+        choices={"plain": "cross-entropy without label smoothing; test logits of the image alone",
+                 "ffcv": "FFCV's label smoothing 0.1 on every cross-entropy term and test logits averaged over the "
+                         "image and its horizontal flip"},
+        evidence={"plain": "SIDDO is plain CE by the paper's design; Table 18's SIDDO top-1 is 0.680, FFCV's "
+                           "published result for this configuration (with both) 0.713",
+                  "ffcv": "FFCV's rn18 configuration sets label_smoothing 0.1 and lr_tta"},
+        default="plain", why="the paper's SIDDO accuracy sits below FFCV's, as the plain reading predicts; "
+                             "label smoothing would change the controls the paper defines",
+        applies=lambda s: s.dataset == "imagenet", apply=_ffcv, touches="the ImageNet setups"),
+    Reading(
+        id="featuremap-student", title="Feature-map student",
+        paper="Sec. 4.3 and Tables 22-24: feature-map KD \"on the transformer model NanoGPT\"",
+        choices={"nano": "a Nano-GPT student, matched block by block with the Nano-GPT teacher"},
+        evidence={"nano": "the text and the captions of Tables 22-24. Recorded against it: the SIDDO column of "
+                          "Tables 22 and 23 equals Table 20's Pico-GPT SIDDO in every digit (0.202, 0.915, 0.252, "
+                          "0.056, 0.571, 1.473) and SEM, while the KD students' losses (1.54-1.59) sit nearer "
+                          "Nano's; a Pico student would need a learned projection (the cited tutorial's "
+                          "regressor), not built here"},
+        default="nano", why="the paper's words; the Pico reading is recorded as a finding",
+        applies=lambda s: s.feature_layer is not None, apply=_unchanged, touches="the feature-map setups"),
+    Reading(
+        id="audio-front-end", title="Audio front end",
+        paper="Appendix E: a torchaudio spectrogram (n_fft 512, power 2) converted to the MelScale (32 mels); no "
+              "log or standardisation is stated",
+        choices={"log-mel": "log(mel + 1e-6), each mel bin standardised with the training split's statistics",
+                 "power-mel": "the mel power spectrogram itself, no log, no standardisation"},
+        evidence={"log-mel": "the usual front end of VGGish and AST; plain SGD at lr 0.01 on inputs spanning ten "
+                             "orders of magnitude is what log and standardisation avoid",
+                  "power-mel": "the paper's words, read literally"},
+        default="log-mel", why="nothing in the paper's numbers settles it offline; kept as before, both runnable",
+        applies=lambda s: s.modality == "audio", apply=_audio, touches="the audio setups"),
+    Reading(
+        id="training-precision", title="Training precision",
+        paper="not stated (A100 GPUs, Appendix G)",
+        choices={"bf16": "training steps under bf16 autocast on CUDA (every evaluation a float32 forward)",
+                 "float32": "float32 training on every device"},
+        evidence={"bf16": "FFCV's setup, which the ImageNet students follow, trains under fp16 autocast",
+                  "float32": "PyTorch's default when nothing is said"},
+        default="bf16", why="a choice, recorded: the paper is silent and metrics are float32 either way; on the "
+                            "CPU both are float32",
+        applies=lambda s: True, apply=_precision, touches="every setup (on CUDA)"),
+    Reading(
+        id="variation-of-information", title="Variation of information",
+        paper="Appendix A: VoI \"over discrete labellings\" (Meila, 2003), no formula",
+        choices={"labels": "VI of the two models' predicted labels, 2H(T,M) - H(T) - H(M) in nats"},
+        evidence={"labels": "Meila's definition over labellings. Recorded against it: Table 31's RCD VoI is "
+                            "0.638 +/- 0.000 at every alpha while prediction disagreement moves, which a label-based "
+                            "VI cannot do; no definition found reproduces it"},
+        default="labels", why="the only definition the text supports", applies=lambda s: True, apply=_unchanged,
+        touches="every setup (a metric)"),
+    Reading(
+        id="vgg19-batchnorm", title="VGG19 with or without BatchNorm",
+        paper='Table 1 lists "VGG19BN / VGG19"; Appendices D.1 and D.2 say "VGG19"',
+        choices={"svhn-bn": "VGG19-BN on SVHN, plain VGG19 on TinyImageNet", "all-bn": "VGG19-BN everywhere",
+                 "no-bn": "plain VGG19 everywhere"},
+        evidence={"svhn-bn": "SVHN's recipe (Adam, lr 1e-3, no schedule) is where BatchNorm is the usual choice; "
+                             "TinyImageNet's (SGD, momentum 0.9) is VGG19's original",
+                  "all-bn": "Table 1 names VGG19BN", "no-bn": "both appendices say VGG19"},
+        default="svhn-bn", why="one architecture per table line of Table 1; kept as before",
+        applies=_uses("vgg19"), apply=_vgg, touches="the VGG19 setups"),
+    Reading(
+        id="small-image-resnet-stem", title="ResNet stem on small images",
+        paper="Table 1 names ResNet18 / ResNet50 for 32 px (SVHN) and 64 px (TinyImageNet) images; no stem",
+        choices={"cifar": "conv1 3x3 stride 1 and no max-pool (the usual CIFAR/SVHN ResNet)",
+                 "imagenet": "torchvision's 7x7 stride-2 conv1 and max-pool"},
+        evidence={"cifar": "a 32 px image reaches layer4 at 4x4 (1x1 with torchvision's stem)",
+                  "imagenet": "torchvision's models as they come"},
+        default="cifar", why="the standard for images this small; kept as before",
+        applies=_small_resnet, apply=_stem, touches="ResNets on images of at most 64 px"),
+]}
+
+#: Departures that remain, each forced (plain PyTorch cannot do what the paper did).
+FORCED = {
+    "ImageNet JPEG decoding": "FFCV's .beton files re-encode every training image as a 90%-quality JPEG and its "
+                              "loader draws a quasi-random order; both are FFCV's own library, so torchvision "
+                              "decodes the original JPEGs and draws a seeded permutation per epoch",
+    "pretrained teacher": "torchvision's ResNet50 IMAGENET1K_V2 weights are the paper's teacher (top-1 80.858); "
+                          "they are downloaded from PyTorch's hub, not trained",
+}
+
+
+class UnknownReading(ValueError):
+    """A reading id or choice that is not registered, or a reading the setup does not use."""
+
+
+def parse(pairs) -> dict[str, str]:
+    """``["ID=CHOICE", ...]`` (or a dict) as ``{id: choice}``, checked against the register."""
+    if isinstance(pairs, dict):
+        chosen = dict(pairs)
+    else:
+        chosen = {}
+        for pair in pairs or ():
+            key, sep, value = str(pair).partition("=")
+            if not sep:
+                raise UnknownReading(f"reading {pair!r} is not ID=CHOICE: readings are {sorted(READINGS)}")
+            chosen[key.strip()] = value.strip()
+    for key, value in chosen.items():
+        if key not in READINGS:
+            raise UnknownReading(f"unknown reading {key!r}: allowed are {sorted(READINGS)}")
+        if value not in READINGS[key].choices:
+            raise UnknownReading(f"reading {key}={value!r} is not allowed: choose one of "
+                                 f"{list(READINGS[key].choices)}")
+    return chosen
+
+
+def used_by(setup: Setup) -> list[str]:
+    """The ids of the readings that touch ``setup`` (before any is applied)."""
+    return [r.id for r in READINGS.values() if r.applies(setup)]
+
+
+def apply(setup: Setup, chosen: dict[str, str] | None = None) -> Setup:
+    """``setup`` under the default readings, except those ``chosen`` names; its ``readings`` records all of them.
+    A chosen reading the setup does not use is an error (it would change nothing)."""
+    chosen = parse(chosen or {})
+    used = used_by(setup)
+    unused = sorted(set(chosen) - set(used))
+    if unused:
+        raise UnknownReading(f"setup {setup.name!r} uses no reading {unused}: it uses {used}")
+    choices = {r: chosen.get(r, READINGS[r].default) for r in used}
+    for r, choice in choices.items():
+        setup = READINGS[r].apply(setup, choice)
+    tag = "".join(f"+{r}={c}" for r, c in sorted(choices.items()) if c != READINGS[r].default)
+    return replace(setup, readings=tuple(sorted(choices.items())), tag=tag)
+
+
+def split_label(label: str) -> tuple[str, dict[str, str]]:
+    """A setup's label (``name+id=choice+...``, :attr:`Setup.label`) as (name, chosen readings)."""
+    name, *off = label.split("+")
+    return name, parse(off)
+
+
+def markdown_table() -> str:
+    """The README's table of readings, one row per reading."""
+    rows = ["| id | setups | the paper | readings (default first) | evidence |", "|---|---|---|---|---|"]
+    for r in READINGS.values():
+        order = [r.default, *(c for c in r.choices if c != r.default)]
+        readings = "; ".join(f"**{c}**{' (default)' if c == r.default else ''}: {r.choices[c]}" for c in order)
+        evidence = "; ".join(f"{c}: {r.evidence[c]}" for c in order)
+        rows.append(f"| `{r.id}` | {r.touches} | {r.paper} | {readings} | {evidence}. Default: {r.why} |")
+    return "\n".join(rows)
