@@ -38,8 +38,8 @@ def test_golden_tables_cover_every_path():
 def _plant_kd_temperature(monkeypatch):
     from kdlib import train as train_mod
     real = train_mod.kd_loss
-    monkeypatch.setattr(train_mod, "kd_loss", lambda s, t, y, alpha, temperature=1.0, validate=True:
-                        real(s, t, y, alpha, 2 * temperature, validate))
+    monkeypatch.setattr(train_mod, "kd_loss", lambda s, t, y, alpha, temperature=1.0, validate=True, **kw:
+                        real(s, t, y, alpha, 2 * temperature, validate, **kw))
 
 
 def _plant_metric_formula(monkeypatch):
