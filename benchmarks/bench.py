@@ -13,15 +13,11 @@
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
-
 import argparse
 import shutil
 import tempfile
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import torch

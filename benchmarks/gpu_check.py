@@ -10,16 +10,12 @@ is a dry run of every part (CI runs it).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
-
 import argparse
 import copy
 import json
 import tempfile
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import torch

@@ -5,4 +5,4 @@
 # (read by `python -m kdlib plan`). Dry run on a CPU: bash benchmarks/gpu_check.sh --device cpu --profile smoke
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python benchmarks/gpu_check.py --data-dir "${KDLIB_DATA_DIR:-data}" "$@"
+python -m benchmarks.gpu_check --data-dir "${KDLIB_DATA_DIR:-data}" "$@"

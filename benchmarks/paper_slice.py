@@ -10,18 +10,14 @@ chosen) and prints its "th" completions beside Table 30's teacher column.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
-
 import argparse
 import time
 
 import pandas as pd
 
 from kdlib import paper, setups
-from kdlib.report import format_mean_sem, mean_sem_table
+from kdlib.analysis import mean_sem_table
+from kdlib.tables import format_mean_sem
 from kdlib.study import collect, run_setup
 
 SETUP = "tinyshakespeare-nanogpt"

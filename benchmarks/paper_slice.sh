@@ -6,4 +6,4 @@
 # teacher's "th" completions beside Table 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python benchmarks/paper_slice.py --data-dir "${KDLIB_DATA_DIR:-data}" "$@"
+python -m benchmarks.paper_slice --data-dir "${KDLIB_DATA_DIR:-data}" "$@"

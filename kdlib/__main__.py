@@ -1,4 +1,4 @@
-"""The command line: python -m kdlib {list,plan,run,collect,report,scorecard,summary,export,audit}.
+"""The command line: python -m kdlib {list,plan,run,study,collect,report,scorecard,summary,export,audit}.
 
 Only ``--help`` and ``list`` answer without loading torch (at once). A user's
 mistake (an unknown setup, a missing dataset, nothing to report) prints one line and exits with status 2.
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from . import launchers, setups
-from .data.base import SOURCES, DatasetMissing, data_dir
+from .suites import DEFAULTS, SUITES, suite
+from .data.base import DatasetMissing, data_dir, data_status
 from .setups.base import UnknownSetup
 from .setups.readings import UnknownReading
 
@@ -28,6 +28,7 @@ examples:
   python -m kdlib run tinyshakespeare-nanogpt --profile cpu --data-dir ../shared/data --launcher local
   python -m kdlib run svhn-resnet18 --profile paper --device cuda --pack auto
   python -m kdlib run tinyshakespeare-nanogpt --profile cpu --reading gpt-architecture=nanogpt
+  python -m kdlib study --suite core --profile smoke --data-dir ../shared/data
   python -m kdlib report tinyshakespeare-nanogpt --profile cpu
   python -m kdlib scorecard --profile cpu
   python -m kdlib audit --teacher t.npy --student s.npy --control no_kd=c.npy --labels y.npy --out audit"""
@@ -65,14 +66,15 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = F
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--launcher", default="serial", choices=launchers.LAUNCHERS,
+    p.add_argument("--launcher", default=DEFAULTS["launcher"], choices=launchers.LAUNCHERS,
                    help="serial: one run after another; local: a process pool; slurm: submitit job arrays; "
-                        "ray: Ray tasks (default: serial)")
-    p.add_argument("--workers", type=int, default=2, help="runs at once for local/slurm/ray (default 2)")
-    p.add_argument("--pack", type=_pack, default=1,
+                        f"ray: Ray tasks (default: {DEFAULTS['launcher']})")
+    p.add_argument("--workers", type=int, default=DEFAULTS["workers"],
+                   help=f"runs at once for local/slurm/ray (default {DEFAULTS['workers']})")
+    p.add_argument("--pack", type=_pack, default=DEFAULTS["pack"],
                    help="students of a teacher trained together in one vectorised step: a number, or auto (the "
                         "largest pack that raises models per hour, probed once on CUDA; 1 on CPU). Default 1")
-    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),  # kdlib.device.COMPILE
+    p.add_argument("--compile", default=DEFAULTS["compile"], choices=("auto", "on", "off"),  # kdlib.device.COMPILE
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
@@ -116,6 +118,20 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train (or resume) every run of a setup, then collect it")
     _setup_args(run)
     _run_args(run)
+    study = sub.add_parser("study", help="a suite end to end: train, notebooks, summary, verdicts, scorecard")
+    study.add_argument("names", nargs="*", metavar="SETUP", help="setups to run instead of a suite")
+    study.add_argument("--suite", default="core", help=f"a named suite: {', '.join(SUITES)} (default core)")
+    study.add_argument("--profile", default=DEFAULTS["profile"], choices=setups.PROFILES,
+                       help="scale of every setup (default: cpu)")
+    study.add_argument("--out", default="results", help="results folder (default: results)")
+    study.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
+    study.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
+    study.add_argument("--device", default=DEFAULTS["device"], choices=("cpu", "cuda"), help="training device")
+    study.add_argument("--reading", action="append", default=[], metavar="ID=CHOICE",
+                       help="a reading of the paper, for every setup that uses it (repeatable)")
+    study.add_argument("--no-summary", action="store_true", help="skip the summary notebook")
+    study.add_argument("--notebook-jobs", type=int, default=2, help="study notebooks executed at once (default 2)")
+    _run_args(study)
     _setup_args(sub.add_parser("collect", help="gather a setup's finished runs into tables"), data=False)
     report = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup, beside the paper")
     _setup_args(report, data=False)
@@ -129,19 +145,6 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--dest", required=True, help="folder for the exported outputs")
     _audit_args(sub.add_parser("audit", help="functional-transfer report for any teacher/student from saved logits"))
     return p
-
-
-def data_status(dataset: str, root: Path) -> str:
-    """What ``kdlib list`` says of a dataset in the data folder ``root``."""
-    source = SOURCES[dataset]
-    missing = source.missing(root)
-    if not missing:
-        return "built-in" if source.built_in else "found"
-    files = ", ".join(missing)
-    if source.downloads and os.environ.get("KDLIB_OFFLINE") != "1":
-        return f"downloads itself (needs internet): {files}"
-    offline = "; downloads are disabled: KDLIB_OFFLINE=1" if source.downloads else ""
-    return f"missing: {files} (get it from {source.url}{offline})"
 
 
 def cmd_list(args) -> int:
@@ -183,20 +186,32 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _launcher_options(args) -> dict:
+    """The chosen launcher's own options from the command line."""
+    if args.launcher == "slurm":
+        return dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run, time_limit_min=args.time_limit,
+                    cluster=args.slurm_cluster)
+    if args.launcher == "ray":
+        return dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
+    return {}
+
+
 def cmd_run(args) -> int:
     setup = setups.get(args.setup, args.profile, args.reading)  # a mistyped name fails before torch loads
     from .study import collect, run_setup
-    options = {}
-    if args.launcher == "slurm":
-        options = dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
-                       time_limit_min=args.time_limit, cluster=args.slurm_cluster)
-    elif args.launcher == "ray":
-        options = dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
     run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
-              threads=args.threads or None, pack=args.pack, compile=args.compile, **options)
+              threads=args.threads or None, pack=args.pack, compile=args.compile, **_launcher_options(args))
     students, teachers = collect(setup, args.out)
     _say_collected(setup, students, teachers, args.out)
     return 0
+
+
+def cmd_study(args) -> int:
+    suite(args.names or args.suite)  # a mistyped setup or suite fails before torch loads
+    from .pipeline import run_study
+    return run_study(args.names or args.suite, args.profile, args.data_dir, args.out, args.figures, args.device,
+                     args.launcher, args.workers, args.pack, args.compile, args.reading, not args.no_summary,
+                     args.notebook_jobs, threads=args.threads or None, **_launcher_options(args))
 
 
 def _say_collected(setup, students, teachers, out) -> None:
@@ -230,11 +245,13 @@ def cmd_collect(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .analysis import collected_analysis
     from .report import build_report
-    from .store import figures_dir
+    from .store import figures_dir, setup_dir
     setup = setups.get(args.setup, args.profile, args.reading)
     students, teachers = _collected(setup, args.out)
-    rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers)
+    rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers,
+                       analysis=collected_analysis(setup_dir(args.out, setup)))
     print(f"{setup.label} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
     for line in rep["verdicts"]:
         print("  " + line)
@@ -252,21 +269,11 @@ def cmd_scorecard(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .report import find_collected, verdict_lines
-    from .stats import agreement_deltas, transfer_tests
-    from .store import read_table
-    found = [f for f in find_collected(args.out) if f[1] == args.profile and (not args.setups or f[0] in args.setups)]
-    if not found:
+    from .report import verdict_summary
+    lines = verdict_summary(args.out, args.profile, args.setups)
+    if lines is None:
         raise UserError(f"nothing collected at the {args.profile} profile in {Path(args.out).resolve()}")
-    for name, _, stem in found:
-        runs = read_table(stem)
-        if "variant" in runs and runs["variant"].notna().any():
-            parts = [(f"{name} [{v}]", runs[runs["variant"] == v]) for v in runs["variant"].dropna().unique()]
-        else:
-            parts = [(name, runs)]
-        for label_, part in parts:
-            if not part.empty and (part["condition"] == "kd").any():
-                print("\n".join(verdict_lines(transfer_tests(part, on_missing="drop"), agreement_deltas(part), label_)))
+    print("\n".join(lines))
     return 0
 
 
@@ -301,7 +308,8 @@ def cmd_audit(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "collect": cmd_collect, "report": cmd_report,
+COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "study": cmd_study, "collect": cmd_collect,
+            "report": cmd_report,
             "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit}
 
 

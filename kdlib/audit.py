@@ -43,8 +43,8 @@ from scipy.stats import mannwhitneyu, sem
 
 from .metrics import FUNCTIONAL_METRICS, METRICS, TERMS, Comparison, rates, token_terms
 from .outputs import check_labels, check_logits
-from .report import COLOURS, new_figure, save_figure, styled
-from .stats import benjamini_hochberg, normalised_delta, one_sided_wilcoxon
+from .figures import COLOURS, new_figure, save_figure, styled
+from .stats import benjamini_hochberg, normalised_delta, one_sided_wilcoxon, verdict
 from .store import atomic_write
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
@@ -423,7 +423,7 @@ def _verdict(report: dict, controls: list[str]) -> dict:
                         "architecture trained without KD); metrics and copied errors only."}
     d = report["deltas"]
     improved = [m for m in FUNCTIONAL_METRICS if all(d[c][m]["significant"] for c in controls)]
-    supported = len(improved) > len(FUNCTIONAL_METRICS) / 2
+    supported = verdict(len(improved), len(FUNCTIONAL_METRICS), math.inf) != "not supported"  # no marginal here
     asym = report["agreement"]["asymmetry"]["delta"]
     negative = None if math.isnan(asym) else bool(asym > 0)
     significant = all(d[c]["asymmetry"]["significant"] for c in controls)

@@ -10,10 +10,19 @@ from IPython.display import Image, Markdown, display
 
 from . import setups
 from .conditions import label
-from .report import (build_report, find_collected, overview, plot_curves, plot_examples, save_figure, stratified,
-                     style_deltas, style_means)
-from .store import figures_dir, read_table
+from .paths import data_path, project_path
+from .analysis import collected_analysis
+from .figures import plot_curves, plot_examples, save_figure, stratified
+from .report import build_report, find_collected
+from .store import figures_dir, read_table, setup_dir
+from .tables import overview, style_deltas, style_means
 from .study import collect, copied_errors, curves, run_setup
+
+
+def folders(out=None, figures=None, data_dir=None) -> tuple[Path, Path, Path]:
+    """The notebook's results, figures and data folders as the project's (:mod:`kdlib.paths`): a relative path is
+    taken under the project root, wherever JupyterLab started the kernel (``notebooks/``, ``results/...``)."""
+    return project_path(out, "out"), project_path(figures, "figures"), data_path(data_dir)
 
 
 def run(setup: str, profile: str, out, data_dir=None, device: str = "cpu", launcher: str = "serial",
@@ -21,6 +30,7 @@ def run(setup: str, profile: str, out, data_dir=None, device: str = "cpu", launc
     """Run (or resume) ``setup`` at ``profile`` and collect it: returns (Setup, students, teachers). ``readings``:
     ``"ID=CHOICE ..."`` (or a list or dict) read otherwise than the defaults (:mod:`kdlib.setups.readings`)."""
     S = setups.get(setup, profile, readings.split() if isinstance(readings, str) else readings)
+    out, _, data_dir = folders(out, None, data_dir)
     chosen = ", ".join(f"`{r}={c}`" for r, c in S.readings)
     display(Markdown(f"**{S.label}** at the `{profile}` profile: {S.description}. Paper: {S.paper_ref}. "
                      f"Readings: {chosen}."))
@@ -71,10 +81,11 @@ def show_copied_errors(S, out, figures, data_dir=None, device: str = "cpu", spec
     return view
 
 
-def show_report(students: pd.DataFrame, S, figures, teachers: pd.DataFrame | None = None) -> dict:
+def show_report(students: pd.DataFrame, S, figures, teachers: pd.DataFrame | None = None, out=None) -> dict:
     """Build the setup's report (tables, ticks, agreement deltas, and the paper beside ours where the paper reports
-    the setup; :func:`kdlib.report.build_report`) and show it."""
-    rep = build_report(students, S.label, figures_dir(figures, S), setup=S, teachers=teachers)
+    the setup; :func:`kdlib.report.build_report`) from its stored analysis (given ``out``) and show it."""
+    analysis = collected_analysis(setup_dir(out, S)) if out is not None else None
+    rep = build_report(students, S.label, figures_dir(figures, S), setup=S, teachers=teachers, analysis=analysis)
     for (kind, seed), table in rep["means"].items():
         if kind.startswith("means"):
             display(Markdown(f"Mean ± 1 SEM, teacher seed {seed} ({kind.partition(' ')[2] or 'all students'}); "
@@ -141,6 +152,21 @@ def show_audit(S, out, figures, data_dir=None) -> dict:
     return report
 
 
+def audit_files(teacher, students, labels, controls: dict, out, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``python -m kdlib audit`` for the audit notebook: relative paths under the project root; shows the report,
+    the most-copied errors and the figures."""
+    from .audit import audit
+    at = lambda p: project_path(p, "out")
+    report = audit(at(teacher), [at(s) for s in students], at(labels),
+                   controls={k: [at(p) for p in v] for k, v in controls.items()}, out=at(out), n_boot=n_boot,
+                   seed=seed)
+    md = (at(out) / "report.md").read_text()
+    display(Markdown("\n".join(line for line in md.splitlines() if not line.startswith("!["))))
+    display(pd.read_csv(at(out) / "copied_errors.csv").head(20))
+    show_png([at(out) / f"{name}.png" for name in ("agreement_deltas", "copied_errors")])
+    return report
+
+
 def collected(out, profile: str | None = None) -> list[tuple[str, str, Path]]:
     """Every (setup, profile, runs-table stem) collected under ``out`` (at ``profile``, or all)."""
     found = [f for f in find_collected(out) if profile is None or f[1] == profile]
@@ -154,7 +180,7 @@ def show_overview(found) -> pd.DataFrame:
     if not found:
         display(Markdown("No setup is collected yet: run `bash run_all.sh` (or `python -m kdlib run SETUP`)."))
         return pd.DataFrame()
-    table = overview([(name, prof, read_table(stem)) for name, prof, stem in found])
+    table = overview([(name, prof, collected_analysis(stem.parent)) for name, prof, stem in found])
     display(table.style.hide(axis="index"))
     return table
 
@@ -183,7 +209,7 @@ def show_setups(found, figures, data_dir=None) -> None:
         teachers = read_table(stem.parent / "teachers")
         dest = Path(figures) / name / prof
         rep = build_report(runs, name, dest, setup=setups.get(name, prof), teachers=teachers,
-                           draw=not _drawn_since(dest, stem))
+                           draw=not _drawn_since(dest, stem), analysis=collected_analysis(stem.parent))
         for (kind, seed), table in rep["means"].items():
             display(Markdown(f"{kind} table, teacher seed {seed}"))
             display(style_means(table))
@@ -210,11 +236,13 @@ def show_further(found, figures, data_dir=None) -> None:
     stems = {(name, prof): stem for name, prof, stem in found}
     shown = False
     for prof in sorted({p for _, p, _ in found}):
-        runs_by_t = {t: read_table(stems[(s, prof)]) for t, s in TEMPERATURE_SETUPS.items() if (s, prof) in stems}
-        if len(runs_by_t) > 1:
+        present = {t: stems[(s, prof)] for t, s in TEMPERATURE_SETUPS.items() if (s, prof) in stems}
+        if len(present) > 1:
             shown = True
             display(Markdown(f"### Temperature ({prof})"))
-            view = temperature_view(runs_by_t, Path(figures) / "temperature" / prof)
+            view = temperature_view({t: read_table(stem) for t, stem in present.items()},
+                                    Path(figures) / "temperature" / prof,
+                                    {t: collected_analysis(stem.parent) for t, stem in present.items()})
             for table in view["tables"].values():
                 display(style_means(table))
             for t, ticks in view["ticks"].items():

@@ -27,17 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paper, setups
+from . import paper, setups, stats
 from .conditions import label
-from .metrics import FUNCTIONAL_METRICS, lower_is_better, table_metrics
-from .report import mean_sem_table
-from .stats import agreement_deltas, transfer_tests
-from .store import write_csv, write_text
+from .metrics import FUNCTIONAL_METRICS, lower_is_better
+from .analysis import analyse, collected_analysis
+from .store import read_table, setup_dir, write_csv, write_text
 from .study import collect
 
 COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
            "status", "source", "relative_difference"]
-MARGINAL = 0.01
 
 
 def regime(train_loss: float) -> str:
@@ -69,12 +67,6 @@ def _better(kd: float, control: float, metric: str) -> bool | None:
     return bool(kd < control) if lower_is_better(metric) else bool(kd > control)
 
 
-def _verdict(ticked: int, improvement: float) -> str:
-    if ticked <= len(FUNCTIONAL_METRICS) / 2:
-        return "not supported"
-    return "marginal" if improvement < MARGINAL else "supported"
-
-
 def _improvement(means: dict, alpha: float) -> float:
     """Mean over the functional metrics of KD's gain over the better control (kdlib.stats' ``marginal`` rule)."""
     gains = []
@@ -85,13 +77,17 @@ def _improvement(means: dict, alpha: float) -> float:
     return float(np.mean(gains))
 
 
-def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | None) -> list[dict]:
-    """Every claim of ``setup``'s paper tables with our value (None: not run) and whether they agree."""
+def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | None,
+                 analysis: dict | None = None) -> list[dict]:
+    """Every claim of ``setup``'s paper tables with our value (None: not run) and whether they agree; ``analysis``:
+    the runs' stored analysis (:mod:`kdlib.analysis`; computed from ``students`` when not given)."""
     claims = []
     if students is not None and not (students["condition"] == "kd").any():
         students = None  # only controls finished (shared with another setup): nothing to test yet
-    ours_tests = transfer_tests(students, on_missing="drop") if students is not None else None
-    ours_deltas = agreement_deltas(students) if students is not None else None
+    if students is not None and analysis is None:
+        analysis = analyse(students)
+    ours_tests = analysis["tests"] if students is not None else None
+    ours_deltas = analysis["deltas"] if students is not None else None
     our_seeds = set(students["teacher_seed"]) if students is not None else set()
     p_means, p_ticks = paper_means(setup), paper_ticks(setup)
 
@@ -116,20 +112,19 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     for seed, table in p_means.groupby("teacher_seed"):
         seed = int(seed)
         source = f"Table {int(table['table'].iloc[0])}"
-        ours_table = (mean_sem_table(students, seed, [m for m in table_metrics(extended=True) if m in students])
+        ours_table = (analysis["means"][analysis["means"]["teacher_seed"] == seed]
                       if students is not None and seed in our_seeds else None)
         theirs, ours_means = _means(table), _means(ours_table)
         for alpha in sorted(table["alpha"].dropna().unique()):
             ticks = p_ticks[(p_ticks["teacher_seed"] == seed) & np.isclose(p_ticks["alpha"], alpha)
                             & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
             if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
-                verdict = _verdict(int(ticks["tick"].sum()), _improvement(theirs, alpha))
+                verdict = stats.verdict(int(ticks["tick"].sum()), len(FUNCTIONAL_METRICS), _improvement(theirs, alpha))
                 ours = None
                 if ours_table is not None:
                     mine = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)]
                     if len(mine):
-                        ours = ("marginal" if mine["marginal"].iloc[0] else "supported") if mine["supported"].iloc[0] \
-                            else "not supported"
+                        ours = stats.verdict_label(mine["supported"].iloc[0], mine["marginal"].iloc[0])
                 add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}")
                 if verdict == "supported":
                     d = None if ours_deltas is None else ours_deltas[(ours_deltas["teacher_seed"] == seed)
@@ -198,10 +193,8 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
         outcomes = []
         for label_ in labels:
             setup = setups.get(label_, profile)
-            students, teachers = collect(setup, out, write=False)
-            if students.empty:
-                students, teachers = None, None
-            claims = setup_claims(setup, students, teachers) if name in paper.SETUP_TABLES else []
+            students, teachers, analysis = _runs_of(setup, out)
+            claims = setup_claims(setup, students, teachers, analysis) if name in paper.SETUP_TABLES else []
             rows += claims
             tested = [c for c in claims if c["status"] in ("agree", "disagree")]
             agree = sum(c["status"] == "agree" for c in tested)
@@ -234,6 +227,21 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
     markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
                  "teacher regime, as described in `kdlib/scorecard.py`; every claim is a row of `scorecard.csv`.", ""]
     return {"claims": table, "summary": summary, "markdown": "\n".join(markdown), "compared": compared}
+
+
+def _runs_of(setup, out) -> tuple:
+    """(students, teachers, analysis) of a setup: its collected tables and stored analysis, or, where it is not
+    collected, the runs finished in the store (e.g. a teacher another setup shares); (None, None, None) if none."""
+    folder = setup_dir(out, setup)
+    if list(folder.glob("runs.*")):
+        students, teachers = read_table(folder / "runs"), read_table(folder / "teachers")
+        analysis = collected_analysis(folder) if len(students) else None
+    else:
+        students, teachers = collect(setup, out, write=False)
+        analysis = None
+    if students.empty:
+        return None, None, None
+    return students, teachers, analysis
 
 
 def _compare_readings(name: str, outcomes: list[tuple[str, int, int, float]]) -> str:

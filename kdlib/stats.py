@@ -36,6 +36,28 @@ from .metrics import FUNCTIONAL_METRICS, METRICS, lower_is_better
 
 PERFORMANCE_METRICS = ("accuracy", "loss")
 KEY = ["teacher_seed", "student_seed", "condition", "alpha"]
+MARGINAL = 0.01  # the default marginal threshold: a mean functional improvement below it is marginal
+VERDICTS = ("supported", "marginal", "not supported")
+
+
+def verdict(n_ticked: int, n_metrics: int, mean_improvement: float, marginal_threshold: float = MARGINAL) -> str:
+    """The transfer verdict, the study's one rule: ``supported`` when a strict majority of the functional metrics
+    is ticked (significant against both controls), ``marginal`` when supported but KD's mean improvement over
+    the better control is below ``marginal_threshold``, else ``not supported``."""
+    if not n_ticked > n_metrics / 2:
+        return "not supported"
+    return "marginal" if mean_improvement < marginal_threshold else "supported"
+
+
+def verdict_label(supported: bool, marginal: bool) -> str:
+    """The label of :func:`verdict` from the ``supported`` / ``marginal`` flags of :func:`transfer_tests`."""
+    return ("marginal" if marginal else "supported") if supported else "not supported"
+
+
+def sem(x) -> float:
+    """Standard error of the mean over seeds (sample standard deviation / sqrt(n)); NaN for fewer than two."""
+    x = np.asarray(x, float)
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
@@ -92,7 +114,7 @@ def _paired(runs: pd.DataFrame, teacher_seed, alpha: float, on_missing: str):
 
 
 def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Sequence[str] = FUNCTIONAL_METRICS,
-                   marginal_threshold: float = 0.01, on_missing: str = "raise") -> pd.DataFrame:
+                   marginal_threshold: float = MARGINAL, on_missing: str = "raise") -> pd.DataFrame:
     """Paired one-sided Wilcoxon tests of KD(alpha) against SIDDO and RCD(alpha), with BH-FDR.
 
     Returns one row per (teacher_seed, alpha, metric) with the means, raw and adjusted p-values, per-control
@@ -136,22 +158,17 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
             r["sig_siddo"] = bool(r["p_adj_siddo"] < alpha_level)
             r["sig_rcd"] = bool(r["p_adj_rcd"] < alpha_level)
             r["tick"] = r["sig_siddo"] and r["sig_rcd"]
-        n_ticked = sum(r["tick"] for r in functional)
-        supported = n_ticked > len(functional) / 2
         mean_improvement = float(np.mean([r["improvement"] for r in functional]))
+        label = verdict(sum(r["tick"] for r in functional), len(functional), mean_improvement, marginal_threshold)
         for r in group:
-            r["supported"] = supported
+            r["supported"] = label != "not supported"
             r["mean_functional_improvement"] = mean_improvement
-            r["marginal"] = bool(supported and mean_improvement < marginal_threshold)
+            r["marginal"] = label == "marginal"
         rows += group
     columns = ["teacher_seed", "alpha", "metric", "family", "n_pairs", "kd_mean", "siddo_mean", "rcd_mean",
                "improvement", "p_siddo", "p_rcd", "p_adj_siddo", "p_adj_rcd", "sig_siddo", "sig_rcd", "tick",
                "supported", "marginal", "mean_functional_improvement", "missing_pairs"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _sem(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
 def normalised_delta(model: np.ndarray, control: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -218,7 +235,7 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
             row.update({
                 f"control_{q}": best[0] if best[1] is None else f"{best[0]} {best[1]:g}",
                 f"kd_{q}": float(k.mean()), f"control_{q}_mean": float(c.mean()),
-                f"delta_{q}": float(diff.mean()), f"delta_{q}_sem": _sem(diff),
+                f"delta_{q}": float(diff.mean()), f"delta_{q}_sem": sem(diff),
                 f"delta_{q}_normalised": norm["value"], f"delta_{q}_normalised_sem": norm["se"],
                 f"delta_{q}_normalised_low": norm["low"], f"delta_{q}_normalised_high": norm["high"],
                 f"n_{q}": len(seeds),

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import analysis
 from . import device as dev
 from . import launchers
 from .autopack import pack_size
@@ -82,11 +83,13 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
 
 def write_collected(setup: Setup, out, students: pd.DataFrame, teachers: pd.DataFrame,
                     failed: pd.DataFrame) -> None:
-    """The tables :func:`gather` returns, as ``runs``, ``teachers`` and ``failed`` in out/<setup>/<profile>/."""
+    """The tables :func:`gather` returns, as ``runs``, ``teachers`` and ``failed`` in out/<setup>/<profile>/, and
+    the setup's analysis beside them (:mod:`kdlib.analysis`), computed once here for every reader after."""
     d = setup_dir(out, setup)
     write_table(students, d / "runs")
     write_table(teachers, d / "teachers")
     write_table(failed, d / "failed")
+    analysis.write(analysis.analyse(students) if len(students) else {k: pd.DataFrame() for k in analysis.FILES}, d)
 
 
 def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

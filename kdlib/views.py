@@ -4,16 +4,17 @@ setups and writes its artefacts next to the per-setup reports of :mod:`kdlib.rep
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .conditions import label
-from .report import (COLOURS, format_mean_sem, mark_best, mean_sem_table, means_latex, new_figure, save_figure,
-                     styled, table_columns, tick_table, wide_means)
-from .stats import agreement_deltas, transfer_tests
+from .analysis import mark_best, mean_sem_table, table_columns
+from .figures import COLOURS, new_figure, save_figure, styled
+from .latex import means_latex
+from .stats import agreement_deltas, sem, transfer_tests
+from .tables import format_mean_sem, tick_table, wide_means
 from .store import write_csv, write_text
 
 def temperature_table(runs_by_temperature: dict[float, pd.DataFrame], teacher_seed=0, metrics=None) -> pd.DataFrame:
@@ -71,8 +72,7 @@ def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed
         for cond, alpha in table_columns(t):
             sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
             x = sel[col].to_numpy(float)
-            sem = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
-            row[label(cond, alpha)] = format_mean_sem(x.mean(), sem)
+            row[label(cond, alpha)] = format_mean_sem(x.mean(), sem(x))
         out[f'"{word}"'] = row
     return pd.DataFrame(out).T
 
@@ -102,9 +102,11 @@ TEMPERATURE_SETUPS = {1.0: "tinyshakespeare-nanogpt-to-picogpt", 2.0: "tinyshake
                       4.0: "tinyshakespeare-nanogpt-to-picogpt-t4"}
 
 
-def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path) -> dict:
+def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path,
+                     analyses: dict[float, dict] | None = None) -> dict:
     """Section 4.4.2's artefacts: the combined KD-at-every-T table per teacher seed (CSV, LaTeX), ticks per
-    temperature, and the positive/negative transfer proportions (Figure 14 style)."""
+    temperature, and the positive/negative transfer proportions (Figure 14 style). ``analyses``: each
+    temperature's stored analysis (:mod:`kdlib.analysis`; computed from its runs when not given)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = {"tables": {}, "ticks": {}, "figures": []}
@@ -118,10 +120,12 @@ def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path)
         out["tables"][seed] = table
     deltas = {}
     for temperature, runs in sorted(runs_by_temperature.items()):
-        ticks = tick_table(transfer_tests(runs, on_missing="drop"))
+        stored = (analyses or {}).get(temperature)
+        tests = stored["tests"].drop(columns="variant") if stored else transfer_tests(runs, on_missing="drop")
+        ticks = tick_table(tests)
         write_csv(ticks, dest / f"ticks_T{temperature:g}.csv", index=True)
         out["ticks"][temperature] = ticks
-        deltas[temperature] = agreement_deltas(runs)
+        deltas[temperature] = stored["deltas"].drop(columns="variant") if stored else agreement_deltas(runs)
     proportions = pd.concat([transfer_proportions(d).assign(temperature=t) for t, d in deltas.items()])
     write_csv(proportions, dest / "transfer_proportions.csv")
     out["proportions"] = proportions

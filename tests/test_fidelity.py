@@ -17,7 +17,6 @@ from kdlib.losses import kd_loss
 from kdlib.metrics import Comparison
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.recipe import Recipe
 from kdlib.runs import plan
 from kdlib.setups.readings import READINGS, UnknownReading, markdown_table, split_label
 from kdlib.train import Objective, evaluate, init_model, objective_loss, predict, score

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from kdlib.paper import COLUMNS  # the CSV schema is defined once, beside the loader (kdlib installed: pip install -e .)
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # so that running the script from anywhere finds kdlib
-from kdlib.paper import COLUMNS  # noqa: E402  (the CSV schema is defined once, beside the loader)
 
 DEFAULT_PAPER = REPO.parent / "shared" / "paper" / "functional-kd.txt"
 DEFAULT_OUT = REPO / "kdlib" / "paper"

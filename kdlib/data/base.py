@@ -120,3 +120,17 @@ def register(name: str):
         LOADERS[name] = fn
         return fn
     return wrap
+
+
+def data_status(dataset: str, root: Path) -> str:
+    """What ``kdlib list`` says of a dataset in the data folder ``root``: built-in, found, downloads itself, or
+    missing (with where to get it)."""
+    source = SOURCES[dataset]
+    missing = source.missing(root)
+    if not missing:
+        return "built-in" if source.built_in else "found"
+    files = ", ".join(missing)
+    if source.downloads and os.environ.get("KDLIB_OFFLINE") != "1":
+        return f"downloads itself (needs internet): {files}"
+    offline = "; downloads are disabled: KDLIB_OFFLINE=1" if source.downloads else ""
+    return f"missing: {files} (get it from {source.url}{offline})"

@@ -1,0 +1,114 @@
+"""The whole study in batch (``python -m kdlib study``; ``run_all.sh`` is its wrapper): per setup of a suite, train
+or resume it in the terminal with progress and collect it, then execute its study notebook with papermill beside
+the next setup's training (``notebook_jobs`` at once); then the summary notebook, one verdict line per setup,
+teacher seed and alpha, and the reproduction scorecard. Setups whose data is missing are listed up front with
+where to get them; the others still run. Nothing finished is trained again.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from . import setups
+from .data.base import data_dir as resolve_data_dir
+from .data.base import data_status
+from .suites import DEFAULTS, notebook_for, suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ready(setup, root: Path) -> bool:
+    """Whether a setup's data is in the data folder (or downloads itself)."""
+    return not data_status(setup.dataset, root).startswith("missing")
+
+
+def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="results", figures="figures",
+              device: str = DEFAULTS["device"], launcher: str = DEFAULTS["launcher"],
+              workers: int = DEFAULTS["workers"], pack=DEFAULTS["pack"], compile: str = DEFAULTS["compile"],
+              readings=(), summary: bool = True, notebook_jobs: int = 2, **launcher_options) -> int:
+    """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.suites.suite`) end to end; returns the
+    exit status (1 if a setup or notebook failed). ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that
+    uses them."""
+    from .report import verdict_summary
+    from .scorecard import scorecard, write_scorecard
+    from .study import collect, run_setup
+    chosen = setups.readings.parse(readings)
+    root = resolve_data_dir(data_dir)
+    out, figures = Path(out).resolve(), Path(figures).resolve()
+    plan = []
+    for name in suite(names):
+        base = setups.get(name, profile)
+        plan.append(setups.get(name, profile, {r: c for r, c in chosen.items() if r in dict(base.readings)}))
+    print(f"== {profile} profile on {device} (launcher {launcher}, {workers} workers, pack {pack}, compile "
+          f"{compile}); data in {data_dir if data_dir is not None else root}", flush=True)
+    for setup in plan:
+        if not ready(setup, root):
+            print(f"-- skipping {setup.name}: its data is missing")
+            print(f"{setup.name:42s} {setup.modality:9s} {data_status(setup.dataset, root)}\n"
+                  f"{'':52s}{setup.description}", flush=True)
+    failed, notebooks = [], []
+    for setup in (s for s in plan if ready(s, root)):
+        print(f"== {setup.label} ({profile})", flush=True)
+        try:
+            run_setup(setup, out, data_dir, device, launcher=launcher, workers=workers, pack=pack, compile=compile,
+                      **launcher_options)
+            students, teachers = collect(setup, out)
+        except Exception as e:  # noqa: BLE001  (one setup's failure must not stop the suite)
+            print(f"{setup.label}: {type(e).__name__}: {e}", flush=True)
+            failed.append(setup.label)
+            continue
+        print(f"{setup.label} ({profile}): {_count(len(students), 'student run')} and "
+              f"{_count(len(teachers), 'teacher')} collected in {out / setup.label / profile}", flush=True)
+        notebook = REPO / notebook_for(setup)
+        dest = out / setup.label / profile / notebook.name
+        print(f"   {notebook_for(setup)} -> {dest}", flush=True)
+        _throttle(notebooks, notebook_jobs, failed)
+        notebooks.append((setup.label, _papermill(notebook, dest, {
+            "setup": setup.name, "profile": profile, "data_dir": str(data_dir) if data_dir is not None else None,
+            "out": str(out), "figures": str(figures), "device": device, "launcher": launcher, "workers": workers,
+            "pack": pack, "compile": compile, "readings": " ".join(f"{r}={c}" for r, c in setup.readings
+                                                                   if r in chosen)})))
+    _throttle(notebooks, 1, failed)  # every study notebook has run
+    if summary:
+        dest = out / f"summary-{profile}.ipynb"
+        print(f"== summary ({profile}) -> {dest}", flush=True)
+        _throttle([("summary", _papermill(REPO / "notebooks" / "summary.ipynb", dest, {
+            "out": str(out), "figures": str(figures), "profile": profile,
+            "data_dir": str(data_dir) if data_dir is not None else None}))], 1, failed)
+    print(f"== verdicts ({profile})", flush=True)
+    print("\n".join(verdict_summary(out, profile) or [f"nothing collected at the {profile} profile in {out}"]))
+    card = scorecard(None, profile, out)
+    paths = write_scorecard(card, out)
+    print(f"{card['summary']}\nscorecard: {paths[0]} and {paths[1]}", flush=True)
+    print(f"done: tables and figures in {figures}/, runs in {out}/"
+          + (f"; open {out}/summary-{profile}.ipynb (jupyter lab) for everything" if summary else ""), flush=True)
+    if failed:
+        print(f"failed: {' '.join(failed)} (see the messages above)", flush=True)
+        return 1
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _papermill(notebook: Path, dest: Path, parameters: dict) -> tuple[subprocess.Popen, Path]:
+    """Start papermill on ``notebook`` -> ``dest``; its kernel's log goes beside the executed copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "papermill", "--no-progress-bar", "--log-level", "WARNING", str(notebook), str(dest)]
+    for key, value in parameters.items():
+        args += ["-p", key, value] if isinstance(value, str) else ["-y", f"{key}: {json.dumps(value)}"]
+    log = dest.with_suffix(".log")
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w")), log
+
+
+def _throttle(running: list, at_most: int, failed: list) -> None:
+    """Wait until fewer than ``at_most`` notebooks run (0 left when ``at_most`` is 1 and the list is drained);
+    a failed notebook's log tail is shown and its setup recorded."""
+    while len(running) >= at_most and running:
+        label_, (proc, log) = running.pop(0)
+        if proc.wait() != 0:
+            print("\n".join(log.read_text().splitlines()[-20:]), flush=True)
+            failed.append(label_)

@@ -1,0 +1,175 @@
+"""Notebooks run where JupyterLab opens them: a real ``jupyter server`` on 127.0.0.1 in a copy of the project starts
+each notebook's kernel in the notebook's own folder (as JupyterLab does, through the REST API's sessions), and the
+notebook's cells run there through that kernel with no error, writing into the project's folders."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import copy_store
+from kdlib import paths, setups
+from kdlib.study import collect
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+websocket = pytest.importorskip("websocket")
+
+
+def test_the_project_root_is_the_checkout_kdlib_is_installed_from(monkeypatch, tmp_path):
+    monkeypatch.delenv("KDLIB_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # a kernel started anywhere
+    assert paths.project_root() == REPO and paths.project_path("results", "out") == REPO / "results"
+    assert paths.project_path(None, "figures") == REPO / "figures"
+    assert paths.project_path(tmp_path / "x", "out") == tmp_path / "x"
+    monkeypatch.setenv("KDLIB_HOME", str(tmp_path))
+    monkeypatch.setenv("KDLIB_DATA_DIR", "../shared/data")
+    assert paths.data_path() == tmp_path / "../shared/data"
+
+
+class Server:
+    """``jupyter server`` on a free local port, rooted at ``root``, with a token."""
+
+    def __init__(self, root: Path, env: dict):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.token = uuid.uuid4().hex
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+             "--ServerApp.allow_root=True"],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"))
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.request("GET", "/api/status")
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError((root / "server.log").read_text()[-2000:])
+                time.sleep(0.3)
+
+    def request(self, method: str, path: str, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"token {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def session(self, notebook: str) -> "Kernel":
+        """A session for ``notebook`` (a path under the root): the server picks the kernel's folder."""
+        s = self.request("POST", "/api/sessions", {"path": notebook, "type": "notebook", "name": Path(notebook).name,
+                                                    "kernel": {"name": "python3"}})
+        return Kernel(f"ws://127.0.0.1:{self.port}/api/kernels/{s['kernel']['id']}/channels?token={self.token}")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Kernel:
+    """Executes code through the server's kernel websocket (the channel JupyterLab's cells run through)."""
+
+    def __init__(self, url: str):
+        self.ws = websocket.create_connection(url, timeout=300)
+        self.session = uuid.uuid4().hex
+
+    def execute(self, code: str) -> list[dict]:
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": "execute_request",
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+        outputs = []
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id or msg["channel"] != "iopub":
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                return outputs
+            if kind in ("stream", "error", "execute_result", "display_data"):
+                outputs.append({"type": kind, **msg["content"]})
+
+    def run_notebook(self, path: Path, injected: str = "") -> list[dict]:
+        """Every code cell of ``path``, ``injected`` right after its parameters cell (as papermill injects)."""
+        outputs = []
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            outputs += self.execute(cell.source)
+            if "parameters" in cell.metadata.get("tags", []) and injected:
+                outputs += self.execute(injected)
+        return outputs
+
+
+def _errors(outputs: list[dict]) -> list[str]:
+    return [f"{o.get('ename')}: {o.get('evalue')}" if o["type"] == "error" else o.get("text", "")[-500:]
+            for o in outputs if o["type"] == "error" or (o["type"] == "stream" and "Traceback" in o.get("text", ""))]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, smoke_store, data_dir):
+    """A copy of the project (no results of its own but the session's smoke runs) served by ``jupyter server``."""
+    root = tmp_path_factory.mktemp("project") / "project"
+    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", "results", "figures", "*.egg-info",
+                                                              "__pycache__", ".hypothesis", ".pytest_cache"))
+    copy_store(smoke_store, root / "results")
+    collect(setups.get("tinyshakespeare-nanogpt", "smoke"), root / "results")  # what the summary finds
+    env = {**os.environ, "KDLIB_HOME": str(root), "KDLIB_DATA_DIR": str(Path(data_dir).resolve()),
+           "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
+    server = Server(root, env)
+    yield root, server
+    server.stop()
+
+
+SMOKE = 'profile = "smoke"\nsetup = "tinyshakespeare-nanogpt"'
+
+
+def test_a_study_notebook_runs_in_its_own_folder_and_writes_the_projects_folders(served):
+    root, server = served
+    kernel = server.session("notebooks/language.ipynb")
+    where = kernel.execute("import os; print(os.getcwd())")
+    assert where[0]["text"].strip() == str(root / "notebooks")  # the kernel starts where JupyterLab starts it
+    outputs = kernel.run_notebook(root / "notebooks" / "language.ipynb", SMOKE)
+    assert not _errors(outputs), _errors(outputs)
+    assert (root / "results" / "tinyshakespeare-nanogpt" / "smoke" / "runs.csv").exists()
+    assert (root / "figures" / "tinyshakespeare-nanogpt" / "smoke" / "means_teacher0.csv").exists()
+    assert not (root / "notebooks" / "results").exists() and not (root / "notebooks" / "figures").exists()
+
+
+def test_an_executed_copy_under_results_runs_there_too(served):
+    from papermill.parameterize import parameterize_notebook
+    root, server = served
+    copy = root / "results" / "tinyshakespeare-nanogpt" / "smoke" / "language.ipynb"
+    nb = parameterize_notebook(nbformat.read(root / "notebooks" / "language.ipynb", as_version=4),
+                               {"setup": "tinyshakespeare-nanogpt", "profile": "smoke", "out": "results",
+                                "figures": "figures"})  # the cell papermill injects into run_all.sh's copies
+    nbformat.write(nb, copy)
+    kernel = server.session(str(copy.relative_to(root)))
+    assert kernel.execute("import os; print(os.getcwd())")[0]["text"].strip() == str(copy.parent)
+    outputs = kernel.run_notebook(copy)  # its injected parameters say out = "results": the project's
+    assert not _errors(outputs), _errors(outputs)
+    assert not (copy.parent / "results").exists() and not (copy.parent / "figures").exists()
+
+
+def test_the_summary_notebook_runs_in_its_own_folder(served):
+    root, server = served
+    kernel = server.session("notebooks/summary.ipynb")
+    outputs = kernel.run_notebook(root / "notebooks" / "summary.ipynb", 'profile = "smoke"')
+    assert not _errors(outputs), _errors(outputs)
+    text = " ".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in outputs)
+    assert "tinyshakespeare-nanogpt" in text and "claims reproduced" in text
