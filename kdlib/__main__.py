@@ -133,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument("--notebook-jobs", type=int, default=2, help="study notebooks executed at once (default 2)")
     _run_args(study)
     _setup_args(sub.add_parser("collect", help="gather a setup's finished runs into tables"), data=False)
-    report = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup, beside the paper")
+    report = sub.add_parser("report", help="tables (CSV, LaTeX) and figures (PDF, PNG) of a setup's collected runs "
+                                           "(run or collect gathers them), beside the paper")
     _setup_args(report, data=False)
     report.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
     score = sub.add_parser("scorecard", help="claim by claim: does this run reproduce the paper?")
@@ -224,16 +225,23 @@ def _say_collected(setup, students, teachers, out) -> None:
           f"{count(len(teachers), 'teacher')} collected in {setup_dir(out, setup)}")
 
 
-def _collected(setup, out):
-    """A setup's collected tables, written to its results folder; a setup with no finished runs is an error."""
+def _collected(setup, out, fresh: bool = True):
+    """A setup's collected tables: gathered from the store and written (``fresh``), or as ``run``/``collect`` last
+    wrote them (gathered when there are none yet); a setup with no finished runs is an error."""
+    from .store import read_table, setup_dir
     from .study import gather, write_collected
-    students, teachers, failed = gather(setup, out)
+    folder = setup_dir(out, setup)
+    if not fresh and list(folder.glob("runs.*")):
+        students, teachers, failed = read_table(folder / "runs"), read_table(folder / "teachers"), None
+    else:
+        students, teachers, failed = gather(setup, out)
     if students.empty or not (students["condition"] == "kd").any():
         readings = "".join(f" --reading {r}" for r in setup.tag.split("+")[1:])
         raise UserError(f"nothing to report: {setup.label} has no finished KD student runs at the {setup.profile} "
                         f"profile in {Path(out).resolve()} (train them with: python -m kdlib run {setup.name} "
                         f"--profile {setup.profile}{readings})")
-    write_collected(setup, out, students, teachers, failed)
+    if failed is not None:
+        write_collected(setup, out, students, teachers, failed)
     return students, teachers
 
 
@@ -249,7 +257,7 @@ def cmd_report(args) -> int:
     from .report import build_report
     from .store import figures_dir, setup_dir
     setup = setups.get(args.setup, args.profile, args.reading)
-    students, teachers = _collected(setup, args.out)
+    students, teachers = _collected(setup, args.out, fresh=False)  # what run/collect collected, and its analysis
     rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers,
                        analysis=collected_analysis(setup_dir(args.out, setup)))
     print(f"{setup.label} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")

@@ -164,6 +164,8 @@ def read(folder: Path) -> dict[str, pd.DataFrame] | None:
         for col in ("variant",) + (("alpha",) if name == "means" else ()):  # None where a fresh analysis has None
             if col in frame:
                 frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+        if "missing_pairs" in frame:  # an empty string reads back as NaN
+            frame["missing_pairs"] = frame["missing_pairs"].astype(object).where(frame["missing_pairs"].notna(), "")
         out[name] = frame
     return out
 

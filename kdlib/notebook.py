@@ -167,6 +167,13 @@ def audit_files(teacher, students, labels, controls: dict, out, n_boot: int = 10
     return report
 
 
+def explore(out=None):
+    """The interactive explorer of everything collected under ``out`` (:mod:`kdlib.explorer`): controls for setup,
+    profile, reading, teacher seed, alpha and view, redrawn from the stored analyses."""
+    from .explorer import explore as show
+    return show(folders(out)[0])
+
+
 def collected(out, profile: str | None = None) -> list[tuple[str, str, Path]]:
     """Every (setup, profile, runs-table stem) collected under ``out`` (at ``profile``, or all)."""
     found = [f for f in find_collected(out) if profile is None or f[1] == profile]

@@ -87,7 +87,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     if students is not None and analysis is None:
         analysis = analyse(students)
     ours_tests = analysis["tests"] if students is not None else None
-    ours_deltas = analysis["deltas"] if students is not None else None
+    ours_verdicts = analysis["verdicts"] if students is not None else None  # verdicts and the deltas beside them
     our_seeds = set(students["teacher_seed"]) if students is not None else set()
     p_means, p_ticks = paper_means(setup), paper_ticks(setup)
 
@@ -120,16 +120,13 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
                             & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
             if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
                 verdict = stats.verdict(int(ticks["tick"].sum()), len(FUNCTIONAL_METRICS), _improvement(theirs, alpha))
-                ours = None
-                if ours_table is not None:
-                    mine = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)]
-                    if len(mine):
-                        ours = stats.verdict_label(mine["supported"].iloc[0], mine["marginal"].iloc[0])
+                mine = None if ours_table is None else ours_verdicts[
+                    (ours_verdicts["teacher_seed"] == seed) & np.isclose(ours_verdicts["alpha"], alpha)]
+                ours = mine["verdict"].iloc[0] if mine is not None and len(mine) else None
                 add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}")
                 if verdict == "supported":
-                    d = None if ours_deltas is None else ours_deltas[(ours_deltas["teacher_seed"] == seed)
-                                                                     & np.isclose(ours_deltas["alpha"], alpha)]
-                    ours = bool(d["negative_asymmetry"].iloc[0]) if d is not None and len(d) else None
+                    ours = (bool(mine["negative_asymmetry"].iloc[0])
+                            if mine is not None and len(mine) and "negative_asymmetry" in mine else None)
                     add("asymmetry", seed, alpha, "", "best control", True, ours, "Section 1 (central finding)")
             for metric in dict.fromkeys(table["metric"]):
                 for control in ("SIDDO", label("rcd", alpha)):
