@@ -11,6 +11,7 @@ is a dry run of every part (CI runs it).
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import json
 import tempfile
@@ -24,6 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from kdlib import autopack, setups
 from kdlib import device as dev
 from kdlib.data import DatasetMissing, TaskData
+from kdlib.data.base import data_dir as data_folder
+from kdlib.data.base import data_status
 from kdlib.data.sources import ExampleData, WindowData
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
@@ -39,10 +42,10 @@ SHAPES = {"svhn": ((3, 32, 32), 10), "speechcommands": ((1, 32, 63), 35)}  # sta
 
 
 def task_for(setup, data_dir) -> tuple[TaskData, str]:
-    """The setup's data, or random data of its real shapes when the dataset is absent."""
+    """The setup's data, or random data of its real shapes when the dataset or its decoder (soundfile) is absent."""
     try:
         return load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), "real"
-    except DatasetMissing:
+    except (DatasetMissing, ImportError):
         g = torch.Generator().manual_seed(0)
         if setup.dataset == "tinyshakespeare":
             tokens = torch.randint(65, (1_115_394,), generator=g)
@@ -53,6 +56,16 @@ def task_for(setup, data_dir) -> tuple[TaskData, str]:
         x = torch.randint(256, (n, *shape), generator=g, dtype=torch.uint8).float() / 255
         y = torch.randint(classes, (n,), generator=g)
         return TaskData(ExampleData(x, y), ExampleData(x[:512], y[:512]), classes), "random"
+
+
+def stand_in_text(folder: Path) -> Path:
+    """A data folder holding a random tinyshakespeare.txt of the real file's length and 65 characters."""
+    chars = [chr(c) for c in range(33, 98)]
+    g = torch.Generator().manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = torch.randint(len(chars), (1_115_394,), generator=g).tolist()
+    (folder / "tinyshakespeare.txt").write_text("".join(chars[i] for i in ids) + "".join(chars))
+    return folder
 
 
 def matmul_rate(device, size: int, repeats: int = 20) -> float:
@@ -69,26 +82,52 @@ def matmul_rate(device, size: int, repeats: int = 20) -> float:
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
+KD_SHARE = 1 / 3  # the probe's packs mix CE, KD (with a live teacher) and RCD students in turn (kdlib.autopack)
+
+
+def _counted(fn, causal: bool) -> float:
+    """FLOPs of ``fn()`` by torch's flop counter, ``causal`` attention at half its L^2 (the counter counts the full
+    score matrix, of which a causal kernel computes the lower half)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    total = counter.get_total_flops()
+    attention = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items()
+                    if "scaled_dot_product" in str(op))
+    return float(total - attention / 2 if causal else total)
+
+
 def step_flops(setup, task, device) -> float:
-    """FLOPs of one training step (forward and backward) of one student, counted by torch's flop counter."""
-    student = setup.student_model
+    """FLOPs of one training step of one student as a pack trains it: its forward and backward, and its share of
+    the live teacher's forward passes (the KD members' batches, where no logit cache serves them)."""
+    student, teacher = setup.student_model, setup.teacher
+    causal = student.arch == "gpt"
     model = dev.place(init_model(lambda: build(student.arch, task.num_classes, **student.kwargs), 0), device)
     idx, x, y = next(task.train.batches(setup.student_recipe.batch_size, 1, torch.Generator().manual_seed(0)))
     x, y = dev.batch(x, device), dev.batch(y, device)
-    with FlopCounterMode(display=False) as counter, dev.autocast(device):
-        objective_loss(Objective("ce"), model(x), x, y, idx, None, None).backward()
-    return float(counter.get_total_flops())
+
+    def step():
+        with dev.autocast(device):
+            objective_loss(Objective("ce"), model(x), x, y, idx, None, None).backward()
+    flops = _counted(step, causal)
+    if not getattr(task.train, "fixed", False):
+        live = dev.place(init_model(lambda: build(teacher.arch, task.num_classes, **{
+            k: v for k, v in teacher.kwargs.items() if k != "weights"}), 0), device).eval()
+        with torch.no_grad():
+            flops += KD_SHARE * _counted(lambda: live(x), causal)
+    return flops
 
 
-def one_by_one(setup, task, device, warmup: int, steps: int) -> float:
-    """Seconds per step of one student trained alone (``kdlib.train.train``)."""
+def one_by_one(setup, task, device, warmup: int, steps: int, compile: bool = False) -> float:
+    """Seconds per step of one student trained alone (``kdlib.train.train``), compiled as a CUDA solo run is by
+    default (``compile``; the warm-up steps include the compilation)."""
     student = setup.student_model
     model = init_model(lambda: build(student.arch, task.num_classes, **student.kwargs), 0)
-    train(model, task.train, Objective("ce"), replace(setup.student_recipe, steps=warmup), 1, device=device)
+    train(model, task.train, Objective("ce"), replace(setup.student_recipe, steps=warmup), 1, device=device,
+          compile=compile)
     dev.synchronize(device)
     start = time.perf_counter()
     train(model, task.train, Objective("ce"), replace(setup.student_recipe, steps=steps), 2, device=device,
-          log_every=steps)
+          log_every=steps, compile=compile)
     dev.synchronize(device)
     return (time.perf_counter() - start) / steps
 
@@ -168,6 +207,7 @@ def main() -> None:
     p.add_argument("--end-to-end", default="cpu", choices=setups.PROFILES + ("none",),
                    help="profile of the end-to-end tinyshakespeare-nanogpt run with --pack auto (none: skip)")
     args = p.parse_args()
+    os.environ.setdefault("KDLIB_OFFLINE", "1")  # a GPU machine may have no network: never wait on a download
     device = args.device
     rate = matmul_rate(device, 8192 if dev.is_cuda(device) else 512)
     print(f"device {dev.name(device)}; {'bf16' if dev.is_cuda(device) else 'float32'} matmul rate "
@@ -181,7 +221,7 @@ def main() -> None:
         setup = setups.get(name, args.profile)
         task, kind = task_for(setup, args.data_dir)
         steps = setup.student_recipe.steps
-        alone = one_by_one(setup, task, device, args.warmup, args.steps)
+        alone = one_by_one(setup, task, device, args.warmup, args.steps, compile=args.compile == "on")
         measure = autopack.measure_pack(setup, task, device, args.warmup, args.steps)
         size, tried = autopack.choose_pack(measure, autopack.students_per_teacher(setup))
         packed = tried[size] / size  # the probe timed it already
@@ -208,9 +248,12 @@ def main() -> None:
     if args.end_to_end != "none":
         setup = setups.get("tinyshakespeare-nanogpt", args.end_to_end)
         with tempfile.TemporaryDirectory() as tmp:
+            data_dir, kind = args.data_dir, ""
+            if data_status("tinyshakespeare", data_folder(args.data_dir)).startswith("missing"):
+                data_dir, kind = stand_in_text(Path(tmp) / "data"), " (random text of its real size: no data)"
             start = time.perf_counter()
-            results = run_setup(setup, tmp, args.data_dir, device, progress=False, pack="auto")
-            print(f"end to end: {setup.name} at the {args.end_to_end} profile, {len(results)} models with "
+            results = run_setup(setup, Path(tmp) / "results", data_dir, device, progress=False, pack="auto")
+            print(f"end to end{kind}: {setup.name} at the {args.end_to_end} profile, {len(results)} models with "
                   f"--pack auto: {time.perf_counter() - start:.0f} s wall")
 
 

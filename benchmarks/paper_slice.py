@@ -11,6 +11,7 @@ chosen) and prints its "th" completions beside Table 30's teacher column.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import pandas as pd
@@ -51,6 +52,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results")
     args = p.parse_args()
+    os.environ.setdefault("KDLIB_OFFLINE", "1")  # a GPU machine may have no network: never wait on a download
     chosen = setups.readings.parse(args.reading)
     full = setups.get(SETUP, args.profile, {r: c for r, c in chosen.items() if r != "adversarial-replacement"})
     if not 0 <= args.students <= len(full.student_seeds):

@@ -30,8 +30,11 @@ MEMO = "pack_auto.json"
 def choose_pack(measure: Callable[[int], float], limit: int, gain: float = 1.05) -> tuple[int, dict]:
     """The pack size with the most models per second, and every size tried with its seconds per step.
 
-    ``measure(K)`` returns seconds per optimiser step of a pack of K (or raises ``kdlib.device.OutOfMemory``);
-    sizes double from 1 up to ``limit`` while each step up raises models per second by at least ``gain``."""
+    ``measure(K)`` returns seconds per optimiser step of a pack of K; sizes double from 1 up to ``limit`` while
+    each step up raises models per second by at least ``gain``. A size that raises stops the probe at the size
+    before it, whatever the error (out of memory; cuBLAS or cuDNN failing to allocate surfaces as a plain
+    RuntimeError; a compiler error), and its reason is recorded: the probe never stops a setup's run; a pack of 1
+    is trained one by one, which needs no probe."""
     tried, best, best_rate = {}, 1, 0.0
     size = 1
     while size <= limit:
@@ -39,6 +42,10 @@ def choose_pack(measure: Callable[[int], float], limit: int, gain: float = 1.05)
             seconds = measure(size)
         except dev.OutOfMemory:
             tried[size] = "out of memory"
+            dev.release("cuda")
+            break
+        except Exception as e:  # noqa: BLE001  (as a pack falls back one by one, so does its probe)
+            tried[size] = f"{type(e).__name__}: {str(e)[:200]}"
             dev.release("cuda")
             break
         tried[size] = seconds

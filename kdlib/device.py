@@ -88,6 +88,32 @@ def indices_on(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def _cuda_devices() -> list[int]:
+    """The CUDA devices whose generators a seed reaches (none on a CPU-only machine)."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Inside: the global generators (the CPU's and every CUDA device's, which ``torch.manual_seed`` reseeds)
+    seeded with ``seed``; after: every one of them as it was."""
+    with torch.random.fork_rng(devices=_cuda_devices()):
+        torch.manual_seed(seed)
+        yield
+
+
+def rng_state() -> tuple:
+    """The global generators' states: the CPU's and every CUDA device's."""
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in _cuda_devices()]
+
+
+def set_rng_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    for d, s in zip(_cuda_devices(), cuda):
+        torch.cuda.set_rng_state(s, d)
+
+
 def set_threads(threads: int | None) -> None:
     """Torch CPU threads of this process (None or 0: leave torch's default)."""
     if threads:

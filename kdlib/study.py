@@ -50,6 +50,7 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     if progress:
         tqdm.write(f"{setup.label} ({setup.profile}): {len(specs)} runs; " + (
             f"reusing {done} finished, {len(specs) - done} to train" if done else "none finished yet"))
+    stranded: set[str] = set()  # runs without result or claim after the last launch
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
@@ -64,10 +65,15 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
         busy = [s for s in specs if read_result(out, s) is None]
         if not busy:
             return [read_result(out, s) for s in specs]
-        if not any(is_claimed(out, s) for s in busy):
-            raise RuntimeError(f"{len(busy)} runs of {setup.label} neither finished nor are claimed by another "
-                               f"process, e.g. {busy[0].run_id}")
-        time.sleep(poll_seconds)  # another launcher is training them: wait, then pick up what it leaves
+        unclaimed = {s.run_id for s in busy if not is_claimed(out, s)}
+        if len(unclaimed) < len(busy):  # another launcher is training some: wait, then pick up what it leaves
+            stranded = set()
+            time.sleep(poll_seconds)
+            continue
+        if unclaimed & stranded:  # launched while nobody held them, and still no result: a bug, not a race
+            raise RuntimeError(f"{len(unclaimed)} runs of {setup.label} neither finished nor are claimed by another "
+                               f"process, e.g. {sorted(unclaimed)[0]}")
+        stranded = unclaimed  # released by another process without a result (it died or gave up): take them over
 
 
 def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -65,9 +65,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     # Augmentations that draw from the global RNG see, per model, the stream its solo run would give them.
     member_rng = []
     for _, dropout_seed in seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(dropout_seed)
-            member_rng.append(torch.get_rng_state())
+        with dev.seeded(dropout_seed):
+            member_rng.append(dev.rng_state())
     data = dev.resident(data, device)
     skeleton = _batchnorm_in_stats_dtype(dev.place(copy.deepcopy(models[0]), device).train())
     params, buffers = stack_module_state([dev.place(m, device) for m in models])
@@ -84,27 +83,29 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     batched = Forward(vmap(forward, randomness="different"), compile, logs[0].notes)
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(shared_dropout_seed)
+    with dev.seeded(shared_dropout_seed):
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
         for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
             batches = _next_batches(streams, member_rng)
             idx = [b[0] for b in batches]
             x = dev.batch(torch.stack([b[1] for b in batches]), device)
             y = dev.batch(torch.stack([b[2] for b in batches]), device)
-            with dev.autocast(device, precision):
-                live = None
-                if kd and teacher_cache is None:  # one float32 teacher pass over every KD member's batch
-                    with torch.no_grad(), dev.float32_forward(device):
-                        live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
-                with folding():
+            live = None
+            if kd and teacher_cache is None:  # one float32 teacher pass over every KD member's batch
+                with torch.no_grad(), dev.float32_forward(device):
+                    live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
+
+            def step_losses():
+                with dev.autocast(device, precision), folding():
                     logits = batched(params, buffers, x)
-                losses = torch.stack([
-                    objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher, teacher_cache,
-                                                                               live))
-                    for k, o in enumerate(objectives)])
+                    return torch.stack([
+                        objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher,
+                                                                                   teacher_cache, live))
+                        for k, o in enumerate(objectives)])
+            losses = step_losses()
             optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # the models share no weights: each gets exactly its own loss's gradient
+            # the models share no weights: the sum gives each exactly its own loss's gradient
+            losses = batched.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or step_losses())
             if recipe.grad_clip:
                 _clip_per_model(list(params.values()), recipe.grad_clip)
             optimizer.step()
@@ -139,15 +140,15 @@ def _batchnorm_in_stats_dtype(skeleton: nn.Module) -> nn.Module:
 
 def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
     """The next batch of every model, each drawn under that model's own global-RNG state."""
-    shared, batches = torch.get_rng_state(), []
+    shared, batches = dev.rng_state(), []
     for k, stream in enumerate(streams):
-        torch.set_rng_state(member_rng[k])
+        dev.set_rng_state(member_rng[k])
         batch = next(stream, None)
         if batch is None:
             raise ValueError(f"the data of model {k} ran out of batches before the recipe's steps")
         batches.append(batch)
-        member_rng[k] = torch.get_rng_state()
-    torch.set_rng_state(shared)
+        member_rng[k] = dev.rng_state()
+    dev.set_rng_state(shared)
     return batches
 
 

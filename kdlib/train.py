@@ -68,8 +68,7 @@ def derive_seeds(seed: int, n: int) -> list[int]:
 
 def init_model(build: Callable[[], nn.Module], init_seed: int) -> nn.Module:
     """Build a model whose initial weights depend only on ``init_seed`` (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with dev.seeded(init_seed):
         return build()
 
 
@@ -191,8 +190,8 @@ class LossMeter:
 
 class Forward:
     """A training forward pass, ``torch.compile``d when asked. Compilation happens at the first call, and again
-    when shapes change (a last, shorter batch); if it fails, training goes on eagerly and ``notes`` says why
-    (the run still completes, and records it)."""
+    when shapes change (a last, shorter batch), and the backward graph compiles at the first backward pass; if any
+    of it fails, training goes on eagerly and ``notes`` says why (the run still completes, and records it)."""
 
     def __init__(self, fn, compile: bool, notes: list[str]):
         self.eager, self.notes = fn, notes
@@ -210,6 +209,27 @@ class Forward:
             warnings.warn(self.notes[-1])
             self.fn = self.eager
             return self.fn(*args)
+
+    def backward(self, loss: torch.Tensor, again: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Back-propagate ``loss`` (its sum: one loss per model of a pack), returning it. If a compiled step's
+        backward fails, the step is done again eagerly: ``again()`` clears the gradients and returns the loss of
+        an eager forward pass."""
+        if self.fn is self.eager:
+            loss.sum().backward()
+            return loss
+        try:
+            loss.sum().backward()
+            return loss
+        except (FloatingPointError, dev.OutOfMemory):
+            raise
+        except Exception as e:  # noqa: BLE001  (a compiler failure surfacing in backward: train eagerly instead)
+            self.notes.append(f"torch.compile failed in backward ({type(e).__name__}: {str(e)[:200]}); "
+                              f"trained eagerly")
+            warnings.warn(self.notes[-1])
+            self.fn = self.eager
+            loss = again()
+            loss.sum().backward()
+            return loss
 
 
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
@@ -235,18 +255,19 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     optimizer, scheduler = recipe.build(model.named_parameters(), fused=dev.fused_optimizer(device))
     log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
     forward = Forward(model, compile, log.notes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(dropout_seed)
+    with dev.seeded(dropout_seed):
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
                                                 desc=objective.kind, leave=False), start=1):
             x, y = dev.batch(x, device), dev.batch(y, device)
-            with dev.autocast(device, precision):
-                logits = forward(x)
-                loss = objective_loss(objective, logits, x, y, idx, teacher, teacher_cache, student_hook,
-                                      teacher_hook)
+
+            def step_loss():
+                with dev.autocast(device, precision):
+                    return objective_loss(objective, forward(x), x, y, idx, teacher, teacher_cache, student_hook,
+                                          teacher_hook)
+            loss = step_loss()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = forward.backward(loss, lambda: optimizer.zero_grad(set_to_none=True) or step_loss())
             if recipe.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()

@@ -82,8 +82,9 @@ def test_stale_claim_of_a_dead_process_is_reclaimed(tmp_path):
 
 
 def _cmd(out, data_dir, *extra):
+    """``kdlib run`` of the smoke setup in one process (``extra`` may ask for another launcher)."""
     return [sys.executable, "-m", "kdlib", "run", SMOKE, "--profile", "smoke", "--data-dir", str(data_dir),
-            "--out", str(out), *extra]
+            "--out", str(out), "--launcher", "serial", *extra]
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from kdlib.store import read_result
 from kdlib.study import run_setup
 from kdlib.train import LossMeter, Objective, init_model, train
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 TINY = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
 
 
@@ -196,3 +197,85 @@ def test_full_precision_turns_off_cuda_autocast_and_tf32_and_restores_them():
             assert torch.backends.cudnn.allow_tf32 is False
         assert isinstance(dev.autocast("cuda"), torch.autocast) and torch.backends.cudnn.allow_tf32 == tf32
     assert not isinstance(dev.autocast("cpu"), torch.autocast)
+
+
+def test_a_pack_probe_that_raises_anything_stops_at_the_size_before_and_says_why():
+    def cublas_at_8(size):  # cuBLAS failing to allocate surfaces as a plain RuntimeError, not OutOfMemory
+        if size >= 8:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)")
+        return {1: 1.0, 2: 1.0, 4: 1.0}[size]
+    best, tried = autopack.choose_pack(cublas_at_8, limit=42)
+    assert best == 4 and tried[8].startswith("RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED")
+
+
+class _FailsInBackward(torch.autograd.Function):
+    """What a torch.compile whose backward graph fails to compile (lazily, at the first backward) looks like."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("inductor: backward graph failed to compile")
+
+
+def test_a_compile_failure_in_backward_also_falls_back_to_eager(monkeypatch):
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    recipe = Recipe("adam", lr=1e-3, batch_size=2, steps=3)
+    eager = init_model(lambda: GPT(TINY), 0)
+    eager_log = train(eager, data, Objective("ce"), recipe, 1)
+    monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: lambda *args: _FailsInBackward.apply(fn(*args)))
+    model = init_model(lambda: GPT(TINY), 0)
+    with pytest.warns(UserWarning, match="torch.compile failed in backward"):
+        log = train(model, data, Objective("ce"), recipe, 1, compile=True)
+    assert "backward graph failed" in log.notes[0] and len(log.losses) == len(eager_log.losses)
+    assert log.losses[-1] == pytest.approx(eager_log.losses[-1], rel=0.2)  # trained on, eagerly
+
+
+def test_seeding_saves_and_restores_the_generators_of_every_device(monkeypatch):
+    """torch.manual_seed reseeds every CUDA generator too: the seeded blocks fork (and so restore) all of them."""
+    forked = []
+    real = torch.random.fork_rng
+    monkeypatch.setattr(dev, "_cuda_devices", lambda: [0, 1])
+    monkeypatch.setattr(torch.random, "fork_rng", lambda devices=None, **k: forked.append(list(devices)) or
+                        real(devices=[], **k))
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: torch.default_generator.manual_seed(seed))
+    init_model(lambda: torch.nn.Linear(2, 2), 0)
+    train(torch.nn.Linear(3, 2), ExampleData(torch.randn(8, 3), torch.zeros(8, dtype=torch.long)),
+          Objective("ce"), Recipe("sgd", lr=0.1, batch_size=4, steps=1), 0)
+    assert forked == [[0, 1], [0, 1]]
+    states = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: states.append(("get", d)) or torch.zeros(1))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: states.append(("set", d)))
+    dev.set_rng_state(dev.rng_state())  # what a pack does around each member's batch
+    assert states == [("get", 0), ("get", 1), ("set", 0), ("set", 1)]
+
+
+def test_a_compiled_solo_forward_after_a_pack_compiles_in_one_graph():
+    from kdlib.together import train_together
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0, style="lecture")
+    models = [init_model(lambda: GPT(config), 0) for _ in range(2)]
+    data = WindowData(torch.randint(11, (500,)), 16)
+    train_together(models, data, [Objective("ce"), Objective("rcd", 0.5)], Recipe("adam", lr=1e-3, batch_size=2,
+                                                                                   steps=2), [1, 2])
+    explained = torch._dynamo.explain(GPT(config))(torch.randint(11, (2, 16)))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_without_soundfile_data_or_network(tmp_path):
+    """The H200 image has no soundfile, an empty data folder and no network: the check still measures, on random
+    data of the real shapes, and says so."""
+    import subprocess
+    import sys
+    code = ("import sys, runpy; sys.modules['soundfile'] = None; "  # an import of soundfile now raises ImportError
+            "runpy.run_module('benchmarks.gpu_check', run_name='__main__', alter_sys=True)")
+    (tmp_path / "data").mkdir()
+    run = subprocess.run([sys.executable, "-c", code, "--device", "cpu", "--profile", "smoke", "--steps", "1",
+                          "--warmup", "1", "--compile", "off", "--end-to-end", "smoke", "--out", str(tmp_path),
+                          "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "KDLIB_OFFLINE"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "tinyshakespeare-nanogpt  random" in run.stdout and "speechcommands-vggish    random" in run.stdout
+    assert "end to end (random text of its real size: no data)" in run.stdout

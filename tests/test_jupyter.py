@@ -152,10 +152,11 @@ def test_a_study_notebook_runs_in_its_own_folder_and_writes_the_projects_folders
 
 
 def test_an_executed_copy_under_results_runs_there_too(served):
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
     root, server = served
     copy = root / "results" / "tinyshakespeare-nanogpt" / "smoke" / "language.ipynb"
-    nb = parameterize_notebook(nbformat.read(root / "notebooks" / "language.ipynb", as_version=4),
+    nb = parameterize_notebook(load_notebook_node(str(root / "notebooks" / "language.ipynb")),
                                {"setup": "tinyshakespeare-nanogpt", "profile": "smoke", "out": "results",
                                 "figures": "figures"})  # the cell papermill injects into run_all.sh's copies
     nbformat.write(nb, copy)

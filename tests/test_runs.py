@@ -94,7 +94,7 @@ def _results(out):
 def test_kill_mid_setup_then_resume_gives_the_same_table(smoke_out, tmp_path, data_dir):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "kdlib", "run", SMOKE, "--profile", "smoke", "--data-dir", str(data_dir),
-           "--out", str(out)]
+           "--out", str(out), "--launcher", "serial"]  # one process, killed mid-way
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(_results(out)) < 4 and time.time() < deadline and proc.poll() is None:

@@ -19,33 +19,33 @@ convolutional nets compile in full.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-_FOLDING = contextvars.ContextVar("kdlib_attention_folding", default=False)
+_folding = 0  # > 0 inside folding(): a plain module global, which torch.compile guards on (torch 2.11's dynamo
+# cannot trace a contextvars.ContextVar, and broke every compiled attention call into graphs around it)
 _folded = None  # _PackFolded.apply kept out of torch.compile's graphs, made by the first folding()
 
 
 @contextlib.contextmanager
 def folding():
     """Within this block every :func:`attention` call runs under ``vmap`` over a pack, and folds it."""
-    global _folded
+    global _folded, _folding
     if _folded is None:  # made here, not at import: torch.compiler's machinery takes 1.7 s to import
         _folded = torch.compiler.disable(_PackFolded.apply)  # traced, it would batch SDPA itself (the crash)
-    token = _FOLDING.set(True)
+    _folding += 1
     try:
         yield
     finally:
-        _FOLDING.reset(token)
+        _folding -= 1
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               dropout_p: float = 0.0) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` over ``[B, H, L, D]`` inputs (causal: each position sees its past)."""
-    if _FOLDING.get():
+    if _folding:
         return _folded(q, k, v, causal, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
 
