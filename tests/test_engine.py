@@ -279,3 +279,19 @@ def test_the_gpu_check_runs_without_soundfile_data_or_network(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "tinyshakespeare-nanogpt  random" in run.stdout and "speechcommands-vggish    random" in run.stdout
     assert "end to end (random text of its real size: no data)" in run.stdout
+
+
+@pytest.mark.parametrize("arch, kwargs, x", [
+    ("gpt", dict(block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0, style="lecture"),
+     lambda: torch.randint(11, (2, 16))),
+    ("vit", dict(image_size=32, width=16, depth=1, heads=2), lambda: torch.randn(2, 3, 32, 32)),
+    ("ast", dict(n_mels=32, frames=63, embed_dim=16, depth=1, heads=2, patch=8, stride=6),
+     lambda: torch.randn(2, 1, 32, 63)),
+])
+def test_a_compiled_transformer_forward_is_one_graph(arch, kwargs, x):
+    """Attention reads a plain module flag, not a context variable (torch 2.11's dynamo cannot trace
+    ContextVar.get and broke every attention call out of the graph)."""
+    from kdlib.models import build
+    model = build(arch, 11 if arch == "gpt" else 10, **kwargs).eval()
+    explained = torch._dynamo.explain(model)(x())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
