@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import analysis
+from . import data as datasets
 from . import device as dev
 from . import launchers
 from .autopack import pack_size
@@ -43,6 +44,7 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     """
     dev.set_threads(threads)
     dev.use_compile(compile, device)  # a bad value fails here, before any training
+    datasets.check(setup.dataset, data_dir)  # and a missing dataset, before any worker starts
     launch = launchers.get(launcher)
     specs = plan(setup)
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}

@@ -1,17 +1,31 @@
 """Dry runs of the GPU benchmarks on the CPU (smoke profile): every part runs and prints its table."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from conftest import copy_runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_dry_run_on_cpu(data_dir, tmp_path):
-    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--profile", "smoke", "--steps", "1",
-                          "--warmup", "1", "--compile", "off", "--end-to-end", "smoke", "--out", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "KDLIB_DATA_DIR": str(data_dir)}).stdout
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu_without_soundfile_data_or_network(tmp_path):
+    """Every part runs and prints its table, in the H200 image's conditions: no soundfile, an empty data folder and
+    no network (the check goes offline itself, and measures on random data of the real shapes, saying so)."""
+    code = ("import sys, runpy; sys.modules['soundfile'] = None; "  # an import of soundfile now raises ImportError
+            "runpy.run_module('benchmarks.gpu_check', run_name='__main__', alter_sys=True)")
+    (tmp_path / "data").mkdir()
+    run = subprocess.run([sys.executable, "-c", code, "--device", "cpu", "--profile", "smoke", "--steps", "1",
+                          "--warmup", "1", "--compile", "off", "--end-to-end", "smoke", "--out", str(tmp_path),
+                          "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "KDLIB_OFFLINE"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "tinyshakespeare-nanogpt  random" in out and "speechcommands-vggish    random" in out
+    assert "end to end (random text of its real size: no data)" in out
     for family in ("gpt", "resnet18"):
         assert f"pack equals one by one, {family} float64: PASS" in out, out
         assert f"pack equals one by one, {family} bf16: not run" in out  # CUDA's
@@ -22,7 +36,10 @@ def test_gpu_check_dry_run_on_cpu(data_dir, tmp_path):
     assert record["svhn-resnet18"]["smoke"]["student"] > 0
 
 
-def test_paper_slice_dry_run_on_cpu(data_dir, tmp_path):
+@pytest.mark.slow
+def test_paper_slice_dry_run_on_cpu(data_dir, tmp_path, smoke_store):
+    from kdlib import setups
+    copy_runs(setups.get("tinyshakespeare-nanogpt", "smoke"), smoke_store, tmp_path)  # the slice's runs are these
     out = subprocess.run([sys.executable, "benchmarks/paper_slice.py", "--profile", "smoke", "--device", "cpu",
                           "--students", "2", "--data-dir", str(data_dir), "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout

@@ -17,13 +17,28 @@ from .base import (DEFAULT_DATA_DIR, LOADERS, SOURCES, DatasetMissing, Source, T
                    cache_folder, data_dir, download, fingerprint, register, require)
 
 
+def check(name: str, root: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DatasetMissing` now, before any worker starts, if the dataset ``name`` cannot load from the data
+    folder ``root``: the folder is missing, or a file is, and the loader cannot download it (offline, or a
+    dataset that does not download itself). Cheap: it only looks at files."""
+    source, folder = SOURCES[name], data_dir(root)
+    if source.files and not folder.is_dir():  # never create (or download into) a mistyped folder
+        raise DatasetMissing(f"data folder {folder.resolve()} does not exist: point --data-dir / KDLIB_DATA_DIR at "
+                             f"the folder that holds the datasets (see data/README.md)")
+    missing = source.missing(folder)
+    if missing and not (source.downloads and os.environ.get("KDLIB_OFFLINE") != "1"):
+        reason = "downloads are disabled (KDLIB_OFFLINE=1)" if source.downloads else "no download is possible"
+        raise DatasetMissing(f"{name} not found: expected {', '.join(str((folder / f).resolve()) for f in missing)}; "
+                             f"{reason}. Get it from {source.url} and put it there, or point --data-dir / "
+                             f"KDLIB_DATA_DIR at the folder that holds it.")
+
+
 def load(name: str, root: str | os.PathLike | None = None, **kwargs) -> TaskData:
     """Load the dataset ``name`` from the data folder ``root`` (see :func:`data_dir`)."""
     from . import audio, text, vision  # noqa: F401  (here, not at the top: they import torch; importing registers)
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}: known datasets are {sorted(LOADERS)}")
     folder = data_dir(root)
-    if SOURCES[name].files and not folder.is_dir():  # never create (or download into) a mistyped folder
-        raise DatasetMissing(f"data folder {folder.resolve()} does not exist: point --data-dir / KDLIB_DATA_DIR at "
-                             f"the folder that holds the datasets (see data/README.md)")
+    if SOURCES[name].files and not folder.is_dir():
+        check(name, folder)
     return LOADERS[name](folder, **kwargs)
