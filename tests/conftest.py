@@ -65,3 +65,13 @@ def copy_runs(setup, store: Path, dest: Path, leave_out=()) -> Path:
 def smoke_copy(smoke_store, tmp_path) -> Path:
     """A private copy of :func:`smoke_store` for this test."""
     return copy_store(smoke_store, tmp_path / "store")
+
+
+#: Test files that take longest, started first so that two test processes (pytest.ini) finish together.
+LONGEST_FIRST = ("test_notebooks.py", "test_launchers.py", "test_study.py", "test_drills.py", "test_jupyter.py",
+                 "test_modalities_smoke.py", "test_together.py", "test_benchmarks.py", "test_runs.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))

@@ -1,7 +1,11 @@
 """Language setups: Nano-GPT / Pico-GPT on TinyShakespeare (paper Sections 4.1.3, 4.2.2, Appendix C.3, F.1).
 
 Paper recipe: GPT-2-style model, n_embd 384 (Pico: 192), 6 heads, 6 blocks, dropout 0.2, block size 256,
-vocab 65, Adam lr 3e-4, batch 64, 5000 iterations, first 90% train / last 10% test, character tokenizer.
+vocab 65, Adam lr 3e-4, batch 64, 5000 iterations, first 90% train / last 10% test, character tokenizer. The
+model and optimiser are a reading (``gpt-architecture``, :mod:`kdlib.setups.readings`): by default the lecture
+script's model with torch's AdamW, which the builders below leave to the reading (they build nanoGPT's model with
+Adam, what ``gpt-architecture=nanogpt`` keeps). Teachers' train loss and accuracy are measured on every
+non-overlapping window of the training split, as test metrics are on the test split.
 
 The ``cpu`` profile keeps the protocol (same conditions, alphas, seeding, objective, optimiser, dropout 0.2)
 but shrinks the model (n_embd 64, 2 blocks, 4 heads; Pico: n_embd 32), the context (block 32), the batch (32)
