@@ -1,6 +1,7 @@
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,21 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_store(tmp_path_factory, data_dir) -> Path:
     """One results folder with every setup of :data:`STORE_SETUPS` trained at the smoke profile, once per test
-    session. Tests read it as it is; a test that writes to a store takes :func:`smoke_copy` instead."""
+    session. Tests read it as it is; a test that writes to a store takes :func:`smoke_copy` instead.
+
+    The test processes of one session (pytest-xdist) share the folder and train it together, as several launchers
+    share one output folder: each run is claimed by one of them and the others wait for it (same bits on one
+    machine whoever trains a run: tests/test_golden.py)."""
     from kdlib import setups
     from kdlib.study import run_setup
-    out = tmp_path_factory.mktemp("smoke-store")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each process's own
+    out = shared / "smoke-store"
     for name in STORE_SETUPS:
-        run_setup(setups.get(name, "smoke"), out, data_dir, progress=False)
+        run_setup(setups.get(name, "smoke"), out, data_dir, progress=False, poll_seconds=0.1)
+    while any((out / "runs").glob("*/claim")):  # another process releasing its last claims: copies stay whole
+        time.sleep(0.05)
     return out
 
 

@@ -10,14 +10,15 @@ from conftest import copy_store
 REPO = Path(__file__).resolve().parents[1]
 
 
-PAIR = ("digits-resnet18",)
+PAIR = ("digits-resnet18", "svhn-resnet18")  # SVHN's data is absent here
 
 
 @pytest.mark.slow
 def test_kdlib_study_and_run_all_write_the_same_files(tmp_path, data_dir, smoke_store):
     """run_all.sh is `python -m kdlib study` with its knobs as flags: a suite at the smoke profile writes the same
     files either way, the same tables, LaTeX and scorecard byte for byte (one setup keeps it short; the next test
-    checks that every knob reaches its flag)."""
+    checks that every knob reaches its flag). Both re-run a finished setup: they resume (nothing is trained again),
+    and list and skip a setup whose data is missing."""
     written = {}
     for how in ("study", "run_all"):
         root = tmp_path / how
@@ -30,8 +31,13 @@ def test_kdlib_study_and_run_all_write_the_same_files(tmp_path, data_dir, smoke_
             cmd = ["bash", "run_all.sh"]
             env.update(PROFILE="smoke", SUITE=" ".join(PAIR), OUT=str(root / "results"), FIGURES=str(root / "figures"),
                        SUMMARY="0")
+        before = {p: p.stat().st_mtime_ns for p in (root / "results" / "runs").glob("*/result.json")}
         run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "skipping svhn-resnet18: its data is missing" in run.stdout and "train_32x32.mat" in run.stdout
+        assert "digits-resnet18 (smoke): 15 runs; reusing 15 finished, 0 to train" in run.stdout
+        assert "== summary" not in run.stdout and "summary-smoke.ipynb" not in run.stdout  # none written: none named
+        assert before == {p: p.stat().st_mtime_ns for p in (root / "results" / "runs").glob("*/result.json")}
         written[how] = {p.relative_to(root): p for p in root.rglob("*") if p.is_file() and "runs" not in p.parts}
     assert set(written["study"]) == set(written["run_all"]) and len(written["study"]) > 20
     for rel, path in written["study"].items():
