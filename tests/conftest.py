@@ -16,6 +16,11 @@ os.environ.setdefault("KDLIB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Derived data (decoded images, log-mel features) goes to one folder of this test session, never ~/.cache.
 os.environ.setdefault("KDLIB_CACHE_DIR", tempfile.mkdtemp(prefix="kdlib-test-cache-"))
+# torch.compile's kernel cache, one per CPU kernel path: inductor's cache key leaves out ATEN_CPU_CAPABILITY, and C++
+# kernels cached under AVX2 fail to build when reused under the default path (torch 2.14: "'at::vec' has not been
+# declared"; kdlib then trains eagerly and says so, which the compile tests would count as a failure).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"torchinductor-kdlib-tests-{os.environ.get('ATEN_CPU_CAPABILITY', 'native')}"))
 
 #: The setups the shared smoke store trains: every path the golden tables guard (tests/golden/); the end-to-end
 #: run_all.sh test starts from a copy of it and trains the temperature setup itself.
