@@ -32,6 +32,13 @@ from .models.attention import folding
 from .train import Forward, LossMeter, Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
 
 
+#: How far a bf16 pack may lie from its solo bf16 run, in units of how far bf16 moves that solo run from float32: a
+#: pack computes in a solo run's dtypes but rounds in another order (batched products), another bf16 draw of the
+#: same run, and two independent draws lie about sqrt(2) times as far apart as each from float32 (measured on the
+#: emulated CUDA path: at most 1.04x, every packable family; tests/test_together.py, benchmarks/gpu_check.py).
+BF16_DRAWS = 1.5
+
+
 def check_packable(models: list[nn.Module], objectives: list[Objective], data_seeds: list[int]) -> None:
     if not models or not len(models) == len(objectives) == len(data_seeds):
         raise ValueError(f"need one objective and one data seed per model: got {len(models)} models, "
@@ -68,8 +75,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         with dev.seeded(dropout_seed):
             member_rng.append(dev.rng_state())
     data = dev.resident(data, device)
-    skeleton = _batchnorm_in_stats_dtype(dev.place(copy.deepcopy(models[0]), device).train())
+    skeleton = _solo_dtypes(dev.place(copy.deepcopy(models[0]), device).train())
     params, buffers = stack_module_state([dev.place(m, device) for m in models])
+    cast_names = _autocast_cast_names(skeleton, params)
     if teacher is not None:
         dev.place(teacher, device).eval()
     if teacher_cache is not None:
@@ -77,7 +85,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     optimizer, scheduler = recipe.build(params.items(), fused=dev.fused_optimizer(device))
 
     def forward(p, b, x):
-        return functional_call(skeleton, (p, b), (x,))
+        return functional_call(skeleton, (_as_autocast_casts(p, cast_names, x.device.type), b), (x,),
+                               tie_weights=False)
 
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
     batched = Forward(vmap(forward, randomness="different"), compile, logs[0].notes)
@@ -126,16 +135,69 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     return logs
 
 
-def _batchnorm_in_stats_dtype(skeleton: nn.Module) -> nn.Module:
-    """The pack's BatchNorm layers take input in their running statistics' dtype (float32, or float64 in a float64
-    pack). vmap's batching rule runs a stack of BatchNorms as one, with a dummy weight of the input's dtype beside
-    the running statistics. Under bf16 autocast a bias-free convolution (ResNet's) hands BatchNorm bf16 input, and
-    CPU's kernel rejects that mix ("expected scalar type BFloat16 but found Float"; whether every CUDA kernel
-    accepts it is unmeasured). Without autocast the cast is a no-op, so float32 and float64 packs keep their bits."""
+def _solo_dtypes(skeleton: nn.Module) -> nn.Module:
+    """The pack's layers compute in a solo run's dtypes (with :func:`_as_autocast_casts`), in place.
+
+    BatchNorm computes in its running statistics' dtype (float32, or float64 in a float64 pack) and hands on its
+    input's dtype: vmap's batching rule runs a stack of BatchNorms as one, with a dummy weight of the input's dtype
+    beside the running statistics, which CPU's kernel rejects under bf16 autocast ("expected scalar type BFloat16
+    but found Float"); a solo run's BatchNorm reads and writes bf16, computing in float32 inside, as this does.
+    A convolution's input is cast to autocast's dtype before vmap's batching rule sees it (autocast would cast it
+    after, too late: the rule's kernel rejects float32 input beside a bf16 bias). Without autocast every cast is a
+    no-op: float32 and float64 packs keep their bits."""
     for module in skeleton.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            module.register_forward_pre_hook(lambda m, args: (args[0].to(m.running_mean.dtype), *args[1:]))
+            module.forward = _in_stats_dtype(module)
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            module.forward = _input_in_autocast_dtype(module.forward)
     return skeleton
+
+
+def _in_stats_dtype(module: nn.Module):
+    forward = module.forward
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return forward(x.to(module.running_mean.dtype)).to(x.dtype)
+    return run
+
+
+def _input_in_autocast_dtype(forward):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        return forward(x)
+    return run
+
+
+#: Modules whose own parameters feed the matrix products that autocast runs in its lower precision.
+_LOWER_PRECISION = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+
+
+def _autocast_cast_names(skeleton: nn.Module, params: dict) -> dict[str, tuple[str, bool]]:
+    """Every name of every parameter of ``skeleton`` (tied weights under each of their names), mapped to (the
+    name it is stacked under in ``params``, whether autocast casts it where that name is used)."""
+    canonical = {id(p): name for name, p in skeleton.named_parameters()}
+    names = {}
+    for module_name, module in skeleton.named_modules(remove_duplicate=False):
+        for name, p in module.named_parameters(prefix=module_name, recurse=False, remove_duplicate=False):
+            names[name] = (canonical[id(p)], isinstance(module, _LOWER_PRECISION)
+                           and name.rpartition(".")[2] not in ("bias_k", "bias_v"))  # attention's extra keys
+    assert {c for c, _ in names.values()} == set(params), "every stacked parameter is named"
+    return names
+
+
+def _as_autocast_casts(params: dict, names: dict, device_type: str) -> dict:
+    """The parameters a packed forward pass uses: under autocast, those of linear layers, convolutions and attention
+    projections cast to autocast's dtype beforehand. vmap's batched linear and convolution reach autocast as a
+    matrix product plus a separate bias add: autocast casts the product, the float32 bias then promotes the sum,
+    and every activation after it would stay float32 where a solo run's is bf16. Cast first, the pack's dtypes are
+    a solo run's, layer by layer (``tests/test_together.py``); gradients flow back through the cast into the
+    float32 weights, as autocast's own casts do. Outside autocast: the parameters as they are."""
+    if not torch.is_autocast_enabled(device_type):
+        return {name: params[c] for name, (c, _) in names.items()}
+    dtype = torch.get_autocast_dtype(device_type)
+    return {name: params[c].to(dtype) if cast and params[c].is_floating_point() else params[c]
+            for name, (c, cast) in names.items()}
 
 
 def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:

@@ -276,3 +276,26 @@ def test_a_compiled_transformer_forward_is_one_graph(arch, kwargs, x):
     model = build(arch, 11 if arch == "gpt" else 10, **kwargs).eval()
     explained = torch._dynamo.explain(model)(x())
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.slow
+def test_a_compiled_conv_pack_compiles_and_equals_the_eager_pack():
+    """A pack of BatchNorm conv nets compiles (its layers' dtype casts trace; no fallback note) and trains as the
+    eager pack does, to float rounding."""
+    import copy
+    from torch import nn
+    from kdlib.together import train_together
+    g = torch.Generator().manual_seed(0)
+    data = ExampleData(torch.randn(32, 3, 8, 8, generator=g), torch.randint(10, (32,), generator=g))
+    start = init_model(lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                                             nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                             nn.Linear(4, 10)), 0)
+    objectives, recipe = [Objective("ce"), Objective("rcd", alpha=0.5)], Recipe("sgd", lr=0.05, batch_size=8, steps=2)
+    eager, compiled = [copy.deepcopy(start) for _ in objectives], [copy.deepcopy(start) for _ in objectives]
+    eager_logs = train_together(eager, data, objectives, recipe, [1, 2])
+    logs = train_together(compiled, data, objectives, recipe, [1, 2], compile=True)
+    assert not logs[0].notes, logs[0].notes
+    for a, b in zip(eager, compiled):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(logs[0].losses), torch.tensor(eager_logs[0].losses), rtol=1e-5, atol=1e-6)
