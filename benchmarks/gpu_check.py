@@ -26,7 +26,7 @@ from kdlib import autopack, setups
 from kdlib import device as dev
 from kdlib.data import DatasetMissing, TaskData
 from kdlib.data.base import data_dir as data_folder
-from kdlib.data.base import data_status
+from kdlib.data.base import available
 from kdlib.data.sources import ExampleData, WindowData
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
@@ -249,7 +249,7 @@ def main() -> None:
         setup = setups.get("tinyshakespeare-nanogpt", args.end_to_end)
         with tempfile.TemporaryDirectory() as tmp:
             data_dir, kind = args.data_dir, ""
-            if data_status("tinyshakespeare", data_folder(args.data_dir)).startswith("missing"):
+            if not available("tinyshakespeare", data_folder(args.data_dir)):
                 data_dir, kind = stand_in_text(Path(tmp) / "data"), " (random text of its real size: no data)"
             start = time.perf_counter()
             results = run_setup(setup, Path(tmp) / "results", data_dir, device, progress=False, pack="auto")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import launchers, setups
 from .suites import DEFAULTS, SUITES, suite
-from .data.base import DatasetMissing, data_dir, data_status
+from .data.base import DatasetMissing, available, data_dir, data_status
 from .setups.base import UnknownSetup
 from .setups.readings import UnknownReading
 
@@ -154,7 +154,7 @@ def cmd_list(args) -> int:
     chosen = [setups.get(name, "paper") for name in names]
     if args.ready:
         for s in chosen:
-            if not data_status(s.dataset, root).startswith("missing"):
+            if available(s.dataset, root):
                 print(s.name)
         return 0
     print(f"{len(chosen)} setups; data folder {root.resolve()}\n")

@@ -40,12 +40,8 @@ def choose_pack(measure: Callable[[int], float], limit: int, gain: float = 1.05)
     while size <= limit:
         try:
             seconds = measure(size)
-        except dev.OutOfMemory:
-            tried[size] = "out of memory"
-            dev.release("cuda")
-            break
         except Exception as e:  # noqa: BLE001  (as a pack falls back one by one, so does its probe)
-            tried[size] = f"{type(e).__name__}: {str(e)[:200]}"
+            tried[size] = "out of memory" if isinstance(e, dev.OutOfMemory) else f"{type(e).__name__}: {str(e)[:200]}"
             dev.release("cuda")
             break
         tried[size] = seconds

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import setups
 from .data.base import data_dir as resolve_data_dir
-from .data.base import data_status
+from .data.base import available, data_status
 from .suites import DEFAULTS, notebook_for, suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def ready(setup, root: Path) -> bool:
     """Whether a setup's data is in the data folder (or downloads itself)."""
-    return not data_status(setup.dataset, root).startswith("missing")
+    return available(setup.dataset, root)
 
 
 def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="results", figures="figures",

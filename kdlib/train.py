@@ -198,13 +198,13 @@ class Forward:
         self.fn = torch.compile(fn) if compile else fn
 
     def __call__(self, *args):
-        if self.fn is self.eager:
-            return self.fn(*args)
         try:
             return self.fn(*args)
         except (FloatingPointError, dev.OutOfMemory):
             raise
         except Exception as e:  # noqa: BLE001  (any compiler failure: train eagerly instead)
+            if self.fn is self.eager:
+                raise
             self.notes.append(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); trained eagerly")
             warnings.warn(self.notes[-1])
             self.fn = self.eager
@@ -214,15 +214,14 @@ class Forward:
         """Back-propagate ``loss`` (its sum: one loss per model of a pack), returning it. If a compiled step's
         backward fails, the step is done again eagerly: ``again()`` clears the gradients and returns the loss of
         an eager forward pass."""
-        if self.fn is self.eager:
-            loss.sum().backward()
-            return loss
         try:
             loss.sum().backward()
             return loss
         except (FloatingPointError, dev.OutOfMemory):
             raise
         except Exception as e:  # noqa: BLE001  (a compiler failure surfacing in backward: train eagerly instead)
+            if self.fn is self.eager:
+                raise
             self.notes.append(f"torch.compile failed in backward ({type(e).__name__}: {str(e)[:200]}); "
                               f"trained eagerly")
             warnings.warn(self.notes[-1])

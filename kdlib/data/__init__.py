@@ -26,7 +26,7 @@ def check(name: str, root: str | os.PathLike | None = None) -> None:
         raise DatasetMissing(f"data folder {folder.resolve()} does not exist: point --data-dir / KDLIB_DATA_DIR at "
                              f"the folder that holds the datasets (see data/README.md)")
     missing = source.missing(folder)
-    if missing and not (source.downloads and os.environ.get("KDLIB_OFFLINE") != "1"):
+    if missing and not source.downloads_now():
         reason = "downloads are disabled (KDLIB_OFFLINE=1)" if source.downloads else "no download is possible"
         raise DatasetMissing(f"{name} not found: expected {', '.join(str((folder / f).resolve()) for f in missing)}; "
                              f"{reason}. Get it from {source.url} and put it there, or point --data-dir / "

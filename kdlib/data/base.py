@@ -27,6 +27,10 @@ class Source:
     built_in: bool = False
     archive: str | None = None
 
+    def downloads_now(self) -> bool:
+        """Whether its loader would fetch a missing file now (it downloads itself, and downloads are allowed)."""
+        return self.downloads and not offline()
+
     def missing(self, root: Path) -> list[str]:
         if self.archive and (Path(root) / self.archive).exists():
             return []
@@ -82,6 +86,11 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("KDLIB_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def offline() -> bool:
+    """Downloads are disabled (``KDLIB_OFFLINE=1``: the tests, CI and the GPU scripts)."""
+    return os.environ.get("KDLIB_OFFLINE") == "1"
+
+
 def require(path: Path, what: str, source: str, url: str | None = None) -> Path:
     """Return ``path`` if it exists; else download ``url`` there (when given and reachable) or raise.
 
@@ -90,7 +99,7 @@ def require(path: Path, what: str, source: str, url: str | None = None) -> Path:
     path = Path(path)
     if path.exists():
         return path
-    if url and os.environ.get("KDLIB_OFFLINE") != "1":
+    if url and not offline():
         try:
             download(url, path)
             return path
@@ -122,6 +131,12 @@ def register(name: str):
     return wrap
 
 
+def available(dataset: str, root: Path) -> bool:
+    """Whether the dataset can load from the data folder ``root``: its files are there, or its loader fetches them."""
+    source = SOURCES[dataset]
+    return not source.missing(root) or source.downloads_now()
+
+
 def data_status(dataset: str, root: Path) -> str:
     """What ``kdlib list`` says of a dataset in the data folder ``root``: built-in, found, downloads itself, or
     missing (with where to get it)."""
@@ -130,7 +145,7 @@ def data_status(dataset: str, root: Path) -> str:
     if not missing:
         return "built-in" if source.built_in else "found"
     files = ", ".join(missing)
-    if source.downloads and os.environ.get("KDLIB_OFFLINE") != "1":
+    if source.downloads_now():
         return f"downloads itself (needs internet): {files}"
     offline = "; downloads are disabled: KDLIB_OFFLINE=1" if source.downloads else ""
     return f"missing: {files} (get it from {source.url}{offline})"
