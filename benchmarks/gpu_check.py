@@ -117,6 +117,15 @@ def step_flops(setup, task, device) -> float:
     return flops
 
 
+def counting_graphs(fn):
+    """``fn()``'s result, and how many graphs ``torch.compile`` made and how many graph breaks it hit meanwhile: what
+    ``TORCH_LOGS=recompiles,graph_breaks`` would show, as numbers (one graph and no break: nothing recompiled)."""
+    from torch._dynamo.utils import counters
+    counters.clear()
+    out = fn()
+    return out, counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
 def one_by_one(setup, task, device, warmup: int, steps: int, compile: bool = False) -> float:
     """Seconds per step of one student trained alone (``kdlib.train.train``), compiled as a CUDA solo run is by
     default (``compile``; the warm-up steps include the compilation)."""
@@ -215,7 +224,7 @@ def main() -> None:
     for line in pack_equals_one_by_one(device):
         print(f"pack equals one by one, {line}")
     header = ("setup", "data", "params (M)", "s/model alone", "pack", "s/model packed", "s/model +compile",
-              "speed-up", "TFLOP/s", "% of rate")
+              "graphs (breaks)", "speed-up", "TFLOP/s", "% of rate")
     rows, record = [], {}
     for name in args.setups:
         setup = setups.get(name, args.profile)
@@ -225,15 +234,18 @@ def main() -> None:
         measure = autopack.measure_pack(setup, task, device, args.warmup, args.steps)
         size, tried = autopack.choose_pack(measure, autopack.students_per_teacher(setup))
         packed = tried[size] / size  # the probe timed it already
-        compiled = (autopack.measure_pack(setup, task, device, args.warmup, args.steps, compile=True)(size) / size
-                    if args.compile == "on" else float("nan"))
+        compiled, graphs = float("nan"), "-"
+        if args.compile == "on":
+            seconds, count, breaks = counting_graphs(
+                lambda: autopack.measure_pack(setup, task, device, args.warmup, args.steps, compile=True)(size))
+            compiled, graphs = seconds / size, f"{count} ({breaks})"
         best = min(packed, compiled) if compiled == compiled else packed
         flops = step_flops(setup, task, device)
         achieved = flops / best
         student = setup.student_model
         params = sum(q.numel() for q in build(student.arch, task.num_classes, **student.kwargs).parameters()) / 1e6
         rows.append((name, kind, f"{params:.2f}", f"{alone * steps:.1f}", str(size), f"{packed * steps:.1f}",
-                     f"{compiled * steps:.1f}", f"x{alone / best:.2f}", f"{achieved / 1e12:.1f}",
+                     f"{compiled * steps:.1f}", graphs, f"x{alone / best:.2f}", f"{achieved / 1e12:.1f}",
                      f"{100 * achieved / rate:.0f}%"))
         record[name] = {args.profile: {"teacher": alone * setup.teacher_recipe.steps if setup.teacher_recipe
                                        else 0.0, "student": best * steps, "pack": size, "device": dev.name(device)}}

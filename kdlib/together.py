@@ -1,8 +1,8 @@
 """Train several same-architecture models together, one optimiser step for all of them per batch.
 
 Where many small students share a GPU, one model per step leaves the device mostly idle (kernel launches
-dominate); stacking K students' weights and running their forward passes as one vectorised call
-(``torch.func.vmap`` over ``functional_call``) does K models' work per launch. Each model keeps everything
+dominate); one packed model (:func:`kdlib.models.packed.pack`: the K students' weights stacked in each layer,
+their batches folded into one) does K models' work per launch, and compiles into one graph. Each model keeps everything
 that defines its run in :func:`kdlib.train.train`: its own data-order generator and augmentation stream (so
 it sees exactly the batches it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix
 freely in one pack), the same loss functions, and optimiser updates and gradient clipping that act per model.
@@ -16,26 +16,24 @@ there); it is meant for GPUs. ``benchmarks/gpu_check.py`` measures both on a len
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from . import device as dev
 from .conditions import packable_objectives
 from .recipe import Recipe
-from .models.attention import folding
+from .models.packed import pack
 from .train import Forward, LossMeter, Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
 
 
 #: How far a bf16 pack may lie from its solo bf16 run, in units of how far bf16 moves that solo run from float32: a
 #: pack computes in a solo run's dtypes but rounds in another order (batched products), another bf16 draw of the
 #: same run, and two independent draws lie about sqrt(2) times as far apart as each from float32 (measured on the
-#: emulated CUDA path: at most 1.04x, every packable family; tests/test_together.py, benchmarks/gpu_check.py).
+#: emulated CUDA path: at most 1.02x, every packable family; tests/test_together.py, benchmarks/gpu_check.py).
 BF16_DRAWS = 1.5
 
 
@@ -60,9 +58,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
     Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
-    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone.
-    Attention folds the pack into its batch (:func:`kdlib.models.attention.folding`): one fused kernel for
-    all K models. ``compile``: the vectorised forward pass runs under ``torch.compile``."""
+    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone; so
+    does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot hold. ``compile``: the
+    packed forward pass runs under ``torch.compile``, as a solo run's does."""
     check_packable(models, objectives, data_seeds)
     check_teacher_source(objectives, data, teacher, teacher_cache)
     K = len(models)
@@ -75,21 +73,14 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         with dev.seeded(dropout_seed):
             member_rng.append(dev.rng_state())
     data = dev.resident(data, device)
-    skeleton = _solo_dtypes(dev.place(copy.deepcopy(models[0]), device).train())
-    params, buffers = stack_module_state([dev.place(m, device) for m in models])
-    cast_names = _autocast_cast_names(skeleton, params)
+    packed = pack([dev.place(m, device) for m in models])
     if teacher is not None:
         dev.place(teacher, device).eval()
     if teacher_cache is not None:
         teacher_cache = teacher_cache.to(device)
-    optimizer, scheduler = recipe.build(params.items(), fused=dev.fused_optimizer(device))
-
-    def forward(p, b, x):
-        return functional_call(skeleton, (_as_autocast_casts(p, cast_names, x.device.type), b), (x,),
-                               tie_weights=False)
-
+    optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
-    batched = Forward(vmap(forward, randomness="different"), compile, logs[0].notes)
+    forward = Forward(packed, compile, logs[0].notes)
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
     with dev.seeded(shared_dropout_seed):
@@ -105,8 +96,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                     live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
 
             def step_losses():
-                with dev.autocast(device, precision), folding():
-                    logits = batched(params, buffers, x)
+                with dev.autocast(device, precision):
+                    logits = forward(x)
                     return torch.stack([
                         objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher,
                                                                                    teacher_cache, live))
@@ -114,9 +105,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             losses = step_losses()
             optimizer.zero_grad(set_to_none=True)
             # the models share no weights: the sum gives each exactly its own loss's gradient
-            losses = batched.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or step_losses())
+            losses = forward.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or step_losses())
             if recipe.grad_clip:
-                _clip_per_model(list(params.values()), recipe.grad_clip)
+                _clip_per_model(list(packed.parameters()), recipe.grad_clip)
             optimizer.step()
             scheduler.step()
             meter.add(losses, step)
@@ -125,79 +116,11 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                     log.steps.append(step)
                     log.losses.append(loss)
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        for k, model in enumerate(models):
-            for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-                tensor.copy_((params if name in params else buffers)[name][k])
+    packed.copy_into(models)
     for log in logs:
         log.seconds = seconds / K  # each model's share of the pack's time
         log.notes = logs[0].notes
     return logs
-
-
-def _solo_dtypes(skeleton: nn.Module) -> nn.Module:
-    """The pack's layers compute in a solo run's dtypes (with :func:`_as_autocast_casts`), in place.
-
-    BatchNorm computes in its running statistics' dtype (float32, or float64 in a float64 pack) and hands on its
-    input's dtype: vmap's batching rule runs a stack of BatchNorms as one, with a dummy weight of the input's dtype
-    beside the running statistics, which CPU's kernel rejects under bf16 autocast ("expected scalar type BFloat16
-    but found Float"); a solo run's BatchNorm reads and writes bf16, computing in float32 inside, as this does.
-    A convolution's input is cast to autocast's dtype before vmap's batching rule sees it (autocast would cast it
-    after, too late: the rule's kernel rejects float32 input beside a bf16 bias). Without autocast every cast is a
-    no-op: float32 and float64 packs keep their bits."""
-    for module in skeleton.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            module.forward = _in_stats_dtype(module)
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            module.forward = _input_in_autocast_dtype(module.forward)
-    return skeleton
-
-
-def _in_stats_dtype(module: nn.Module):
-    forward = module.forward
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return forward(x.to(module.running_mean.dtype)).to(x.dtype)
-    return run
-
-
-def _input_in_autocast_dtype(forward):
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
-        return forward(x)
-    return run
-
-
-#: Modules whose own parameters feed the matrix products that autocast runs in its lower precision.
-_LOWER_PRECISION = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
-
-
-def _autocast_cast_names(skeleton: nn.Module, params: dict) -> dict[str, tuple[str, bool]]:
-    """Every name of every parameter of ``skeleton`` (tied weights under each of their names), mapped to (the
-    name it is stacked under in ``params``, whether autocast casts it where that name is used)."""
-    canonical = {id(p): name for name, p in skeleton.named_parameters()}
-    names = {}
-    for module_name, module in skeleton.named_modules(remove_duplicate=False):
-        for name, p in module.named_parameters(prefix=module_name, recurse=False, remove_duplicate=False):
-            names[name] = (canonical[id(p)], isinstance(module, _LOWER_PRECISION)
-                           and name.rpartition(".")[2] not in ("bias_k", "bias_v"))  # attention's extra keys
-    assert {c for c, _ in names.values()} == set(params), "every stacked parameter is named"
-    return names
-
-
-def _as_autocast_casts(params: dict, names: dict, device_type: str) -> dict:
-    """The parameters a packed forward pass uses: under autocast, those of linear layers, convolutions and attention
-    projections cast to autocast's dtype beforehand. vmap's batched linear and convolution reach autocast as a
-    matrix product plus a separate bias add: autocast casts the product, the float32 bias then promotes the sum,
-    and every activation after it would stay float32 where a solo run's is bf16. Cast first, the pack's dtypes are
-    a solo run's, layer by layer (``tests/test_together.py``); gradients flow back through the cast into the
-    float32 weights, as autocast's own casts do. Outside autocast: the parameters as they are."""
-    if not torch.is_autocast_enabled(device_type):
-        return {name: params[c] for name, (c, _) in names.items()}
-    dtype = torch.get_autocast_dtype(device_type)
-    return {name: params[c].to(dtype) if cast and params[c].is_floating_point() else params[c]
-            for name, (c, cast) in names.items()}
 
 
 def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:

@@ -279,17 +279,22 @@ def test_a_compiled_transformer_forward_is_one_graph(arch, kwargs, x):
 
 
 @pytest.mark.slow
-def test_a_compiled_conv_pack_compiles_and_equals_the_eager_pack():
-    """A pack of BatchNorm conv nets compiles (its layers' dtype casts trace; no fallback note) and trains as the
-    eager pack does, to float rounding."""
+@pytest.mark.parametrize("family", ["conv", "gpt"])
+def test_a_compiled_pack_trains_as_the_eager_pack(family):
+    """A compiled pack (forward and backward graphs) of BatchNorm conv nets or of GPTs trains with no fallback note,
+    as the eager pack does, to float rounding."""
     import copy
     from torch import nn
     from kdlib.together import train_together
     g = torch.Generator().manual_seed(0)
-    data = ExampleData(torch.randn(32, 3, 8, 8, generator=g), torch.randint(10, (32,), generator=g))
-    start = init_model(lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
-                                             nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                             nn.Linear(4, 10)), 0)
+    if family == "conv":
+        data = ExampleData(torch.randn(32, 3, 8, 8, generator=g), torch.randint(10, (32,), generator=g))
+        start = init_model(lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                                                 nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                 nn.Linear(4, 10)), 0)
+    else:
+        data = WindowData(torch.randint(11, (500,), generator=g), 16)
+        start = init_model(lambda: GPT(TINY), 0)
     objectives, recipe = [Objective("ce"), Objective("rcd", alpha=0.5)], Recipe("sgd", lr=0.05, batch_size=8, steps=2)
     eager, compiled = [copy.deepcopy(start) for _ in objectives], [copy.deepcopy(start) for _ in objectives]
     eager_logs = train_together(eager, data, objectives, recipe, [1, 2])

@@ -1,12 +1,13 @@
 """Training a pack of models together equals training them one by one (no dropout), to float rounding."""
 import contextlib
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from kdlib.models import build
-from kdlib.models.attention import folding
+from kdlib.models.packed import pack
 from kdlib.models.gpt import GPT, GPTConfig
 from kdlib.together import BF16_DRAWS, train_together
 from kdlib.data.sources import ExampleData, WindowData
@@ -94,6 +95,23 @@ FAMILIES = {  # every packable family, without dropout, on inputs of its real la
 }
 
 
+def family_and_data(family):
+    g = torch.Generator().manual_seed(3)
+    if family.startswith("gpt"):  # gpt: nanoGPT's model; gpt-lecture: the lecture's (both GPT readings)
+        config = dataclasses.replace(NO_DROPOUT, style=family.partition("-")[2] or "nanogpt")
+        return lambda: GPT(config), WindowData(torch.randint(11, (3000,), generator=g), NO_DROPOUT.block_size)
+    make, shape = FAMILIES.get(family) or (lambda: build("resnet18", 10, image_size=16, width=4), (3, 16, 16))
+    return make, ExampleData(torch.randn(48, *shape, generator=g), torch.randint(10, (48,), generator=g))
+
+
+ALL_FAMILIES = sorted({**FAMILIES, "gpt": None, "gpt-lecture": None, "resnet18": None})
+
+
+def member_batches(data, K: int, batch_size: int = 8) -> torch.Tensor:
+    """The inputs of a pack of ``K``, ``[K, batch_size, ...]``: a batch of ``data`` per member."""
+    return torch.stack([next(data.batches(batch_size, 1, torch.Generator().manual_seed(k)))[1] for k in range(K)])
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_packable_family_trains_packed_as_one_by_one(family):
     make, shape = FAMILIES[family]
@@ -123,11 +141,59 @@ def test_packed_attention_folds_the_pack_into_one_fused_call(monkeypatch):
     assert shapes and all(s == (3 * 4, 2, 16, 8) for s in shapes)  # K*B = 12 sequences, 2 heads, L 16, D 8
 
 
-def test_attention_outside_vmap_under_folding_has_exact_gradients():
-    from kdlib.models.attention import attention, folding
-    q, k, v = (torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    with folding():
-        assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, causal=True), (q, k, v))
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_a_packed_model_computes_each_members_outputs_and_gradients(family):
+    """In float64 a pack's forward pass is each member's own, and so are the gradients of each member's weights, in
+    a plain model's state-dict names; each member's state dict loads into the plain model."""
+    make, data = family_and_data(family)
+    models = [init_model(make, seed).double() for seed in range(3)]
+    x = member_batches(data, 3)
+    x = x.double() if x.is_floating_point() else x
+    packed = pack(models)
+    out = packed(x)
+    out.square().sum().backward()
+    for k, model in enumerate(models):
+        alone = model(x[k])
+        torch.testing.assert_close(out[k], alone, rtol=1e-12, atol=1e-12)
+        alone.square().sum().backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(packed.body.get_parameter(name).grad[k], p.grad, rtol=1e-10, atol=1e-12,
+                                       msg=f"model {k}: {name}")
+        plain = copy.deepcopy(model)
+        plain.load_state_dict(packed.member_state(k))  # strict: the same keys and shapes
+        for name, tensor in model.state_dict().items():  # BatchNorm's running statistics moved as the model's
+            torch.testing.assert_close(plain.state_dict()[name], tensor, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_a_compiled_pack_is_one_graph_and_so_is_a_solo_forward_after_it(family):
+    """What ``train_together(compile=True)`` compiles, the packed forward pass (its backward is derived from that
+    graph), is one graph without breaks for every packable family: no vmap, autograd.Function or context variable
+    in it. A compiled solo forward pass in the same process afterwards is one graph too (a pack through vmap
+    marked the models' code to be skipped for the rest of the process)."""
+    make, data = family_and_data(family)
+    models = [init_model(make, seed) for seed in range(2)]
+    x = member_batches(data, 2, 4)
+    for model, inputs in ((pack(models), x), (models[0], x[0])):
+        explained = torch._dynamo.explain(model)(inputs)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_a_pack_names_the_layer_it_cannot_hold():
+    class Grouped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+    with pytest.raises(ValueError, match=r"cannot pack norm.weight of GroupNorm \(shape \(4,\)\): packable are"):
+        pack([Grouped(), Grouped()])
+    models = [torch.nn.Sequential(torch.nn.Linear(3, 3)) for _ in range(2)]
+    models[1].register_buffer("scale", torch.ones(1))
+    models[0].register_buffer("scale", torch.zeros(1))
+    with pytest.raises(ValueError, match="cannot pack buffer scale: it differs between the models"):
+        pack(models)
 
 
 def test_pack_rejects_mixed_architectures_and_feature_objectives():
@@ -249,25 +315,13 @@ def flat(model):
     return torch.cat([v.float().flatten() for v in state(model).values() if v.is_floating_point()])
 
 
-def family_and_data(family):
-    g = torch.Generator().manual_seed(3)
-    if family == "gpt":
-        return lambda: GPT(NO_DROPOUT), WindowData(torch.randint(11, (3000,), generator=g), NO_DROPOUT.block_size)
-    make, shape = FAMILIES.get(family) or (lambda: build("resnet18", 10, image_size=16, width=4), (3, 16, 16))
-    return make, ExampleData(torch.randn(48, *shape, generator=g), torch.randint(10, (48,), generator=g))
-
-
-ALL_FAMILIES = sorted({**FAMILIES, "gpt": None, "resnet18": None})
-
-
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_a_bf16_pack_is_as_close_to_one_by_one_as_bf16_rounding_allows(family, monkeypatch):
     """What a CUDA pack runs (bf16 autocast with CUDA's cast list, fused optimiser steps), on CPU. A pack computes in
     a solo run's dtypes (the test below) but rounds in another order (batched products), so it is another bf16 draw
     of the same run: each packed model's weights and losses must differ from its solo bf16 run by at most what
-    bf16 moves that run from float32, times ``BF16_DRAWS`` (the objectives' losses differ far more: a mix-up fails). vmap must never loop over the pack (its
-    'performance drop' warning)."""
-    import warnings
+    bf16 moves that run from float32, times ``BF16_DRAWS`` (the objectives' losses differ far more: a mix-up
+    fails)."""
     from kdlib import device as dev
     make, data = family_and_data(family)
     # SGD, as above: Adam's normalised steps turn rounding in near-zero gradients into full-size steps
@@ -277,12 +331,9 @@ def test_a_bf16_pack_is_as_close_to_one_by_one_as_bf16_rounding_allows(family, m
     fp32_logs = [train(model, data, objective, recipe, seed, teacher=teacher)
                  for model, objective, seed in zip(fp32, MIXED, seeds)]
     monkeypatch.setattr(dev, "fused_optimizer", lambda device: True)
-    with cuda_like_autocast(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with cuda_like_autocast():
         alone, logs, packed, packed_logs = one_by_one_and_together(start, data, MIXED[:3], recipe, seeds,
                                                                    teacher=teacher)
-    fallbacks = [str(w.message) for w in caught if "batching rule" in str(w.message)]
-    assert not fallbacks, fallbacks[0]
     for k in range(len(seeds)):
         weights_moved = (flat(alone[k]) - flat(fp32[k])).norm()
         assert weights_moved > 0  # the solo runs were bf16
@@ -306,38 +357,31 @@ def output_dtypes(model: torch.nn.Module, seen: dict) -> None:
 def test_a_bf16_pack_computes_in_a_solo_runs_dtypes_layer_by_layer(family, monkeypatch):
     """Under CUDA's autocast (emulated), every layer of a packed model hands on the dtype the same layer hands on in a
     solo run: bf16 after linear layers, convolutions, attention and BatchNorm, float32 after LayerNorm and the
-    embeddings. (vmap's batched linear and convolution cast only their matrix product, and its BatchNorm
-    ran in float32: a pack's activations were float32 throughout, about twice a solo run's memory traffic.)"""
+    embeddings. (Packs through vmap cast only the matrix product of a batched linear layer or convolution, and ran
+    BatchNorm in float32: their activations were float32 throughout, about twice a solo run's memory traffic.)"""
     from kdlib import together
     make, data = family_and_data(family)
     recipe = Recipe("sgd", lr=0.05, batch_size=8, steps=1)
-    start, solo, pack = init_model(make, 0), {}, {}
+    start, solo, seen = init_model(make, 0), {}, {}
     model = copy.deepcopy(start)
     output_dtypes(model, solo)
-    real = together._solo_dtypes
-    monkeypatch.setattr(together, "_solo_dtypes", lambda skeleton: output_dtypes(real(skeleton), pack) or skeleton)
+    monkeypatch.setattr(together, "pack", lambda models: output_dtypes(packed := pack(models), seen) or packed)
     with cuda_like_autocast():
         train(model, data, MIXED[0], recipe, 10)
         train_together([copy.deepcopy(start) for _ in range(2)], data, [MIXED[0], MIXED[3]], recipe, [10, 11])
     assert len(solo) > 10 and torch.bfloat16 in solo.values()  # the solo run was bf16: the comparison says something
-    assert pack == solo
+    assert {name.removeprefix("body."): dtype for name, dtype in seen.items() if name != "body"} == solo
 
 
-@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if f != "gpt"])
-def test_a_channels_last_pack_never_falls_back_to_a_loop_over_its_models(family):
-    """CUDA packs conv nets channels-last: vmap must batch every op of their forward pass (a missing batching
-    rule loops over the pack, as AdaptiveAvgPool2d(1)'s channels-last restride did in ResNet). Forward only:
-    torch 2.14.1's CPU channels-last convolution backward corrupts the heap (see kdlib.device)."""
-    import warnings
-    from torch.func import functional_call, stack_module_state, vmap
+@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if not f.startswith("gpt")])
+def test_a_channels_last_pack_computes_each_members_outputs(family):
+    """CUDA places conv nets channels-last (:func:`kdlib.device.place`); a pack of such models still computes each
+    member's outputs. Forward only: torch 2.14.1's CPU channels-last convolution backward corrupts the heap (see
+    kdlib.device)."""
     make, data = family_and_data(family)
     models = [init_model(make, s).to(memory_format=torch.channels_last) for s in range(3)]
-    params, buffers = stack_module_state(models)
-    x = torch.stack([data.x[:8]] * 3)  # as a pack stacks its batches: the weights carry the layout
-    with warnings.catch_warnings(record=True) as caught, folding():
-        warnings.simplefilter("always")
-        out = vmap(lambda p, b, x: functional_call(models[0], (p, b), (x,)), randomness="different")(params, buffers,
-                                                                                                     x)
-    fallbacks = [str(w.message) for w in caught if "batching rule" in str(w.message)]
-    assert not fallbacks, fallbacks[0]
-    torch.testing.assert_close(out[1], models[1](x[1]), rtol=1e-4, atol=1e-5)
+    x = torch.stack([data.x[:8]] * 3)
+    out = pack(models)(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+    for k in range(3):
+        torch.testing.assert_close(out[k], models[k](x[k].contiguous(memory_format=torch.channels_last)), rtol=1e-4,
+                                   atol=1e-5)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The engine tests (training, packs, compile, attention folding, the GPU check's CPU dry run) under another
+# The engine tests (training, packs, compile graphs, the GPU check's CPU dry run) under another
 # torch than requirements.txt pins: by default the H200 image's torch 2.11.0 / torchvision 0.26.0 /
-# torchaudio 2.11.0, whose dynamo and vmap differ from 2.14's in ways CPU tests on the pinned torch cannot see.
+# torchaudio 2.11.0, whose dynamo differs from 2.14's in ways CPU tests on the pinned torch cannot see.
 #
 #   bash tools/torch_lane.sh                  # makes .venv-torch-2.11.0 (CPU wheels, git-ignored) and runs
 #   PYTHON=/path/to/python bash tools/torch_lane.sh   # an environment that already has that torch

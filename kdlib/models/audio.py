@@ -92,7 +92,7 @@ class AST(nn.Module):
         layer = nn.TransformerEncoderLayer(embed_dim, heads, 4 * embed_dim, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
-        for block in self.encoder.layers:  # self-attention that packs fold into one fused kernel
+        for block in self.encoder.layers:  # self-attention a pack can replace by its packed twin
             block.self_attn = SelfAttention.replacing(block.self_attn)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         for p in (self.tokens, self.pos_embed):
@@ -110,7 +110,7 @@ class AST(nn.Module):
         pos = self.pos_embed[:, 2:]
         if grid == self.grid:
             return pos
-        pos = pos.transpose(1, 2).reshape(1, -1, *self.grid)
+        pos = pos.transpose(1, 2).reshape(len(pos), -1, *self.grid)  # len 1, or a pack's rows
         return F.interpolate(pos, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention
+from .attention import multi_head_self_attention
 from .base import register
 
 
@@ -67,11 +67,9 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, L, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = attention(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, L, C)))
+        y = multi_head_self_attention(x, self.c_attn, self.c_proj, self.n_head, causal=True,
+                                      dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(y)
 
 
 class MLP(nn.Module):
@@ -130,7 +128,7 @@ class GPT(nn.Module):
         L = idx.shape[1]
         if L > self.config.block_size:
             raise ValueError(f"sequence length {L} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(L, device=idx.device)
+        pos = torch.arange(L, device=idx.device).expand_as(idx)  # per row: a pack's rows are its models' sequences
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
             x = block(x)

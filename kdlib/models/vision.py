@@ -78,7 +78,7 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         # global average pool: the mean AdaptiveAvgPool2d(1) computes, without the channels-last restride
-        # (as_strided_) it then applies, which vmap has no batching rule for (a per-model loop in CUDA packs)
+        # (as_strided_) it then applies
         return self.fc(x.mean((2, 3)))
 
 
@@ -216,7 +216,7 @@ def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int
                          f"by heads={heads}")
     model = tvm.VisionTransformer(image_size, patch, depth, heads, width, mlp_dim or width, dropout=dropout,
                                   num_classes=num_classes)
-    for block in model.encoder.layers:  # self-attention that packs fold into one fused kernel
+    for block in model.encoder.layers:  # self-attention a pack can replace by its packed twin
         block.self_attention = SelfAttention.replacing(block.self_attention)
     if in_channels != 3:
         model.conv_proj = nn.Conv2d(in_channels, width, kernel_size=patch, stride=patch)
