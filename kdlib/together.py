@@ -27,7 +27,8 @@ from . import device as dev
 from .conditions import packable_objectives
 from .recipe import Recipe
 from .models.packed import pack
-from .train import Forward, LossMeter, Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss
+from .train import (Forward, LossMeter, Objective, TrainLog, check_teacher_source, derive_seeds, objective_loss,
+                    optimizer_step)
 
 
 #: How far a bf16 pack may lie from its solo bf16 run, in units of how far bf16 moves that solo run from float32: a
@@ -81,6 +82,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
     forward = Forward(packed, compile, logs[0].notes)
+    clip = (lambda: _clip_per_model(list(packed.parameters()), recipe.grad_clip)) if recipe.grad_clip else None
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
     with dev.seeded(shared_dropout_seed):
@@ -102,15 +104,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                         objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher,
                                                                                    teacher_cache, live))
                         for k, o in enumerate(objectives)])
-            losses = step_losses()
-            optimizer.zero_grad(set_to_none=True)
-            # the models share no weights: the sum gives each exactly its own loss's gradient
-            losses = forward.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or step_losses())
-            if recipe.grad_clip:
-                _clip_per_model(list(packed.parameters()), recipe.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            meter.add(losses, step)
+            # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
+            meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip), step)
             if step % log_every == 0 or step == recipe.steps:
                 for log, loss in zip(logs, meter.read()):
                     log.steps.append(step)

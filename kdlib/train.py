@@ -231,6 +231,21 @@ class Forward:
             return loss
 
 
+def optimizer_step(forward: Forward, losses_of: Callable[[], torch.Tensor], optimizer, scheduler,
+                   clip: Callable[[], object] | None) -> torch.Tensor:
+    """One training step of one model or a pack (``train`` and ``train_together`` share it): the loss(es) of
+    ``losses_of()``, back-propagated through ``forward`` (which falls back to eager if a compiled backward fails),
+    ``clip()`` on the gradients if given, the optimiser's and the scheduler's step. Returns the loss(es)."""
+    losses = losses_of()
+    optimizer.zero_grad(set_to_none=True)
+    losses = forward.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or losses_of())
+    if clip is not None:
+        clip()
+    optimizer.step()
+    scheduler.step()
+    return losses
+
+
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False, compile: bool = False,
@@ -254,6 +269,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     optimizer, scheduler = recipe.build(model.named_parameters(), fused=dev.fused_optimizer(device))
     log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
     forward = Forward(model, compile, log.notes)
+    clip = (lambda: nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)) if recipe.grad_clip else None
     with dev.seeded(dropout_seed):
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
@@ -264,14 +280,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
                 with dev.autocast(device, precision):
                     return objective_loss(objective, forward(x), x, y, idx, teacher, teacher_cache, student_hook,
                                           teacher_hook)
-            loss = step_loss()
-            optimizer.zero_grad(set_to_none=True)
-            loss = forward.backward(loss, lambda: optimizer.zero_grad(set_to_none=True) or step_loss())
-            if recipe.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            meter.add(loss, step)
+            meter.add(optimizer_step(forward, step_loss, optimizer, scheduler, clip), step)
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
                 log.losses += meter.read()

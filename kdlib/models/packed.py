@@ -66,7 +66,7 @@ class _Stacker:
         if first is None:
             return None
         if id(first) not in self.done:
-            stacked = torch.stack([t.detach() for t in tensors])
+            stacked = torch.stack([t.detach() for t in tensors]).contiguous()  # flatten(0, 1) is then a view
             self.done[id(first)] = nn.Parameter(stacked) if isinstance(first, nn.Parameter) else stacked
         return self.done[id(first)]
 
@@ -91,7 +91,8 @@ class PackedConv(nn.Module):
             raise ValueError(f"cannot pack a {type(first).__name__} with padding_mode={first.padding_mode!r}"
                              f"{' (transposed)' if first.transposed else ''}: packable are zero-padded convolutions")
         self.conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(first.kernel_size)]
-        self.stride, self.padding, self.dilation, self.groups = first.stride, first.padding, first.dilation, first.groups
+        self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
+        self.groups = first.groups
         self.weight = stack([m.weight for m in layers])
         self.bias = stack([m.bias for m in layers])
 
