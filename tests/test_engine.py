@@ -251,17 +251,6 @@ def test_seeding_saves_and_restores_the_generators_of_every_device(monkeypatch):
     assert states == [("get", 0), ("get", 1), ("set", 0), ("set", 1)]
 
 
-def test_a_compiled_solo_forward_after_a_pack_compiles_in_one_graph():
-    from kdlib.together import train_together
-    config = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0, style="lecture")
-    models = [init_model(lambda: GPT(config), 0) for _ in range(2)]
-    data = WindowData(torch.randint(11, (500,)), 16)
-    train_together(models, data, [Objective("ce"), Objective("rcd", 0.5)], Recipe("adam", lr=1e-3, batch_size=2,
-                                                                                   steps=2), [1, 2])
-    explained = torch._dynamo.explain(GPT(config))(torch.randint(11, (2, 16)))
-    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
-
-
 @pytest.mark.parametrize("arch, kwargs, x", [
     ("gpt", dict(block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0, style="lecture"),
      lambda: torch.randint(11, (2, 16))),
@@ -270,8 +259,9 @@ def test_a_compiled_solo_forward_after_a_pack_compiles_in_one_graph():
      lambda: torch.randn(2, 1, 32, 63)),
 ])
 def test_a_compiled_transformer_forward_is_one_graph(arch, kwargs, x):
-    """Attention reads a plain module flag, not a context variable (torch 2.11's dynamo cannot trace
-    ContextVar.get and broke every attention call out of the graph)."""
+    """An evaluating transformer is one graph: attention reads no context variable (torch 2.11's dynamo cannot
+    trace ContextVar.get and broke every attention call out of the graph). Training, solo and packed:
+    tests/test_together.py."""
     from kdlib.models import build
     model = build(arch, 11 if arch == "gpt" else 10, **kwargs).eval()
     explained = torch._dynamo.explain(model)(x())

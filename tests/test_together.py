@@ -179,6 +179,15 @@ def test_a_compiled_pack_is_one_graph_and_so_is_a_solo_forward_after_it(family):
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
+def test_a_packed_ast_interpolates_each_members_positions_for_longer_clips():
+    """Clips longer than the AST was built for interpolate its positional embedding: per member in a pack."""
+    models = [init_model(FAMILIES["ast"][0], seed).double() for seed in range(2)]
+    x = torch.randn(2, 3, 1, 32, 127, dtype=torch.float64)  # 4 s clips into a model made for 1 s
+    out = pack(models)(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model(x[k]), rtol=1e-12, atol=1e-12)
+
+
 def test_a_pack_names_the_layer_it_cannot_hold():
     class Grouped(torch.nn.Module):
         def __init__(self):
