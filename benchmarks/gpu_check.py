@@ -141,18 +141,22 @@ def one_by_one(setup, task, device, warmup: int, steps: int, compile: bool = Fal
     return (time.perf_counter() - start) / steps
 
 
-PACK_CHECK = {  # dropout-free members of a conv and a transformer family, a few seconds of training each;
-    # each data factory takes (generator, float dtype)
+PACK_CHECK = {  # dropout-free members of a conv family and two transformers (causal; with broadcast tokens), a few
+    # seconds of training each; each data factory takes (generator, float dtype)
     "gpt": (lambda: GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=2, n_head=4, n_embd=128, dropout=0.0)),
             lambda g, dtype: WindowData(torch.randint(65, (20_000,), generator=g), 64)),
     "resnet18": (lambda: build("resnet18", 10, image_size=32, width=16),
                  lambda g, dtype: ExampleData(torch.randn(256, 3, 32, 32, generator=g, dtype=dtype),
                                               torch.randint(10, (256,), generator=g))),
+    "vit": (lambda: build("vit", 10, image_size=32, width=64, depth=2, heads=4, dropout=0.0),
+            lambda g, dtype: ExampleData(torch.randn(256, 3, 32, 32, generator=g, dtype=dtype),
+                                         torch.randint(10, (256,), generator=g))),
 }
 
 
 def pack_equals_one_by_one(device) -> list[str]:
-    """Three dropout-free models per family (Nano-GPT, ResNet18) trained packed and one by one for two SGD steps.
+    """Three dropout-free models per family (Nano-GPT, ResNet18, ViT) trained packed and one by one for two SGD
+    steps.
 
     float64 (``dev.full_precision``): a packed model must equal its solo run to float rounding, ``|packed - solo|``
     at most 1e-8 of ``|solo - start|``. Not float32: a ResNet on random data turns float32 rounding into 0.2-3% of

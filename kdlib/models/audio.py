@@ -92,7 +92,7 @@ class AST(nn.Module):
         layer = nn.TransformerEncoderLayer(embed_dim, heads, 4 * embed_dim, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
-        for block in self.encoder.layers:  # self-attention a pack can replace by its packed twin
+        for block in self.encoder.layers:  # self-attention a pack can replace by its packed layer
             block.self_attn = SelfAttention.replacing(block.self_attn)
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         for p in (self.tokens, self.pos_embed):

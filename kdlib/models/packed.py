@@ -1,7 +1,7 @@
 """K models of one architecture as one model: a pack, whose layers carry a leading pack dimension.
 
 :func:`pack` copies K same-architecture models into one :class:`Packed` model. Every layer with weights is
-replaced by its packed twin below, whose weights are the K models' weights stacked (``[K, ...]``) under the same
+replaced by its packed counterpart below, whose weights are the K models' weights stacked (``[K, ...]``) under the same
 names, so ``Packed.body.state_dict()`` has the plain model's keys and member ``k``'s weights are ``[k]`` of each
 (:meth:`Packed.member_state`). Activations carry the pack folded into the batch, ``[K * B, ...]`` (model-major),
 so the family's own ``forward`` code, with its reshapes and pooling, runs unchanged:
@@ -183,7 +183,7 @@ class PackedSelfAttention(nn.Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        if not (query is key and key is value) or need_weights or key_padding_mask is not None or attn_mask is not None:
+        if not (query is key and key is value) or need_weights or attn_mask is not None or key_padding_mask is not None:
             raise ValueError("a pack runs self-attention without masks or attention weights only")
         out = multi_head_self_attention(query, lambda x: packed_linear(x, self.in_proj_weight, self.in_proj_bias),
                                         self.out_proj, self.num_heads, is_causal,
@@ -191,7 +191,7 @@ class PackedSelfAttention(nn.Module):
         return out, None
 
 
-#: Layer types a pack knows, in the order they are matched (subclasses before their bases), with their packed twin.
+#: Layer types a pack knows, in the order they are matched (subclasses before their bases), with their packed layer.
 PACKED = ((SelfAttention, PackedSelfAttention), (nn.Linear, PackedLinear), (nn.modules.conv._ConvNd, PackedConv),
           (nn.modules.batchnorm._BatchNorm, PackedBatchNorm), (nn.LayerNorm, PackedLayerNorm),
           (nn.Embedding, PackedEmbedding))
@@ -242,9 +242,9 @@ def pack(models: list[nn.Module]) -> Packed:
     for name, module in list(body.named_modules()):
         if not name or _inside_packed(body, name):
             continue
-        twin = next((t for kind, t in PACKED if isinstance(module, kind)), None)
-        if twin is not None:
-            body.set_submodule(name, twin([m.get_submodule(name) for m in models], stack))
+        packed = next((p for kind, p in PACKED if isinstance(module, kind)), None)
+        if packed is not None:
+            body.set_submodule(name, packed([m.get_submodule(name) for m in models], stack))
     broadcast, shared = [], set()
     for module_name, module in body.named_modules():
         if isinstance(module, tuple(t for _, t in PACKED)):
@@ -268,7 +268,7 @@ def pack(models: list[nn.Module]) -> Packed:
 
 
 def _inside_packed(body: nn.Module, name: str) -> bool:
-    """Whether module ``name`` lies inside a layer that was already packed (its parts are the twin's)."""
+    """Whether module ``name`` lies inside a layer that was already packed (its parts are the packed layer's)."""
     parts = name.split(".")
-    twins = tuple(t for _, t in PACKED)
-    return any(isinstance(body.get_submodule(".".join(parts[:i])), twins) for i in range(1, len(parts)))
+    packed = tuple(p for _, p in PACKED)
+    return any(isinstance(body.get_submodule(".".join(parts[:i])), packed) for i in range(1, len(parts)))

@@ -216,7 +216,7 @@ def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int
                          f"by heads={heads}")
     model = tvm.VisionTransformer(image_size, patch, depth, heads, width, mlp_dim or width, dropout=dropout,
                                   num_classes=num_classes)
-    for block in model.encoder.layers:  # self-attention a pack can replace by its packed twin
+    for block in model.encoder.layers:  # self-attention a pack can replace by its packed layer
         block.self_attention = SelfAttention.replacing(block.self_attention)
     if in_channels != 3:
         model.conv_proj = nn.Conv2d(in_channels, width, kernel_size=patch, stride=patch)
