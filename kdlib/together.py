@@ -61,7 +61,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     Same contract as :func:`kdlib.train.train` per model; returns one train-loss curve per model. A
     non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone; so
     does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot hold. ``compile``: the
-    packed forward pass runs under ``torch.compile``, as a solo run's does."""
+    packed forward pass runs under ``torch.compile``, as a solo run's does: one graph, its backward derived from
+    it, which later packs of the same shape reuse (the losses, whose constants differ from pack to pack, would
+    recompile it for each)."""
     check_packable(models, objectives, data_seeds)
     check_teacher_source(objectives, data, teacher, teacher_cache)
     K = len(models)
@@ -81,29 +83,25 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         teacher_cache = teacher_cache.to(device)
     optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
-    forward = Forward(packed, compile, logs[0].notes)
-    clip = (lambda: _clip_per_model(list(packed.parameters()), recipe.grad_clip)) if recipe.grad_clip else None
     kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
+
+    # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives
+    forward = Forward(packed, compile, logs[0].notes)
+    clip = (lambda: _clip_per_model(list(packed.parameters()), recipe.grad_clip)) if recipe.grad_clip else None
     with dev.seeded(shared_dropout_seed):
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
         for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
             batches = _next_batches(streams, member_rng)
-            idx = [b[0] for b in batches]
             x = dev.batch(torch.stack([b[1] for b in batches]), device)
             y = dev.batch(torch.stack([b[2] for b in batches]), device)
-            live = None
-            if kd and teacher_cache is None:  # one float32 teacher pass over every KD member's batch
-                with torch.no_grad(), dev.float32_forward(device):
-                    live = teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
+            targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], teacher, teacher_cache, device)
 
             def step_losses():
                 with dev.autocast(device, precision):
                     logits = forward(x)
-                    return torch.stack([
-                        objective_loss(o, logits[k], x[k], y[k], *_teacher_source(k, idx, kd, teacher,
-                                                                                   teacher_cache, live))
-                        for k, o in enumerate(objectives)])
+                    return torch.stack([objective_loss(o, logits[k], x[k], y[k], *_teacher_rows(k, kd, targets))
+                                        for k, o in enumerate(objectives)])
             # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
             meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip), step)
             if step % log_every == 0 or step == recipe.steps:
@@ -132,12 +130,21 @@ def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
     return batches
 
 
-def _teacher_source(k: int, idx, kd: list[int], teacher, teacher_cache, live):
-    """(index, teacher, cache) for model ``k``'s loss: the KD cache at its batch's examples, or its rows of
-    the teacher outputs computed for the whole pack (passed as a cache indexed by its place among KD models)."""
-    if live is not None and k in kd:
-        return kd.index(k), None, live
-    return idx[k], teacher, teacher_cache
+def _kd_targets(kd: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, teacher, teacher_cache, device):
+    """The teacher's logits on every KD member's batch, ``[len(kd), B, ...]`` (None without KD members): the cache
+    at its batch's examples, or one float32 teacher pass over all their batches."""
+    if not kd:
+        return None
+    if teacher_cache is not None:
+        return torch.stack([teacher_cache[idx[k]] for k in kd])
+    with torch.no_grad(), dev.float32_forward(device):
+        return teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
+
+
+def _teacher_rows(k: int, kd: list[int], targets):
+    """(index, teacher, cache) for model ``k``'s loss: a KD member's rows of the pack's teacher targets (passed as a
+    cache indexed by its place among the KD members); nothing for the others."""
+    return (kd.index(k), None, targets) if k in kd else (None, None, None)
 
 
 def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:

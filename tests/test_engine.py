@@ -294,3 +294,22 @@ def test_a_compiled_pack_trains_as_the_eager_pack(family):
         for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(tb, ta, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(torch.tensor(logs[0].losses), torch.tensor(eager_logs[0].losses), rtol=1e-5, atol=1e-6)
+
+
+def test_a_later_pack_of_the_same_shape_reuses_the_compiled_graph_whatever_its_objectives():
+    """``--compile`` makes one graph per pack shape, not per pack: the packed model is what compiles (the losses,
+    whose constants differ from pack to pack, stay outside), so a grid's packs recompile nothing."""
+    from torch._dynamo.utils import counters
+    from kdlib.together import train_together
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    teacher = init_model(lambda: GPT(TINY), 9).eval()
+    graphs = []
+    torch._dynamo.reset()  # what earlier tests compiled is not this test's
+    for objectives in ([Objective("ce"), Objective("rcd", alpha=0.5)],
+                       [Objective("kd", alpha=0.9, temperature=4.0), Objective("ls", alpha=0.1)]):
+        counters.clear()
+        logs = train_together([init_model(lambda: GPT(TINY), 0) for _ in objectives], data, objectives,
+                              Recipe("sgd", lr=0.05, batch_size=4, steps=2), [1, 2], teacher=teacher, compile=True)
+        assert not logs[0].notes, logs[0].notes
+        graphs.append((counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())))
+    assert graphs == [(1, 0), (0, 0)]
