@@ -92,6 +92,7 @@ FAMILIES = {  # every packable family, without dropout, on inputs of its real la
     "vggish": (lambda: build("vggish", 10, width=1 / 32, hidden=64, embedding=16), (1, 32, 63)),
     "ast": (lambda: build("ast", 10, n_mels=32, frames=63, embed_dim=16, depth=2, heads=2, patch=8, stride=8),
             (1, 32, 63)),
+    "resnet18-blurpool": (lambda: build("resnet18", 10, image_size=16, width=8, blurpool=True), (3, 16, 16)),
 }
 
 
@@ -163,6 +164,10 @@ def test_a_packed_model_computes_each_members_outputs_and_gradients(family):
         plain.load_state_dict(packed.member_state(k))  # strict: the same keys and shapes
         for name, tensor in model.state_dict().items():  # BatchNorm's running statistics moved as the model's
             torch.testing.assert_close(plain.state_dict()[name], tensor, rtol=1e-12, atol=1e-12, msg=name)
+    packed.eval()  # evaluation too: BatchNorm's running statistics, no dropout, no transformer fast path
+    out = packed(x)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model.eval()(x[k]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
@@ -203,6 +208,28 @@ def test_a_pack_names_the_layer_it_cannot_hold():
     models[0].register_buffer("scale", torch.zeros(1))
     with pytest.raises(ValueError, match="cannot pack buffer scale: it differs between the models"):
         pack(models)
+    with pytest.raises(ValueError, match="cannot pack an Embedding with padding_idx, max_norm, scale_grad_by_freq"):
+        pack([torch.nn.Sequential(torch.nn.Embedding(5, 2, scale_grad_by_freq=True)) for _ in range(2)])
+
+
+def test_a_pack_writes_back_every_buffer_and_keeps_frozen_weights_frozen():
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frozen, self.linear = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+            self.frozen.requires_grad_(False)
+            self.register_buffer("offset", torch.ones(3), persistent=False)
+
+        def forward(self, x):
+            return self.linear(self.frozen(x) + self.offset)
+    models = [init_model(Model, seed) for seed in range(2)]
+    packed = pack(models)
+    assert [p.requires_grad for p in packed.parameters()] == [False, False, True, True]
+    with torch.no_grad():
+        packed.body.linear.weight.add_(1)
+    packed.copy_into(models)
+    assert torch.equal(models[1].linear.weight, packed.body.linear.weight[1])
+    assert torch.equal(models[1].offset, torch.ones(3))
 
 
 def test_pack_rejects_mixed_architectures_and_feature_objectives():

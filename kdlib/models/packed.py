@@ -13,14 +13,13 @@ so the family's own ``forward`` code, with its reshapes and pooling, runs unchan
 - embeddings: one lookup in the K tables laid end to end;
 - self-attention: projections as linear layers, attention itself one SDPA call over ``[K * B, H, L, D]``;
 - parameters a model uses directly as a batch-broadcast tensor (a ViT's class token and positions, shape
-  ``[1, ...]``): member k's copy repeated over its B rows.
+  ``[1, ...]`` with 2 or more dimensions): member k's copy repeated over its B rows.
 
 No ``vmap``, no ``autograd.Function``, no global switch: a packed forward pass is plain tensor code that
 ``torch.compile`` traces into one graph, and under autocast each op is the op a solo run runs (a batched matrix
 product where a solo run has a matrix product), so a pack computes in a solo run's dtypes. Without dropout a pack
-equals its K models run one by one, to float rounding (``tests/test_together.py``). A pack trains; its members
-are evaluated as plain models, so the packed layers implement training and evaluation of their own ops but not a
-transformer layer's inference fast path.
+equals its K models run one by one, to float rounding (``tests/test_together.py``), in training and in evaluation
+mode (where a transformer layer's inference fast path, which reads plain weights, steps aside).
 """
 from __future__ import annotations
 
@@ -67,7 +66,8 @@ class _Stacker:
             return None
         if id(first) not in self.done:
             stacked = torch.stack([t.detach() for t in tensors]).contiguous()  # flatten(0, 1) is then a view
-            self.done[id(first)] = nn.Parameter(stacked) if isinstance(first, nn.Parameter) else stacked
+            is_parameter = isinstance(first, nn.Parameter)
+            self.done[id(first)] = nn.Parameter(stacked, first.requires_grad) if is_parameter else stacked
         return self.done[id(first)]
 
 
@@ -154,8 +154,9 @@ class PackedEmbedding(nn.Module):
     def __init__(self, layers: list[nn.Embedding], stack: _Stacker):
         super().__init__()
         first = layers[0]
-        if first.padding_idx is not None or first.max_norm is not None or first.sparse:
-            raise ValueError("cannot pack an Embedding with padding_idx, max_norm or sparse gradients")
+        if first.padding_idx is not None or first.max_norm is not None or first.sparse or first.scale_grad_by_freq:
+            raise ValueError("cannot pack an Embedding with padding_idx, max_norm, scale_grad_by_freq or sparse "
+                             "gradients")
         self.weight = stack([m.weight for m in layers])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -170,6 +171,7 @@ class PackedSelfAttention(nn.Module):
     call over the K models' sequences. Only self-attention without masks or attention weights packs."""
 
     batch_first = True  # read by nn.TransformerEncoder before it runs its layers
+    _qkv_same_embed_dim = False  # turns nn.TransformerEncoderLayer's inference fast path (plain weights) away
 
     def __init__(self, layers: list[SelfAttention], stack: _Stacker):
         super().__init__()
@@ -223,12 +225,14 @@ class Packed(nn.Module):
         return {name: t if name in self.shared else t[k] for name, t in self.body.state_dict().items()}
 
     def copy_into(self, models: list[nn.Module]) -> None:
-        """Write each member's weights and buffers back into its plain model, in place (tied weights stay tied)."""
+        """Write each member's weights and buffers (non-persistent ones too) back into its plain model, in place
+        (tied weights stay tied)."""
+        body = self.body
+        stacked = dict([*body.named_parameters(remove_duplicate=False), *body.named_buffers(remove_duplicate=False)])
         with torch.no_grad():
             for k, model in enumerate(models):
-                state = self.member_state(k)
                 for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-                    tensor.copy_(state[name])
+                    tensor.copy_(stacked[name] if name in self.shared else stacked[name][k])
 
 
 def pack(models: list[nn.Module]) -> Packed:
@@ -252,10 +256,10 @@ def pack(models: list[nn.Module]) -> Packed:
         prefix = f"{module_name}." if module_name else ""
         for name, p in list(module.named_parameters(recurse=False)):
             full = prefix + name
-            if p.dim() == 0 or p.shape[0] != 1 or (module_name and not list(module.children())):
+            if p.dim() < 2 or p.shape[0] != 1 or (module_name and not list(module.children())):
                 raise ValueError(f"cannot pack {full} of {type(module).__name__} (shape {tuple(p.shape)}): packable "
                                  f"are layers of types {[k.__name__ for k, _ in PACKED]} and batch-broadcast "
-                                 f"parameters of shape [1, ...]")
+                                 f"parameters of shape [1, ...] (2 or more dimensions)")
             setattr(module, name, stack([m.get_parameter(full) for m in models]))
             broadcast.append(full)
         for name, b in module.named_buffers(recurse=False):

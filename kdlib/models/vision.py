@@ -92,7 +92,7 @@ class BlurPoolConv2d(nn.Module):
         self.register_buffer("blur", (k[:, None] * k[None, :] / 16).expand(conv.in_channels, 1, 3, 3).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.conv2d(x, self.blur, padding=1, groups=self.conv.in_channels))
+        return self.conv(F.conv2d(x, self.blur, padding=1, groups=len(self.blur)))  # not conv's: packed
 
 
 def add_blurpool(module: nn.Module) -> nn.Module:
