@@ -88,7 +88,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
 
     # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives
     forward = Forward(packed, compile, logs[0].notes)
-    clip = (lambda: _clip_per_model(list(packed.parameters()), recipe.grad_clip)) if recipe.grad_clip else None
+    weights = list(packed.parameters())
+    clip = (lambda: _clip_per_model(weights, recipe.grad_clip)) if recipe.grad_clip else None
     with dev.seeded(shared_dropout_seed):
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
         for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
