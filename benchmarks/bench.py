@@ -26,12 +26,14 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdlib import setups
-from kdlib.losses import kd_loss
-from kdlib.runs import load_model, load_task, plan, run_one
+from kdlib.engine.losses import kd_loss
+from kdlib.runs.run import load_model, load_task, run_one
+from kdlib.runs.spec import plan
 from kdlib.store import run_dir
-from kdlib.study import run_setup
-from kdlib.together import train_together
-from kdlib.train import Objective, init_model, train
+from kdlib.runs.setup import run_setup
+from kdlib.engine.together import train_together
+from kdlib.engine.objectives import Objective
+from kdlib.engine.train import init_model, train
 from kdlib.models import build
 
 

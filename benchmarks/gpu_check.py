@@ -22,20 +22,23 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdlib import autopack, setups
-from kdlib import device as dev
+from kdlib.runs import autopack
+from kdlib import setups
+from kdlib.engine import device as dev
 from kdlib.data import DatasetMissing, TaskData
 from kdlib.data.base import data_dir as data_folder
 from kdlib.data.base import available
 from kdlib.data.sources import ExampleData, WindowData
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.recipe import Recipe
-from kdlib.runs import load_task, teacher_spec
+from kdlib.engine.recipe import Recipe
+from kdlib.runs.run import load_task
+from kdlib.runs.spec import teacher_spec
 from kdlib.store import write_json
-from kdlib.study import run_setup
-from kdlib.together import BF16_DRAWS, train_together
-from kdlib.train import Objective, init_model, objective_loss, train
+from kdlib.runs.setup import run_setup
+from kdlib.engine.together import BF16_DRAWS, train_together
+from kdlib.engine.objectives import Objective, objective_loss
+from kdlib.engine.train import init_model, train
 
 SETUPS = ("tinyshakespeare-nanogpt", "svhn-resnet18", "speechcommands-vggish", "svhn-vit")
 SHAPES = {"svhn": ((3, 32, 32), 10), "speechcommands": ((1, 32, 63), 35)}  # stand-ins for absent datasets
@@ -82,7 +85,7 @@ def matmul_rate(device, size: int, repeats: int = 20) -> float:
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
-KD_SHARE = 1 / 3  # the probe's packs mix CE, KD (with a live teacher) and RCD students in turn (kdlib.autopack)
+KD_SHARE = 1 / 3  # the probe's packs mix CE, KD (with a live teacher) and RCD students in turn (kdlib.runs.autopack)
 
 
 def _counted(fn, causal: bool) -> float:
@@ -127,7 +130,7 @@ def counting_graphs(fn):
 
 
 def one_by_one(setup, task, device, warmup: int, steps: int, compile: bool = False) -> float:
-    """Seconds per step of one student trained alone (``kdlib.train.train``), compiled as a CUDA solo run is by
+    """Seconds per step of one student trained alone (``kdlib.engine.train.train``), compiled as a CUDA solo run is by
     default (``compile``; the warm-up steps include the compilation)."""
     student = setup.student_model
     model = init_model(lambda: build(student.arch, task.num_classes, **student.kwargs), 0)

@@ -18,8 +18,9 @@ import pandas as pd
 
 from kdlib import paper, setups
 from kdlib.analysis import mean_sem_table
-from kdlib.tables import format_mean_sem
-from kdlib.study import collect, run_setup
+from kdlib.report.tables import format_mean_sem
+from kdlib.analysis.collect import collect
+from kdlib.runs.setup import run_setup
 
 SETUP = "tinyshakespeare-nanogpt"
 

@@ -10,8 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import launchers, setups
-from .suites import DEFAULTS, SUITES, suite
+from .runs import launchers
+from . import setups
+from .runs.suites import DEFAULTS, SUITES, suite
 from .data.base import DatasetMissing, available, data_dir, data_status
 from .setups.base import UnknownSetup
 from .setups.readings import UnknownReading
@@ -74,7 +75,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", type=_pack, default=DEFAULTS["pack"],
                    help="students of a teacher trained together in one vectorised step: a number, or auto (the "
                         "largest pack that raises models per hour, probed once on CUDA; 1 on CPU). Default 1")
-    p.add_argument("--compile", default=DEFAULTS["compile"], choices=("auto", "on", "off"),  # kdlib.device.COMPILE
+    p.add_argument("--compile", default=DEFAULTS["compile"], choices=("auto", "on", "off"),  # kdlib.engine.device.COMPILE
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
@@ -166,7 +167,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .study import plan_summary
+    from .runs.cost import plan_summary
     setup = setups.get(args.setup, args.profile, args.reading)
     timings = None
     record = Path(args.out) / "gpu_check.json"
@@ -199,7 +200,8 @@ def _launcher_options(args) -> dict:
 
 def cmd_run(args) -> int:
     setup = setups.get(args.setup, args.profile, args.reading)  # a mistyped name fails before torch loads
-    from .study import collect, run_setup
+    from .analysis.collect import collect
+    from .runs.setup import run_setup
     run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
               threads=args.threads or None, pack=args.pack, compile=args.compile, **_launcher_options(args))
     students, teachers = collect(setup, args.out)
@@ -209,7 +211,7 @@ def cmd_run(args) -> int:
 
 def cmd_study(args) -> int:
     suite(args.names or args.suite)  # a mistyped setup or suite fails before torch loads
-    from .pipeline import run_study
+    from .study import run_study
     return run_study(args.names or args.suite, args.profile, args.data_dir, args.out, args.figures, args.device,
                      args.launcher, args.workers, args.pack, args.compile, args.reading, not args.no_summary,
                      args.notebook_jobs, threads=args.threads or None, **_launcher_options(args))
@@ -229,7 +231,7 @@ def _collected(setup, out, fresh: bool = True):
     """A setup's collected tables: gathered from the store and written (``fresh``), or as ``run``/``collect`` last
     wrote them (gathered when there are none yet); a setup with no finished runs is an error."""
     from .store import read_table, setup_dir
-    from .study import gather, write_collected
+    from .analysis.collect import gather, write_collected
     folder = setup_dir(out, setup)
     if not fresh and list(folder.glob("runs.*")):
         students, teachers, failed = read_table(folder / "runs"), read_table(folder / "teachers"), None
@@ -267,7 +269,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_scorecard(args) -> int:
-    from .scorecard import scorecard, write_scorecard
+    from .analysis.scorecard import scorecard, write_scorecard
     names = args.setups or None
     card = scorecard(names, args.profile, args.out)
     paths = write_scorecard(card, args.out)
@@ -286,7 +288,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .study import export_outputs
+    from .runs.export import export_outputs
     setup = setups.get(args.setup, args.profile, args.reading)
     print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
     return 0

@@ -9,7 +9,7 @@
 - ``ls``: label smoothing at epsilon = alpha, shown beside KD and RCD (Appendix B), tested against nothing.
 
 Adding a condition whose objective exists (a new control, say) touches this table alone; a new objective also
-needs its loss in :func:`kdlib.train.objective_loss`.
+needs its loss in :func:`kdlib.engine.objectives.objective_loss`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Condition:
-    """``objective``: the loss trained (``kdlib.train.OBJECTIVES``); ``feature_objective``: the loss instead in
+    """``objective``: the loss trained (``kdlib.engine.objectives.OBJECTIVES``); ``feature_objective``: the loss instead in
     a feature-map setup (None: the condition ignores feature maps). ``control``: KD is tested against it.
     ``weighted``: trained once per alpha of the setup. ``distills``: takes the setup's temperature (Eq. 1's form).
     ``packable``: students under it can train together in one vectorised step (logit objectives)."""

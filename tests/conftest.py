@@ -46,7 +46,7 @@ def smoke_store(tmp_path_factory, data_dir) -> Path:
     share one output folder: each run is claimed by one of them and the others wait for it (same bits on one
     machine whoever trains a run: tests/test_golden.py)."""
     from kdlib import setups
-    from kdlib.study import run_setup
+    from kdlib.runs.setup import run_setup
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the session's folder, above each process's own
@@ -67,7 +67,7 @@ def copy_store(store: Path, dest: Path) -> Path:
 def copy_runs(setup, store: Path, dest: Path, leave_out=()) -> Path:
     """A results folder with only ``setup``'s finished runs copied from ``store``, less the specs in ``leave_out``
     (a launcher or a test then has just those to train)."""
-    from kdlib.runs import plan
+    from kdlib.runs.spec import plan
     from kdlib.store import run_dir
     skip = {s.run_id for s in leave_out}
     for spec in plan(setup):

@@ -56,9 +56,9 @@ EXACT = ("alpha", "temperature")  # floats the spec sets, never computed
 def tables(setup, store: Path) -> dict[str, pd.DataFrame]:
     """The ``runs``, ``teachers`` and ``early`` tables of ``setup`` (a :class:`kdlib.setups.Setup`) collected
     from ``store``, as they read back from the CSV files they are written to."""
-    from kdlib.runs import plan
+    from kdlib.runs.spec import plan
     from kdlib.store import read_result
-    from kdlib.study import collect
+    from kdlib.analysis.collect import collect
     students, teachers = collect(setup, store, write=False)
     early = []
     for spec in plan(setup):
@@ -117,7 +117,7 @@ def main(names=None) -> None:
     """Train ``names`` (default: every setup; command line: setup names) at the smoke profile and write them."""
     import os
     from kdlib import setups
-    from kdlib.study import run_setup
+    from kdlib.runs.setup import run_setup
     os.environ.setdefault("KDLIB_OFFLINE", "1")
     data = os.environ.get("KDLIB_DATA_DIR", str(REPO.parent / "shared" / "data"))
     with tempfile.TemporaryDirectory() as tmp:

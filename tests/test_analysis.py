@@ -11,9 +11,9 @@ import pytest
 
 from conftest import copy_runs
 from kdlib import analysis, setups
-from kdlib.stats import agreement_deltas, transfer_tests, verdict
+from kdlib.analysis.stats import agreement_deltas, transfer_tests, verdict
 from kdlib.store import setup_dir
-from kdlib.study import collect
+from kdlib.analysis.collect import collect
 
 SMOKE = "tinyshakespeare-nanogpt"
 
@@ -52,9 +52,9 @@ def test_an_analysis_older_than_its_runs_table_is_computed_again(collected):
 
 def test_every_reader_follows_a_changed_stored_analysis(collected, capsys):
     from kdlib.__main__ import main
-    from kdlib.explorer import Explorer
-    from kdlib.scorecard import scorecard
-    from kdlib.tables import overview
+    from kdlib.notebook.explorer import Explorer
+    from kdlib.analysis.scorecard import scorecard
+    from kdlib.report.tables import overview
     setup, out = collected
     folder = setup_dir(out, setup) / "analysis"
     verdicts, deltas = pd.read_csv(folder / "verdicts.csv"), pd.read_csv(folder / "deltas.csv")

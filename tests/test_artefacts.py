@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib import report, views
+from kdlib import report
+from kdlib.report import views
 from kdlib.metrics import table_metrics
 
 METRICS = list(table_metrics(extended=True)) + ["correct_agreement", "incorrect_agreement"]
@@ -199,7 +200,7 @@ def test_ticks_beside_the_paper_line_up_teacher_seeds(tmp_path):
     """Ours for teacher seeds 0 and 2 beside the paper's 0, 1 and 2: each mark sits under its own seed, and a seed
     one side lacks shows '–' (seed 2 must not slide under the paper's seed 1)."""
     from kdlib import setups
-    from kdlib.stats import transfer_tests
+    from kdlib.analysis.stats import transfer_tests
     runs = synthetic_runs((0, 2))
     out = report.paper_beside(runs, transfer_tests(runs, on_missing="drop"), setups.get("tinyshakespeare-nanogpt",
                                                                                           "paper"), None, tmp_path)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from kdlib import setups
 from kdlib.models import build
 from kdlib.models.audio import AST, VGGish
-from kdlib.train import init_model
+from kdlib.engine.train import init_model
 
 pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
 

@@ -112,6 +112,6 @@ def test_plan_counts_models_and_estimates_from_runs_here(tmp_path, capsys):
 
 
 def test_compile_choices_match_the_device_module():
-    from kdlib.device import COMPILE
+    from kdlib.engine.device import COMPILE
     run = next(a for a in parser()._subparsers._group_actions[0].choices["run"]._actions if a.dest == "compile")
     assert tuple(run.choices) == COMPILE

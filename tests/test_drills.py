@@ -14,16 +14,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdlib import runs as runs_mod
+from kdlib.runs import run as runs_mod
 from kdlib import setups
 from kdlib.metrics import compare
-from kdlib.runs import plan, run_one
+from kdlib.runs.spec import plan
+from kdlib.runs.run import run_one
 from kdlib.store import claim, read_result, run_dir
-from kdlib.study import collect, run_setup
-from kdlib.stats import transfer_tests
+from kdlib.analysis.collect import collect
+from kdlib.runs.setup import run_setup
+from kdlib.analysis.stats import transfer_tests
 from kdlib.data.sources import ExampleData
-from kdlib.recipe import Recipe
-from kdlib.train import Objective, train
+from kdlib.engine.recipe import Recipe
+from kdlib.engine.objectives import Objective
+from kdlib.engine.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tinyshakespeare-nanogpt"

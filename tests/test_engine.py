@@ -5,16 +5,18 @@ import json
 import pytest
 import torch
 
-from kdlib import autopack, setups
-from kdlib import device as dev
-from kdlib import runs as runs_mod
+from kdlib.runs import autopack
+from kdlib import setups
+from kdlib.engine import device as dev
+from kdlib.runs import run as runs_mod
 from kdlib.data.sources import ExampleData, WindowData
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.recipe import Recipe
-from kdlib.runs import plan
+from kdlib.engine.recipe import Recipe
+from kdlib.runs.spec import plan
 from kdlib.store import read_result
-from kdlib.study import run_setup
-from kdlib.train import LossMeter, Objective, init_model, train
+from kdlib.runs.setup import run_setup
+from kdlib.engine.train import LossMeter, init_model, train
+from kdlib.engine.objectives import Objective
 
 TINY = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
 
@@ -97,7 +99,7 @@ def test_compile_failure_falls_back_to_eager_with_a_note_and_the_same_bits(monke
 
 def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch):
     """torch.compile recompiles when shapes change (a shorter last batch): a failure then also trains eagerly."""
-    from kdlib.train import Forward
+    from kdlib.engine.train import Forward
     calls = []
 
     def compiled_once(fn, *args, **kwargs):
@@ -171,7 +173,8 @@ def test_pack_auto_means_one_on_cpu_and_is_probed_once_then_remembered(tmp_path)
 
 
 def test_the_pack_probe_measures_real_packs_on_cpu(data_dir):
-    from kdlib.runs import load_task, teacher_spec
+    from kdlib.runs.run import load_task
+    from kdlib.runs.spec import teacher_spec
     setup = setups.get("tinyshakespeare-nanogpt", "smoke")
     task = load_task(teacher_spec(setup, 0), data_dir)
     measure = autopack.measure_pack(setup, task, "cpu", warmup=1, steps=2)
@@ -275,7 +278,7 @@ def test_a_compiled_pack_trains_as_the_eager_pack(family):
     as the eager pack does, to float rounding."""
     import copy
     from torch import nn
-    from kdlib.together import train_together
+    from kdlib.engine.together import train_together
     g = torch.Generator().manual_seed(0)
     if family == "conv":
         data = ExampleData(torch.randn(32, 3, 8, 8, generator=g), torch.randint(10, (32,), generator=g))
@@ -300,7 +303,7 @@ def test_a_later_pack_of_the_same_shape_reuses_the_compiled_graph_whatever_its_o
     """``--compile`` makes one graph per pack shape, not per pack: the packed model is what compiles (the losses,
     whose constants differ from pack to pack, stay outside), so a grid's packs recompile nothing."""
     from torch._dynamo.utils import counters
-    from kdlib.together import train_together
+    from kdlib.engine.together import train_together
     data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
     teacher = init_model(lambda: GPT(TINY), 9).eval()
     graphs = []

@@ -2,8 +2,8 @@ import torch
 
 from kdlib import setups
 from kdlib.data.text import CharTokenizer, load_tinyshakespeare
-from kdlib.probes import th_completion, th_prompts
-from kdlib.runs import plan
+from kdlib.engine.probes import th_completion, th_prompts
+from kdlib.runs.spec import plan
 
 
 def test_th_prompts_end_in_th_and_keep_their_context():

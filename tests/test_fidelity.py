@@ -13,13 +13,15 @@ from vision_fakes import write_fake_imagenet
 
 from kdlib import setups
 from kdlib.data import load
-from kdlib.losses import kd_loss
+from kdlib.engine.losses import kd_loss
 from kdlib.metrics import Comparison
 from kdlib.models import build
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.runs import plan
+from kdlib.runs.spec import plan
 from kdlib.setups.readings import READINGS, UnknownReading, markdown_table, split_label
-from kdlib.train import Objective, evaluate, init_model, objective_loss, predict, score
+from kdlib.engine.objectives import Objective, objective_loss
+from kdlib.engine.evaluate import evaluate, predict, score
+from kdlib.engine.train import init_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +122,7 @@ def test_metrics_teacher_logits_and_probes_come_from_float32_forwards_under_bf16
 
 
 def test_teacher_train_metrics_cover_the_whole_training_split(smoke_store, data_dir):
-    from kdlib.runs import load_model, load_task
+    from kdlib.runs.run import load_model, load_task
     from kdlib.store import read_result
     spec = plan(setups.get("tinyshakespeare-nanogpt", "smoke"))[0]
     result, task = read_result(smoke_store, spec), load_task(spec, data_dir)
@@ -271,7 +273,7 @@ def test_power_mel_reading_is_the_mel_spectrogram_without_log_or_standardisation
 
 
 def test_precision_and_stem_readings_do_what_they_say():
-    from kdlib import device as dev
+    from kdlib.engine import device as dev
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available"

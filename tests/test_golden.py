@@ -11,9 +11,9 @@ import torch
 
 from golden_tables import GOLDEN, SETUPS, golden, mismatches, tables
 from kdlib import setups
-from kdlib.runs import plan
+from kdlib.runs.spec import plan
 from kdlib.store import run_dir
-from kdlib.study import run_setup
+from kdlib.runs.setup import run_setup
 
 pytestmark = pytest.mark.kernels
 
@@ -36,7 +36,7 @@ def test_golden_tables_cover_every_path():
 
 
 def _plant_kd_temperature(monkeypatch):
-    from kdlib import train as train_mod
+    from kdlib.engine import objectives as train_mod
     real = train_mod.kd_loss
     monkeypatch.setattr(train_mod, "kd_loss", lambda s, t, y, alpha, temperature=1.0, validate=True, **kw:
                         real(s, t, y, alpha, 2 * temperature, validate, **kw))
@@ -53,7 +53,7 @@ def _plant_metric_formula(monkeypatch):
 
 
 def _plant_data_order_seed(monkeypatch):
-    from kdlib import train as train_mod
+    from kdlib.engine import train as train_mod
     real = train_mod.derive_seeds
     monkeypatch.setattr(train_mod, "derive_seeds", lambda seed, n: real(seed + 1, n))
 

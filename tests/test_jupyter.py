@@ -17,7 +17,7 @@ import pytest
 
 from conftest import copy_store
 from kdlib import paths, setups
-from kdlib.study import collect
+from kdlib.analysis.collect import collect
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

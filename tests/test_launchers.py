@@ -3,9 +3,11 @@ import pandas as pd
 import pytest
 
 from conftest import copy_runs
-from kdlib import launchers, setups
-from kdlib.runs import plan
-from kdlib.study import collect, run_setup
+from kdlib.runs import launchers
+from kdlib import setups
+from kdlib.runs.spec import plan
+from kdlib.analysis.collect import collect
+from kdlib.runs.setup import run_setup
 
 SMOKE = "tinyshakespeare-nanogpt"
 

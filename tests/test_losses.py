@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlib.losses import feature_map_loss, kd_loss, label_smoothing_loss, rcd_loss
+from kdlib.engine.losses import feature_map_loss, kd_loss, label_smoothing_loss, rcd_loss
 from kdlib.data.sources import ExampleData
-from kdlib.recipe import Recipe
-from kdlib.train import Objective, init_model, train
+from kdlib.engine.recipe import Recipe
+from kdlib.engine.objectives import Objective
+from kdlib.engine.train import init_model, train
 
 pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
 

@@ -4,8 +4,9 @@ from audio_fakes import build_fake_audio_root
 from vision_fakes import build_fake_vision_root
 
 from kdlib import setups
-from kdlib.runs import plan
-from kdlib.study import collect, run_setup
+from kdlib.runs.spec import plan
+from kdlib.analysis.collect import collect
+from kdlib.runs.setup import run_setup
 
 pytestmark = pytest.mark.slow  # every vision and audio setup trains here (about a minute)
 

@@ -32,7 +32,7 @@ SUITE = ("vision:cifar10-resnet18 audio:fsdd-vggish language:tinyshakespeare-nan
 def test_run_all_smoke_produces_tables_ticks_and_charts(tmp_path, data_dir, smoke_store):
     copy_store(smoke_store, tmp_path / "results")  # six setups trained already: run_all.sh trains the T=4 one
     from kdlib import setups
-    from kdlib.study import collect
+    from kdlib.analysis.collect import collect
     collect(setups.get("tinyshakespeare-nanogpt-to-picogpt", "smoke"), tmp_path / "results")
     env = {**os.environ, "PROFILE": "smoke", "OUT": str(tmp_path / "results"), "FIGURES": str(tmp_path / "figures"),
            "KDLIB_DATA_DIR": str(data_dir), "SUITE": SUITE, "KDLIB_CACHE_DIR": str(tmp_path / "cache"),

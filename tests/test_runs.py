@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from conftest import copy_store
 
-from kdlib import runs as runs_mod
+from kdlib.runs import run as runs_mod
 from kdlib import setups
-from kdlib.runs import plan, run_one
+from kdlib.runs.spec import plan
+from kdlib.runs.run import run_one
 from kdlib.store import atomic_write, read_result, run_dir
-from kdlib.study import collect
+from kdlib.analysis.collect import collect
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tinyshakespeare-nanogpt"
@@ -116,8 +117,8 @@ def test_kill_mid_setup_then_resume_gives_the_same_table(smoke_out, tmp_path, da
 
 def test_study_runs_audited_from_exported_outputs_match_the_study(smoke_out, tmp_path, data_dir):
     from kdlib.audit import audit
-    from kdlib.study import export_outputs
-    from kdlib.stats import transfer_tests
+    from kdlib.runs.export import export_outputs
+    from kdlib.analysis.stats import transfer_tests
     setup = setups.get(SMOKE, "smoke")
     dest = export_outputs(setup, smoke_out, tmp_path / "export", data_dir) / "teacher0"
     students, _ = collect(setup, smoke_out, write=False)

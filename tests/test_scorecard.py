@@ -7,8 +7,8 @@ import pytest
 from conftest import copy_runs
 
 from kdlib import paper, setups
-from kdlib.scorecard import regime, scorecard, setup_claims, write_scorecard
-from kdlib.study import collect
+from kdlib.analysis.scorecard import regime, scorecard, setup_claims, write_scorecard
+from kdlib.analysis.collect import collect
 
 NANOGPT = "tinyshakespeare-nanogpt"
 
@@ -86,7 +86,7 @@ def test_teacher_regimes(loss, expected):
 
 def test_the_notebook_scorecard_of_every_profile_writes_them_all(tmp_path, monkeypatch):
     from kdlib import notebook
-    from kdlib import scorecard as card_module
+    from kdlib.analysis import scorecard as card_module
     monkeypatch.setattr(notebook, "find_collected", lambda out: [("a", "cpu", None), ("a", "smoke", None)])
     monkeypatch.setattr(card_module, "scorecard", lambda names, profile, out: {
         "claims": pd.DataFrame({"profile": [profile], "status": ["agrees"]}), "markdown": f"# {profile}"})

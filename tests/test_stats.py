@@ -5,7 +5,7 @@ from scipy.stats import wilcoxon
 from statsmodels.stats.multitest import multipletests
 
 from kdlib.metrics import FUNCTIONAL_METRICS
-from kdlib.stats import agreement_deltas, benjamini_hochberg, one_sided_wilcoxon, transfer_tests
+from kdlib.analysis.stats import agreement_deltas, benjamini_hochberg, one_sided_wilcoxon, transfer_tests
 
 pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
 
@@ -142,7 +142,7 @@ def test_normalised_delta_keeps_the_raw_sign_when_one_control_seed_has_no_headro
     kd = np.array([0.84, 0.85, 0.83, 0.84, 0.83, 0.90])
     raw = (kd - control).mean()
     assert raw > 0 and np.mean((kd - control) / (1 - control)) < 0  # the old estimator flips the sign
-    from kdlib.stats import normalised_delta
+    from kdlib.analysis.stats import normalised_delta
     r = normalised_delta(kd, control)
     assert r["value"] == pytest.approx(raw / (1 - control).mean()) and r["value"] > 0
     # the bootstrap, recomputed independently: resample seed pairs, ratio of means per replicate

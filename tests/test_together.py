@@ -9,10 +9,12 @@ import torch
 from kdlib.models import build
 from kdlib.models.packed import pack
 from kdlib.models.gpt import GPT, GPTConfig
-from kdlib.together import BF16_DRAWS, train_together
+from kdlib.engine.together import BF16_DRAWS, train_together
 from kdlib.data.sources import ExampleData, WindowData
-from kdlib.recipe import Recipe
-from kdlib.train import Objective, init_model, teacher_logits_on, train
+from kdlib.engine.recipe import Recipe
+from kdlib.engine.objectives import Objective
+from kdlib.engine.train import init_model, train
+from kdlib.engine.evaluate import teacher_logits_on
 
 pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
 
@@ -258,7 +260,7 @@ def test_pack_names_the_model_whose_loss_diverges():
 
 def test_packs_group_students_that_can_share_a_step():
     from kdlib import setups
-    from kdlib.runs import RunSpec, packs, plan
+    from kdlib.runs.spec import RunSpec, packs, plan
     students = [s for s in plan(setups.get("tinyshakespeare-nanogpt", "smoke")) if s.role == "student"]
     jobs = packs(students, 4)
     assert [len(j) if isinstance(j, tuple) else 1 for j in jobs] == [4, 4, 4, 2]
@@ -271,7 +273,7 @@ def test_packs_group_students_that_can_share_a_step():
     assert {s.condition for s in alone} == {"kd", "rcd"} and all(s.feature_layer for s in alone)
     with pytest.raises(ValueError, match="pack size 0 is not allowed"):
         packs(students, 0)
-    from kdlib.runs import run_pack
+    from kdlib.runs.run import run_pack
     pico = [s for s in plan(setups.get("tinyshakespeare-nanogpt-to-picogpt", "smoke")) if s.role == "student"]
     with pytest.raises(ValueError, match="cannot train together"):
         run_pack([students[0], pico[0]], plan(setups.get("tinyshakespeare-nanogpt", "smoke"))[0], "unused")
@@ -281,9 +283,10 @@ def test_packs_group_students_that_can_share_a_step():
 def test_packed_setup_matches_one_by_one_and_resumes(tmp_path, data_dir, smoke_store):
     import pandas as pd
     from kdlib import setups
-    from kdlib.runs import plan
+    from kdlib.runs.spec import plan
     from kdlib.store import read_result
-    from kdlib.study import collect, run_setup
+    from kdlib.analysis.collect import collect
+    from kdlib.runs.setup import run_setup
     setup = setups.get("digits-resnet18", "smoke")  # no dropout, no augmentation: packing changes nothing
     run_setup(setup, tmp_path / "packed", data_dir, progress=False, pack=5, launcher="local", workers=2)
     alone = collect(setup, smoke_store, write=False)[0]  # the session's one-by-one runs
@@ -299,11 +302,11 @@ def test_packed_setup_matches_one_by_one_and_resumes(tmp_path, data_dir, smoke_s
 
 
 def test_a_diverging_member_is_retrained_alone_and_recorded(tmp_path, data_dir, monkeypatch):
-    from kdlib import runs as runs_mod
+    from kdlib.runs import run as runs_mod
     from kdlib import setups
-    from kdlib.runs import plan
+    from kdlib.runs.spec import plan
     from kdlib.store import read_result
-    from kdlib.study import run_setup
+    from kdlib.runs.setup import run_setup
     setup = setups.get("tinyshakespeare-nanogpt", "smoke")
     real = runs_mod.train
 
@@ -358,7 +361,7 @@ def test_a_bf16_pack_is_as_close_to_one_by_one_as_bf16_rounding_allows(family, m
     of the same run: each packed model's weights and losses must differ from its solo bf16 run by at most what
     bf16 moves that run from float32, times ``BF16_DRAWS`` (the objectives' losses differ far more: a mix-up
     fails)."""
-    from kdlib import device as dev
+    from kdlib.engine import device as dev
     make, data = family_and_data(family)
     # SGD, as above: Adam's normalised steps turn rounding in near-zero gradients into full-size steps
     recipe = Recipe("sgd", lr=0.05, momentum=0.9, batch_size=8, steps=3, grad_clip=1.0)
@@ -395,7 +398,7 @@ def test_a_bf16_pack_computes_in_a_solo_runs_dtypes_layer_by_layer(family, monke
     solo run: bf16 after linear layers, convolutions, attention and BatchNorm, float32 after LayerNorm and the
     embeddings. (Packs through vmap cast only the matrix product of a batched linear layer or convolution, and ran
     BatchNorm in float32: their activations were float32 throughout, about twice a solo run's memory traffic.)"""
-    from kdlib import together
+    from kdlib.engine import together
     make, data = family_and_data(family)
     recipe = Recipe("sgd", lr=0.05, batch_size=8, steps=1)
     start, solo, seen = init_model(make, 0), {}, {}
@@ -411,9 +414,9 @@ def test_a_bf16_pack_computes_in_a_solo_runs_dtypes_layer_by_layer(family, monke
 
 @pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if not f.startswith("gpt")])
 def test_a_channels_last_pack_computes_each_members_outputs(family):
-    """CUDA places conv nets channels-last (:func:`kdlib.device.place`); a pack of such models still computes each
+    """CUDA places conv nets channels-last (:func:`kdlib.engine.device.place`); a pack of such models still computes each
     member's outputs. Forward only: torch 2.14.1's CPU channels-last convolution backward corrupts the heap (see
-    kdlib.device)."""
+    kdlib.engine.device)."""
     make, data = family_and_data(family)
     models = [init_model(make, s).to(memory_format=torch.channels_last) for s in range(3)]
     x = torch.stack([data.x[:8]] * 3)

@@ -3,8 +3,10 @@ import torch
 
 from kdlib.models.gpt import GPT, GPTConfig
 from kdlib.data.sources import ExampleData, WindowData
-from kdlib.recipe import Recipe
-from kdlib.train import Objective, init_model, teacher_logits_on, train
+from kdlib.engine.recipe import Recipe
+from kdlib.engine.objectives import Objective
+from kdlib.engine.train import init_model, train
+from kdlib.engine.evaluate import teacher_logits_on
 
 pytestmark = pytest.mark.kernels  # numeric tolerances: CI runs them on a second kernel path too
 
@@ -109,7 +111,7 @@ def test_placement_keeps_the_default_layout_on_cpu():
     """Channels-last is for CUDA only: torch 2.14.1's CPU channels-last backward of a 1x1 stride-2 convolution
     corrupts the heap (this model's downsample at 64 px)."""
     from kdlib.models import build
-    from kdlib.device import batch as inputs, place
+    from kdlib.engine.device import batch as inputs, place
     model = place(build("resnet18", 10, image_size=64, in_channels=3, width=4), "cpu")
     x = inputs(torch.randn(8, 3, 64, 64), "cpu")
     assert all(p.is_contiguous() for p in model.parameters()) and x.is_contiguous()

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .base import (DEFAULT_DATA_DIR, LOADERS, SOURCES, DatasetMissing, Source, TaskData,  # noqa: F401
-                   cache_folder, data_dir, download, fingerprint, register, require)
+from .base import DEFAULT_DATA_DIR, LOADERS, SOURCES, DatasetMissing, Source, TaskData, cache_folder, data_dir, download, fingerprint, register, require
 
 
 def check(name: str, root: str | os.PathLike | None = None) -> None:

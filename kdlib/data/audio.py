@@ -15,7 +15,7 @@ Pipeline, per clip (Appendix E, torchaudio):
 As in the paper, spectrograms are computed once, before training: they are cached on disk (one ``.pt``
 file per dataset, pipeline, clip length and chosen files, written atomically) under ``cache_dir``, else
 ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib`` (never inside the data folder, which may be read-only), and
-held in memory as float32 ``[N, 1, 32, frames]`` in an :class:`~kdlib.train.ExampleData`.
+held in memory as float32 ``[N, 1, 32, frames]`` in an :class:`~kdlib.engine.train.ExampleData`.
 
 ``front_end="power-mel"`` gives the mel power spectrogram without the log (the paper's words, read literally;
 the ``audio-front-end`` reading). With ``normalize=True`` (default; not in the paper) each mel bin is standardised by its mean and standard

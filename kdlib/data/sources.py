@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ..device import indices_on
+from ..engine.device import indices_on
 
 
 class ExampleData:

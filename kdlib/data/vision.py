@@ -58,7 +58,7 @@ class Normalize:
 class RandAugmentBatch:
     """torchvision v2 ``RandAugment()`` with its defaults (2 ops, magnitude 9) on each uint8 image of a batch.
 
-    torchvision draws from the global torch RNG, which :func:`kdlib.train.train` seeds from the data-order
+    torchvision draws from the global torch RNG, which :func:`kdlib.engine.train.train` seeds from the data-order
     seed, so runs stay reproducible; the ``generator`` of the augment protocol is therefore not used.
     """
 

@@ -11,8 +11,7 @@ from dataclasses import replace
 
 from . import audio, experiments, language, vision  # noqa: F401  (importing registers them)
 from . import readings as _readings
-from .base import (ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps,  # noqa: F401
-                   register)
+from .base import ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps, register
 from .readings import READINGS, UnknownReading  # noqa: F401
 
 

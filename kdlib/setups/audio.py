@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from .base import ALPHAS, Model, Setup, epoch_steps, register
 from ..data.mel import num_frames
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 
 PAPER_TRAIN_SIZE = {"speechcommands": 84_843, "urbansound8k": 6_985, "fsdd": 2_700}
 PAPER_EPOCHS = {"speechcommands": 100, "urbansound8k": 150, "fsdd": 100}

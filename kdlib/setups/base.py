@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 
 PROFILES = ("paper", "cpu", "smoke")
 ALPHAS = (0.1, 0.5, 0.9)  # the paper's KD/RCD weights, in every setup
@@ -59,7 +59,7 @@ class Setup:
     conditions: tuple[str, ...] = ("siddo", "kd", "rcd")
     feature_layer: str | None = None
     teacher_dataset_kwargs: dict | None = None  # the teacher's own training data, if it differs (adversarial)
-    probes: tuple[str, ...] = ()  # extra evaluations from kdlib.probes, run on every model
+    probes: tuple[str, ...] = ()  # extra evaluations from kdlib.engine.probes, run on every model
     student_variants: tuple[tuple[str, Model], ...] = ()  # (label, model) students, e.g. widths (Figure 11)
     eval_batch_size: int = 256
     profile: str = "paper"

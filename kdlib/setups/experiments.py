@@ -8,7 +8,7 @@
   target of the same shape, zeros: the feature-space analogue of a teacher that carries no information.
   The ``cpu`` and ``smoke`` profiles keep six blocks so that blocks 4 and 5 exist.
 - Adversarial: the teacher trains on TinyShakespeare with every "the" replaced by "tha"; students train on
-  the clean text. Every model is probed on the clean test split (``kdlib.probes.th_completion``).
+  the clean text. Every model is probed on the clean test split (``kdlib.engine.probes.th_completion``).
 - Width scaling (Section 4.2.3, Figure 11): Pico-GPT students at 10%, 20%, ..., 100% of the teacher's width,
   teacher seed 0, each width under SIDDO, KD and RCD at alpha 0.9: Table 95's 300 models (10 widths x 3
   conditions x 10 student seeds) and the alpha Section 4.2.3 reports ("from 10% to 100% width at alpha=0.9").

@@ -17,7 +17,7 @@ of high teacher loss where the paper sees the strongest transfer.
 from __future__ import annotations
 
 from .base import ALPHAS, Model, Setup, register
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 
 PAPER_GPT = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2)
 CPU_GPT = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.2)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 
 from .base import ALPHAS, Model, Setup, epoch_steps, register
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 
 SEEDS = {"paper": dict(teacher_seeds=(0, 1, 2), student_seeds=tuple(range(10, 20))),
          "cpu": dict(teacher_seeds=(0,), student_seeds=tuple(range(10, 16))),

@@ -1,0 +1,182 @@
+"""One analysis per collected setup, computed once and stored beside its tables; every reader after it (reports,
+the scorecard, ``kdlib summary``, the cross-setup views, the notebooks and their explorer, ``kdlib study``) reads it.
+
+From a setup's runs table (per student variant where a setup has several, e.g. widths) it holds:
+
+- ``tests``: the paired one-sided Wilcoxon tests with BH-FDR per (teacher seed, alpha, metric)
+  (:func:`kdlib.analysis.stats.transfer_tests`);
+- ``deltas``: the agreement deltas against the best control, raw and as a share of its headroom
+  (:func:`kdlib.analysis.stats.agreement_deltas`);
+- ``verdicts``: one row per (teacher seed, alpha): the verdict (:func:`kdlib.analysis.stats.verdict`), its inputs and the
+  deltas, which is all a verdict line or an overview shows;
+- ``means``: mean +- SEM of every table metric per condition and teacher seed (Table 14 style, the best mean per
+  metric marked).
+
+:func:`collected_analysis` reads ``<results>/<setup label>/<profile>/analysis/*.csv``, written by
+:func:`kdlib.analysis.collect.collect` with the tables (and computed then for tables collected before analyses existed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..conditions import CONDITIONS, STUDENT_CONDITIONS, label
+from ..metrics import lower_is_better, table_metrics
+from .stats import agreement_deltas, sem, transfer_tests, verdict_label
+from ..store import read_table, write_csv
+
+FILES = ("tests", "deltas", "verdicts", "means")
+DIGITS = 3  # decimals of means and SEMs in tables, as the paper prints them
+GROUPS = {"siddo": "Control", "kd": "Knowledge Distillation", "rcd": "Random Control Distillation",
+          "ls": "Label Smoothing"}
+
+
+def table_columns(runs: pd.DataFrame) -> list[tuple[str, float | None]]:
+    """Table columns in the paper's order: SIDDO, KD alphas, RCD alphas, LS alphas."""
+    cols = []
+    for cond in STUDENT_CONDITIONS:
+        if not CONDITIONS[cond].weighted:
+            cols += [(cond, None)] if (runs["condition"] == cond).any() else []
+            continue
+        alphas = sorted(runs.loc[runs["condition"] == cond, "alpha"].dropna().unique())
+        cols += [(cond, float(a)) for a in alphas]
+    return cols
+
+
+def mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    """``best``: per metric, every column whose mean, as printed, equals the best printed mean (ties bold on
+    every side)."""
+    table = table.copy()
+    shown = table["mean"].round(DIGITS)
+    best = shown.groupby(table["metric"]).transform(
+        lambda g: g.min() if lower_is_better(g.name) else g.max())
+    table["best"] = shown == best
+    return table
+
+
+def mean_sem_table(runs: pd.DataFrame, teacher_seed, metrics=None) -> pd.DataFrame:
+    """Long table (metric, condition, alpha, column, group, sub, mean, sem, n, best) for one teacher seed:
+    Table 14 style (``metrics`` default: the main table's rows, :func:`kdlib.metrics.table_metrics`). ``group``
+    and ``sub`` are the two header rows of its LaTeX (e.g. "Knowledge Distillation" over "0.5")."""
+    t = runs[runs["teacher_seed"] == teacher_seed]
+    rows = []
+    for metric in metrics or table_metrics():
+        for cond, alpha in table_columns(t):
+            sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
+            x = sel[metric].to_numpy(float)
+            rows.append({"metric": metric, "condition": cond, "alpha": alpha, "column": label(cond, alpha),
+                         "group": GROUPS.get(cond, CONDITIONS[cond].display),
+                         "sub": CONDITIONS[cond].display if alpha is None else f"{alpha:g}", "mean": float(np.mean(x)),
+                         "sem": sem(x), "n": len(x)})
+    return mark_best(pd.DataFrame(rows))
+
+
+def variants(runs: pd.DataFrame) -> list:
+    """A setup's student variants in order (widths ascending), or ``[None]`` for a setup without them."""
+    if "variant" not in runs.columns or not runs["variant"].notna().any():
+        return [None]
+    return sorted(runs["variant"].dropna().unique(), key=variant_key)
+
+
+def variant_key(name: str):
+    try:
+        return (0, float(str(name).rstrip("%")), str(name))
+    except ValueError:
+        return (1, 0.0, str(name))
+
+
+def part(runs: pd.DataFrame, variant) -> pd.DataFrame:
+    """The runs of one student variant (all of them for ``None``), without the variant column."""
+    if variant is None:
+        return runs
+    return runs[runs["variant"] == variant].drop(columns="variant")
+
+
+def analyse(runs: pd.DataFrame, exclude=()) -> dict[str, pd.DataFrame]:
+    """The analysis of one setup's runs table (module docstring); ``exclude``: controls left out of the agreement
+    deltas, e.g. ``[("rcd", 0.9)]``."""
+    frames = {k: [] for k in FILES}
+    for v in variants(runs):
+        runs_v = part(runs, v)
+        if runs_v.empty or not (runs_v["condition"] == "kd").any():
+            continue
+        tests = transfer_tests(runs_v, on_missing="drop")
+        deltas = agreement_deltas(runs_v, exclude=exclude)
+        frames["tests"].append(tests.assign(variant=v))
+        frames["deltas"].append(deltas.assign(variant=v))
+        frames["verdicts"].append(_verdicts(tests, deltas).assign(variant=v))
+        for seed in sorted(runs_v["teacher_seed"].unique()):
+            means = mean_sem_table(runs_v, seed, [m for m in table_metrics(extended=True) if m in runs_v])
+            frames["means"].append(means.assign(teacher_seed=seed, variant=v))
+    return {k: pd.concat(f, ignore_index=True) if f else pd.DataFrame() for k, f in frames.items()}
+
+
+def _verdicts(tests: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (seed, alpha), g in tests.groupby(["teacher_seed", "alpha"]):
+        functional = g[g["family"] == "functional"]
+        row = {"teacher_seed": seed, "alpha": alpha, "verdict": verdict_label(g["supported"].iloc[0],
+                                                                              g["marginal"].iloc[0]),
+               "n_ticked": int(functional["tick"].sum()), "n_functional": len(functional),
+               "mean_functional_improvement": float(g["mean_functional_improvement"].iloc[0])}
+        d = deltas[(deltas["teacher_seed"] == seed) & np.isclose(deltas["alpha"], alpha)]
+        if len(d):
+            row.update(d.iloc[0].drop(["teacher_seed", "alpha"]).to_dict())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict_lines(verdicts: pd.DataFrame, name: str) -> list[str]:
+    """One line per (variant,) teacher seed and alpha: the verdict and the agreement deltas (for terminals)."""
+    lines = []
+    for _, v in verdicts.iterrows():
+        where = name if pd.isna(v.get("variant")) else f"{name} [{v['variant']}]"
+        text = f"{where}, KD {v['alpha']:g}, teacher seed {v['teacher_seed']}: transfer {v['verdict']}"
+        if "delta_correct" in v and not pd.isna(v["delta_correct"]):
+            text += (f"; Δcorrect {v['delta_correct']:+.3f}, Δincorrect {v['delta_incorrect']:+.3f} "
+                     f"({'negatively asymmetric' if v['negative_asymmetry'] else 'not negatively asymmetric'})")
+        lines.append(text)
+    return lines
+
+
+def write(analysis: dict[str, pd.DataFrame], folder: Path) -> None:
+    """Store an analysis as ``folder/analysis/<part>.csv``."""
+    for name, frame in analysis.items():
+        write_csv(frame, Path(folder) / "analysis" / f"{name}.csv")
+
+
+def read(folder: Path) -> dict[str, pd.DataFrame] | None:
+    """A stored analysis (None if it is missing or older than the runs table beside it)."""
+    folder = Path(folder)
+    files = {name: folder / "analysis" / f"{name}.csv" for name in FILES}
+    tables = list(folder.glob("runs.*"))
+    if not all(p.exists() for p in files.values()) or (
+            tables and min(p.stat().st_mtime for p in files.values()) < max(t.stat().st_mtime for t in tables)):
+        return None
+    out = {}
+    for name, path in files.items():
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            frame = pd.DataFrame()
+        for col in ("variant",) + (("alpha",) if name == "means" else ()):  # None where a fresh analysis has None
+            if col in frame:
+                frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+        if "missing_pairs" in frame:  # an empty string reads back as NaN
+            frame["missing_pairs"] = frame["missing_pairs"].astype(object).where(frame["missing_pairs"].notna(), "")
+        out[name] = frame
+    return out
+
+
+def collected_analysis(folder: Path) -> dict[str, pd.DataFrame]:
+    """The analysis of the setup collected in ``folder`` (``<results>/<label>/<profile>``): stored, or computed
+    from its runs table and stored now."""
+    stored = read(folder)
+    if stored is not None:
+        return stored
+    analysis = analyse(read_table(Path(folder) / "runs"))
+    write(analysis, folder)
+    return analysis
+

@@ -1,0 +1,76 @@
+"""Collecting a setup's finished runs from the store into tables (students, teachers, failed), with the setup's
+analysis written beside them; and the train-loss curves for plots."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import analysis
+from ..runs.spec import plan
+from ..setups import Setup
+from ..store import read_result, setup_dir, write_table
+
+
+def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/.
+
+    Failed runs (diverged) are left out of both and listed with their reason in ``failed``; the statistics
+    then report the pairs they leave incomplete (``missing_pairs``)."""
+    students, teachers, failed = gather(setup, out)
+    if write:
+        write_collected(setup, out, students, teachers, failed)
+    return students, teachers
+
+
+def write_collected(setup: Setup, out, students: pd.DataFrame, teachers: pd.DataFrame,
+                    failed: pd.DataFrame) -> None:
+    """The tables :func:`gather` returns, as ``runs``, ``teachers`` and ``failed`` in out/<setup>/<profile>/, and
+    the setup's analysis beside them (:mod:`kdlib.analysis`), computed once here for every reader after."""
+    d = setup_dir(out, setup)
+    write_table(students, d / "runs")
+    write_table(teachers, d / "teachers")
+    write_table(failed, d / "failed")
+    analysis.write(analysis.analyse(students) if len(students) else {k: pd.DataFrame() for k in analysis.FILES}, d)
+
+
+def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A setup's finished runs as (students, teachers, failed) tables, read from the store (nothing written)."""
+    students, teachers, failed = [], [], []
+    for spec in plan(setup):
+        result = read_result(out, spec)
+        if result is None:
+            continue
+        if result.get("status") == "failed":
+            failed.append({"run_id": spec.run_id, "condition": spec.condition, "teacher_seed": spec.teacher_seed,
+                           "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result["reason"]})
+            continue
+        row = {"setup": setup.label, "profile": setup.profile, "run_id": spec.run_id,
+               "teacher_seed": spec.teacher_seed, "condition": spec.condition,
+               "train_seconds": result.get("train_seconds", math.nan),
+               "pack_size": len(result.get("pack", [spec.run_id]))}
+        if spec.role == "teacher":
+            teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
+                                                               "test_accuracy")}, **result.get("probes", {})})
+        else:
+            if spec.variant is not None:
+                row["variant"] = spec.variant
+            students.append({**row, "student_seed": spec.student_seed,
+                             "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
+                             "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
+                             "final_train_loss": result["train_curve"]["loss"][-1]})
+    return pd.DataFrame(students), pd.DataFrame(teachers), pd.DataFrame(
+        failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha", "reason"])
+
+
+def curves(setup: Setup, out) -> pd.DataFrame:
+    """Long table of every finished run's train-loss curve (for plots)."""
+    rows = []
+    for spec in plan(setup):
+        result = read_result(out, spec)
+        if result and "train_curve" in result:
+            for step, loss in zip(result["train_curve"]["step"], result["train_curve"]["loss"]):
+                rows.append({"run_id": spec.run_id, "condition": spec.condition, "alpha": spec.alpha,
+                             "teacher_seed": spec.teacher_seed, "student_seed": spec.student_seed,
+                             "step": step, "loss": loss})
+    return pd.DataFrame(rows)

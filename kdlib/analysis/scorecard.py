@@ -1,0 +1,271 @@
+"""Does a run reproduce the paper, claim by claim? The paper's tables (:mod:`kdlib.paper`) beside our runs.
+
+A claim is one statement a paper table makes that our runs can test, keyed by setup, teacher seed, alpha (and
+metric or control where it has one):
+
+- ``tick``: KD at alpha is significant against both controls on a metric (the tick tables, e.g. Table 15);
+- ``verdict``: transfer at alpha is supported, marginal or not (the paper's ticks give "supported": a strict
+  majority of the four functional metrics ticked; its means give "marginal": a mean functional improvement
+  over the better control below 0.01, the rule of :mod:`kdlib.analysis.stats`);
+- ``direction``: KD's mean is better than a control's (SIDDO, RCD at the same alpha) on a metric (the mean
+  +- SEM tables);
+- ``asymmetry``: where the paper's verdict is "supported" (not marginal), delta incorrect agreement exceeds
+  delta correct agreement: the paper's central finding (Section 1: "when functional transfer is supported and
+  not marginal, the resulting teacher-student alignment is often asymmetric"); its figures give no numbers;
+- ``best_accuracy``: which condition reaches the best mean accuracy;
+- ``teacher_regime``: the teacher's train loss regime: near zero (< 0.01, memorised), low (< 0.5) or high.
+
+Each claim is ``agree``, ``disagree`` or ``not run`` (our runs lack that setup, teacher seed or condition: never
+counted as passed or failed). At the ``paper`` profile every mean also gets its relative difference from the
+paper's; at ``cpu`` and ``smoke`` the comparison is labelled as a different scale.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paper, setups
+from . import stats
+from ..conditions import label
+from ..metrics import FUNCTIONAL_METRICS, lower_is_better
+from . import analyse, collected_analysis
+from ..store import read_table, setup_dir, write_csv, write_text
+from .collect import collect
+
+COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
+           "status", "source", "relative_difference"]
+
+
+def regime(train_loss: float) -> str:
+    """The teacher's train-loss regime (the paper ties transfer to it: Section 4.1.1)."""
+    if math.isnan(train_loss):
+        return "unknown"
+    return "near zero" if train_loss < 0.01 else "low" if train_loss < 0.5 else "high"
+
+
+def paper_means(setup) -> pd.DataFrame:
+    return paper.means_for(setup.name, setup.temperature)
+
+
+def paper_ticks(setup) -> pd.DataFrame:
+    block = int(setup.feature_layer.rsplit(".", 1)[-1]) if setup.feature_layer else None
+    return paper.ticks_for(setup.name, setup.temperature, block)
+
+
+def _means(table: pd.DataFrame | None) -> dict:
+    """(column, metric) -> mean of a mean +- SEM table (empty for None)."""
+    if table is None:
+        return {}
+    return {(c, m): float(v) for c, m, v in zip(table["column"], table["metric"], table["mean"])}
+
+
+def _better(kd: float, control: float, metric: str) -> bool | None:
+    if math.isnan(kd) or math.isnan(control):
+        return None
+    return bool(kd < control) if lower_is_better(metric) else bool(kd > control)
+
+
+def _improvement(means: dict, alpha: float) -> float:
+    """Mean over the functional metrics of KD's gain over the better control (kdlib.analysis.stats' ``marginal`` rule)."""
+    gains = []
+    for m in FUNCTIONAL_METRICS:
+        kd, siddo, rcd = (means.get((c, m), math.nan) for c in (label("kd", alpha), "SIDDO", label("rcd", alpha)))
+        best = min(siddo, rcd) if lower_is_better(m) else max(siddo, rcd)
+        gains.append((best - kd) * (1 if lower_is_better(m) else -1))
+    return float(np.mean(gains))
+
+
+def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | None,
+                 analysis: dict | None = None) -> list[dict]:
+    """Every claim of ``setup``'s paper tables with our value (None: not run) and whether they agree; ``analysis``:
+    the runs' stored analysis (:mod:`kdlib.analysis`; computed from ``students`` when not given)."""
+    claims = []
+    if students is not None and not (students["condition"] == "kd").any():
+        students = None  # only controls finished (shared with another setup): nothing to test yet
+    if students is not None and analysis is None:
+        analysis = analyse(students)
+    ours_tests = analysis["tests"] if students is not None else None
+    ours_verdicts = analysis["verdicts"] if students is not None else None  # verdicts and the deltas beside them
+    our_seeds = set(students["teacher_seed"]) if students is not None else set()
+    p_means, p_ticks = paper_means(setup), paper_ticks(setup)
+
+    where = {"setup": setup.label, "profile": setup.profile, "readings": readings_text(setup)}
+
+    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan):
+        status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
+        claims.append({**where, "claim": claim, "teacher_seed": seed, "alpha": alpha, "metric": metric,
+                       "control": control, "paper": paper_value, "ours": ours, "status": status, "source": source,
+                       "relative_difference": rel})
+
+    def our_tick(seed, alpha, metric):
+        if ours_tests is None or seed not in our_seeds:
+            return None
+        row = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)
+                         & (ours_tests["metric"] == metric)]
+        return bool(row["tick"].iloc[0]) if len(row) else None
+
+    for _, t in p_ticks.iterrows():
+        add("tick", int(t["teacher_seed"]), float(t["alpha"]), t["metric"], "SIDDO and RCD", bool(t["tick"]),
+            our_tick(int(t["teacher_seed"]), float(t["alpha"]), t["metric"]), f"Table {t['table']}")
+    for seed, table in p_means.groupby("teacher_seed"):
+        seed = int(seed)
+        source = f"Table {int(table['table'].iloc[0])}"
+        ours_table = (analysis["means"][analysis["means"]["teacher_seed"] == seed]
+                      if students is not None and seed in our_seeds else None)
+        theirs, ours_means = _means(table), _means(ours_table)
+        for alpha in sorted(table["alpha"].dropna().unique()):
+            ticks = p_ticks[(p_ticks["teacher_seed"] == seed) & np.isclose(p_ticks["alpha"], alpha)
+                            & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
+            if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
+                verdict = stats.verdict(int(ticks["tick"].sum()), len(FUNCTIONAL_METRICS), _improvement(theirs, alpha))
+                mine = None if ours_table is None else ours_verdicts[
+                    (ours_verdicts["teacher_seed"] == seed) & np.isclose(ours_verdicts["alpha"], alpha)]
+                ours = mine["verdict"].iloc[0] if mine is not None and len(mine) else None
+                add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}")
+                if verdict == "supported":
+                    ours = (bool(mine["negative_asymmetry"].iloc[0])
+                            if mine is not None and len(mine) and "negative_asymmetry" in mine else None)
+                    add("asymmetry", seed, alpha, "", "best control", True, ours, "Section 1 (central finding)")
+            for metric in dict.fromkeys(table["metric"]):
+                for control in ("SIDDO", label("rcd", alpha)):
+                    paper_value = _better(theirs.get((label("kd", alpha), metric), math.nan),
+                                          theirs.get((control, metric), math.nan), metric)
+                    if paper_value is None:
+                        continue
+                    ours = None if ours_table is None else _better(
+                        ours_means.get((label("kd", alpha), metric), math.nan),
+                        ours_means.get((control, metric), math.nan), metric)
+                    add("direction", seed, alpha, metric, control, paper_value, ours, source)
+        accuracy = table[table["metric"] == "accuracy"]
+        if len(accuracy):
+            best = accuracy.loc[accuracy["mean"].idxmax(), "column"]
+            ours = None
+            if ours_table is not None:
+                acc = ours_table[ours_table["metric"] == "accuracy"]
+                ours = acc.loc[acc["mean"].idxmax(), "column"] if len(acc) else None
+            add("best_accuracy", seed, math.nan, "accuracy", "", best, ours, source)
+        if setup.profile == "paper" and ours_table is not None:
+            for _, r in table.iterrows():
+                mine = ours_means.get((r["column"], r["metric"]), math.nan)
+                rel = (mine - r["mean"]) / abs(r["mean"]) if r["mean"] and not math.isnan(mine) else math.nan
+                claims.append({**where, "claim": "mean", "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],
+                               "control": r["column"], "paper": r["mean"], "ours": mine,
+                               "status": "measured", "source": source, "relative_difference": rel})
+    for _, t in paper.teachers_for(setup.name).iterrows():
+        seed = int(t["teacher_seed"])
+        ours = None
+        if teachers is not None and seed in set(teachers["teacher_seed"]):
+            ours = regime(float(teachers.set_index("teacher_seed").loc[seed, "train_loss"]))
+        add("teacher_regime", seed, math.nan, "train_loss", "", regime(float(t["train_loss"])), ours,
+            f"Table {t['table']}")
+    return claims
+
+
+def readings_text(setup) -> str:
+    """The readings a setup's runs use, as ``id=choice, ...``."""
+    return ", ".join(f"{r}={c}" for r, c in setup.readings)
+
+
+def collected_labels(out, profile: str) -> dict[str, list[str]]:
+    """Setup name -> the labels (one per set of readings, :attr:`kdlib.setups.Setup.label`) collected at ``profile``."""
+    found: dict[str, set[str]] = {}
+    for table in Path(out).glob(f"*/{profile}/runs.*"):
+        label_ = table.parent.parent.name
+        if label_.split("+")[0] in setups.names():
+            found.setdefault(label_.split("+")[0], set()).add(label_)
+    return {name: sorted(labels) for name, labels in found.items()}
+
+
+def scorecard(names: list[str] | None, profile: str, out) -> dict:
+    """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
+    ``profile``), under every set of readings collected for it, a "k of n reproduced" line per setup and overall,
+    and a Markdown summary; where a setup was run under several readings, which agrees with more claims."""
+    collected = collected_labels(out, profile)
+    names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
+    rows, lines, compared = [], [], []
+    for name in names:
+        labels = collected.get(name) or [setups.get(name, profile).label]
+        outcomes = []
+        for label_ in labels:
+            setup = setups.get(label_, profile)
+            students, teachers, analysis = _runs_of(setup, out)
+            claims = setup_claims(setup, students, teachers, analysis) if name in paper.SETUP_TABLES else []
+            rows += claims
+            tested = [c for c in claims if c["status"] in ("agree", "disagree")]
+            agree = sum(c["status"] == "agree" for c in tested)
+            not_run = sum(c["status"] == "not run" for c in claims)
+            rel = [abs(c["relative_difference"]) for c in claims if c["claim"] == "mean"
+                   and not math.isnan(c["relative_difference"])]
+            outcomes.append((label_, agree, len(tested), float(np.mean(rel)) if rel else math.nan))
+            if name not in paper.SETUP_TABLES:
+                lines.append(f"| {label_} | {readings_text(setup)} | not in the paper "
+                             f"({paper.NOT_IN_PAPER.get(name, '')}) | | |")
+            else:
+                lines.append(f"| {label_} | {readings_text(setup)} | {agree} of {len(tested)} reproduced | "
+                             f"{not_run} not run | {_disagreements(claims)} |")
+        ran = [o for o in outcomes if o[2]]
+        if len(ran) > 1:
+            compared.append(_compare_readings(name, ran))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    tested = table[table["status"].isin(["agree", "disagree"])]
+    agree = int((tested["status"] == "agree").sum())
+    scale = ("" if profile == "paper" else f" (the {profile} profile: a different scale from the paper's, "
+                                           f"so differences are expected)")
+    summary = (f"{agree} of {len(tested)} claims reproduced, {int((table['status'] == 'not run').sum())} not run"
+               f"{scale}")
+    markdown = [f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
+                "| setup | readings | reproduced | not run | disagreements (claim: paper / ours) |",
+                "|---|---|---|---|---|", *lines, ""]
+    if compared:
+        markdown += ["## Readings compared", "", "Where a setup ran under several readings of the paper "
+                     "(`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
+    markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
+                 "teacher regime, as described in `kdlib/analysis/scorecard.py`; every claim is a row of `scorecard.csv`.", ""]
+    return {"claims": table, "summary": summary, "markdown": "\n".join(markdown), "compared": compared}
+
+
+def _runs_of(setup, out) -> tuple:
+    """(students, teachers, analysis) of a setup: its collected tables and stored analysis, or, where it is not
+    collected, the runs finished in the store (e.g. a teacher another setup shares); (None, None, None) if none."""
+    folder = setup_dir(out, setup)
+    if list(folder.glob("runs.*")):
+        students, teachers = read_table(folder / "runs"), read_table(folder / "teachers")
+        analysis = collected_analysis(folder) if len(students) else None
+    else:
+        students, teachers = collect(setup, out, write=False)
+        analysis = None
+    if students.empty:
+        return None, None, None
+    return students, teachers, analysis
+
+
+def _compare_readings(name: str, outcomes: list[tuple[str, int, int, float]]) -> str:
+    """One line: each label's agreeing claims (and, at the paper profile, mean relative difference of the
+    means), and which reading agrees with more."""
+    best = max(outcomes, key=lambda o: (o[1] / o[2], -o[3] if not math.isnan(o[3]) else 0.0))
+    parts = [f"`{label_}` {agree} of {n}" + ("" if math.isnan(rel) else f" (mean relative difference {rel:.3f})")
+             for label_, agree, n, rel in outcomes]
+    return f"- {name}: " + "; ".join(parts) + f". More agree under `{best[0]}`."
+
+
+def _disagreements(claims: list[dict], most: int = 4) -> str:
+    out = []
+    for c in claims:
+        if c["status"] == "disagree":
+            where = ", ".join(str(v) for v in (f"seed {c['teacher_seed']}",
+                                                "" if pd.isna(c["alpha"]) else f"α {c['alpha']:g}",
+                                                c["metric"], c["control"]) if v)
+            out.append(f"{c['claim']} ({where}): {c['paper']} / {c['ours']}")
+    more = len(out) - most
+    return "; ".join(out[:most]) + (f"; and {more} more" if more > 0 else "")
+
+
+def write_scorecard(card: dict, out) -> list[Path]:
+    """``out/scorecard.csv`` (every claim; its ``profile`` column says which run) and ``out/scorecard.md``."""
+    paths = [Path(out) / "scorecard.csv", Path(out) / "scorecard.md"]
+    write_csv(card["claims"], paths[0])
+    write_text(paths[1], card["markdown"])
+    return paths

@@ -1,0 +1,157 @@
+"""Train several same-architecture models together, one optimiser step for all of them per batch.
+
+Where many small students share a GPU, one model per step leaves the device mostly idle (kernel launches
+dominate); one packed model (:func:`kdlib.models.packed.pack`: the K students' weights stacked in each layer,
+their batches folded into one) does K models' work per launch, and compiles into one graph. Each model keeps everything
+that defines its run in :func:`kdlib.engine.train.train`: its own data-order generator and augmentation stream (so
+it sees exactly the batches it would see alone), its own objective (KD, RCD, SIDDO and label smoothing mix
+freely in one pack), the same loss functions, and optimiser updates and gradient clipping that act per model.
+Without dropout the result equals training the models one by one, to float rounding
+(``tests/test_together.py``). With dropout, the masks come from one stream shared by the pack (seeded from the
+members' data-order seeds), so a packed model is an equally valid draw of its run but not the same bits as its
+solo run; runs record their pack.
+
+On CPU, packing measured about as fast as one model after another (the models are already compute-bound
+there); it is meant for GPUs. ``benchmarks/gpu_check.py`` measures both on a lent GPU.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from . import device as dev
+from ..conditions import packable_objectives
+from .recipe import Recipe
+from ..models.packed import pack
+from .train import Forward, LossMeter, TrainLog, derive_seeds, optimizer_step
+from .objectives import Objective, check_teacher_source, objective_loss
+
+
+#: How far a bf16 pack may lie from its solo bf16 run, in units of how far bf16 moves that solo run from float32: a
+#: pack computes in a solo run's dtypes but rounds in another order (batched products), another bf16 draw of the
+#: same run, and two independent draws lie about sqrt(2) times as far apart as each from float32 (measured on the
+#: emulated CUDA path: at most 1.02x, every packable family; tests/test_together.py, benchmarks/gpu_check.py).
+BF16_DRAWS = 1.5
+
+
+def check_packable(models: list[nn.Module], objectives: list[Objective], data_seeds: list[int]) -> None:
+    if not models or not len(models) == len(objectives) == len(data_seeds):
+        raise ValueError(f"need one objective and one data seed per model: got {len(models)} models, "
+                         f"{len(objectives)} objectives, {len(data_seeds)} data seeds")
+    allowed = packable_objectives()  # logit objectives; feature matching needs per-model hooks
+    bad = [o.kind for o in objectives if o.kind not in allowed]
+    if bad:
+        raise ValueError(f"objectives {bad} cannot be trained together: allowed are {list(allowed)}")
+    shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError("models trained together must share one architecture (same parameter names and shapes)")
+
+
+def train_together(models: list[nn.Module], data, objectives: list[Objective], recipe: Recipe,
+                   data_seeds: list[int], *, teacher: nn.Module | None = None,
+                   teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
+                   progress: bool = False, compile: bool = False,
+                   precision: str | None = None) -> list[TrainLog]:
+    """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
+
+    Same contract as :func:`kdlib.engine.train.train` per model; returns one train-loss curve per model. A
+    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone; so
+    does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot hold. ``compile``: the
+    packed forward pass runs under ``torch.compile``, as a solo run's does: one graph, its backward derived from
+    it, which later packs of the same shape reuse (the losses, whose constants differ from pack to pack, would
+    recompile it for each)."""
+    check_packable(models, objectives, data_seeds)
+    check_teacher_source(objectives, data, teacher, teacher_cache)
+    K = len(models)
+    seeds = [derive_seeds(s, 2) for s in data_seeds]
+    generators = [torch.Generator().manual_seed(order) for order, _ in seeds]
+    shared_dropout_seed = int(np.random.SeedSequence([d for _, d in seeds]).generate_state(1, np.uint64)[0] >> 1)
+    # Augmentations that draw from the global RNG see, per model, the stream its solo run would give them.
+    member_rng = []
+    for _, dropout_seed in seeds:
+        with dev.seeded(dropout_seed):
+            member_rng.append(dev.rng_state())
+    data = dev.resident(data, device)
+    packed = pack([dev.place(m, device) for m in models])
+    if teacher is not None:
+        dev.place(teacher, device).eval()
+    if teacher_cache is not None:
+        teacher_cache = teacher_cache.to(device)
+    optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
+    logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
+    kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
+    kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
+
+    # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives
+    forward = Forward(packed, compile, logs[0].notes)
+    weights = list(packed.parameters())
+    clip = (lambda: _clip_per_model(weights, recipe.grad_clip)) if recipe.grad_clip else None
+    with dev.seeded(shared_dropout_seed):
+        streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
+        for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
+            batches = _next_batches(streams, member_rng)
+            x = dev.batch(torch.stack([b[1] for b in batches]), device)
+            y = dev.batch(torch.stack([b[2] for b in batches]), device)
+            targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], teacher, teacher_cache, device)
+
+            def step_losses():
+                with dev.autocast(device, precision):
+                    logits = forward(x)
+                    return torch.stack([objective_loss(o, logits[k], x[k], y[k], *_teacher_rows(k, kd, targets))
+                                        for k, o in enumerate(objectives)])
+            # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
+            meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip), step)
+            if step % log_every == 0 or step == recipe.steps:
+                for log, loss in zip(logs, meter.read()):
+                    log.steps.append(step)
+                    log.losses.append(loss)
+    seconds = time.perf_counter() - start
+    packed.copy_into(models)
+    for log in logs:
+        log.seconds = seconds / K  # each model's share of the pack's time
+        log.notes = logs[0].notes
+    return logs
+
+
+def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
+    """The next batch of every model, each drawn under that model's own global-RNG state."""
+    shared, batches = dev.rng_state(), []
+    for k, stream in enumerate(streams):
+        dev.set_rng_state(member_rng[k])
+        batch = next(stream, None)
+        if batch is None:
+            raise ValueError(f"the data of model {k} ran out of batches before the recipe's steps")
+        batches.append(batch)
+        member_rng[k] = dev.rng_state()
+    dev.set_rng_state(shared)
+    return batches
+
+
+def _kd_targets(kd: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, teacher, teacher_cache, device):
+    """The teacher's logits on every KD member's batch, ``[len(kd), B, ...]`` (None without KD members): the cache
+    at its batch's examples, or one float32 teacher pass over all their batches."""
+    if not kd:
+        return None
+    if teacher_cache is not None:
+        return torch.stack([teacher_cache[idx[k]] for k in kd])
+    with torch.no_grad(), dev.float32_forward(device):
+        return teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
+
+
+def _teacher_rows(k: int, kd: list[int], targets):
+    """(index, teacher, cache) for model ``k``'s loss: a KD member's rows of the pack's teacher targets (passed as a
+    cache indexed by its place among the KD members); nothing for the others."""
+    return (kd.index(k), None, targets) if k in kd else (None, None, None)
+
+
+def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` applied to each model of the stack on its own (leading dim = model)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.reshape(len(g), -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))

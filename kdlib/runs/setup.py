@@ -1,0 +1,69 @@
+"""Running one setup: every spec of its plan that has no result yet, teachers first, through a launcher."""
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from .. import data as datasets
+from ..engine import device as dev
+from . import launchers
+from .autopack import pack_size
+from .spec import RunSpec, packs, plan
+from ..setups import Setup
+from ..store import is_claimed, read_result
+
+
+def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
+              launcher: str = "serial", workers: int = 1, threads: int | None = 1,
+              poll_seconds: float = 2.0, pack=1, compile: str = "auto", **launcher_options) -> list[dict]:
+    """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
+
+    ``pack`` > 1 trains up to that many students of a teacher together in one vectorised step (see
+    :mod:`kdlib.engine.together`: for small models on a GPU, not a CPU); 1 trains them one by one; ``"auto"`` probes
+    the best size on CUDA once and remembers it (:mod:`kdlib.runs.autopack`; 1 on CPU). ``compile``: torch.compile
+    the training steps ("auto": on CUDA only; :func:`kdlib.engine.device.use_compile`).
+
+    Several launchers may share one output folder: each run is claimed before training, so none is trained
+    twice; runs claimed by another launcher are waited for (polling every ``poll_seconds``).
+
+    ``launcher_options`` go to the launcher (e.g. ``partition``, ``gpus_per_run``, ``time_limit_min``,
+    ``cluster`` for slurm; ``address``, ``gpus_per_run`` for ray). ``threads``: torch CPU threads of this
+    process (None: torch's default). One thread is the default because
+    the study's small models train about as fast on one thread, and a second thread that competes with any
+    other process for a core slows training many times over.
+    """
+    dev.set_threads(threads)
+    dev.use_compile(compile, device)  # a bad value fails here, before any training
+    datasets.check(setup.dataset, data_dir)  # and a missing dataset, before any worker starts
+    launch = launchers.get(launcher)
+    specs = plan(setup)
+    teachers = {s.run_id: s for s in specs if s.role == "teacher"}
+    done = sum(read_result(out, s) is not None for s in specs)
+    if progress:
+        tqdm.write(f"{setup.label} ({setup.profile}): {len(specs)} runs; " + (
+            f"reusing {done} finished, {len(specs) - done} to train" if done else "none finished yet"))
+    stranded: set[str] = set()  # runs without result or claim after the last launch
+    while True:
+        todo = [s for s in specs if read_result(out, s) is None]
+        for role in ("teacher", "student"):
+            size = (pack_size(setup, out, data_dir, device, pack, compile=dev.use_compile(compile, device))
+                    if role == "student" and todo else 1)
+            jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
+                    for job in packs([s for s in todo if s.role == role], size)]
+            if jobs:
+                launch(jobs, out, data_dir, device, workers=workers, progress=progress,
+                       desc=f"{setup.label} {role}s" + (f" (packs of {size})" if size > 1 else ""),
+                       compile=compile, **launcher_options)
+        busy = [s for s in specs if read_result(out, s) is None]
+        if not busy:
+            return [read_result(out, s) for s in specs]
+        unclaimed = {s.run_id for s in busy if not is_claimed(out, s)}
+        if len(unclaimed) < len(busy):  # another launcher is training some: wait, then pick up what it leaves
+            stranded = set()
+            time.sleep(poll_seconds)
+            continue
+        if unclaimed & stranded:  # launched while nobody held them, and still no result: a bug, not a race
+            raise RuntimeError(f"{len(unclaimed)} runs of {setup.label} neither finished nor are claimed by another "
+                               f"process, e.g. {sorted(unclaimed)[0]}")
+        stranded = unclaimed  # released by another process without a result (it died or gave up): take them over
