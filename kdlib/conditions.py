@@ -1,4 +1,4 @@
-"""The conditions a model is trained under: one table that setups, runs, stats, report and together read.
+"""The conditions a model is trained under: one table that setups, runs, the statistics and the reports read.
 
 - ``teacher``: plain cross-entropy from the teacher seed's initialisation.
 - ``siddo``: a control: same initialisation, different data order, plain cross-entropy (Section 3).
@@ -8,8 +8,8 @@
   a constant target instead).
 - ``ls``: label smoothing at epsilon = alpha, shown beside KD and RCD (Appendix B), tested against nothing.
 
-Adding a condition whose objective exists (a new control, say) touches this table alone; a new objective also
-needs its loss in :func:`kdlib.engine.objectives.objective_loss`.
+A new condition is a row here; a new objective also a row of :data:`kdlib.engine.objectives.OBJECTIVES`. KD is
+tested against every condition marked ``control`` (:mod:`kdlib.analysis.stats`).
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Condition:
-    """``objective``: the loss trained (``kdlib.engine.objectives.OBJECTIVES``); ``feature_objective``: the loss instead in
-    a feature-map setup (None: the condition ignores feature maps). ``control``: KD is tested against it.
-    ``weighted``: trained once per alpha of the setup. ``distills``: takes the setup's temperature (Eq. 1's form).
-    ``packable``: students under it can train together in one vectorised step (logit objectives)."""
+    """``objective``: the loss trained (a key of ``kdlib.engine.objectives.OBJECTIVES``); ``feature_objective``: the
+    loss instead in a feature-map setup (None: the condition ignores feature maps). ``control``: KD is tested against
+    it (paired on student seed, and at KD's alpha if ``weighted``). ``weighted``: trained once per alpha of the setup.
+    ``distills``: takes the setup's temperature (Eq. 1's form). ``packable``: students under it can train together in
+    one vectorised step (with a logit objective). ``group``: its column group in the tables."""
     name: str
     display: str
     objective: str
@@ -31,17 +32,26 @@ class Condition:
     distills: bool = False
     packable: bool = True
     student: bool = True
+    group: str = ""
 
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     Condition("teacher", "Teacher", "ce", weighted=False, packable=False, student=False),
-    Condition("siddo", "SIDDO", "ce", control=True, weighted=False),
-    Condition("kd", "KD", "kd", "feature", distills=True),
-    Condition("rcd", "RCD", "rcd", "feature_rcd", control=True, distills=True),
-    Condition("ls", "LS", "ls"),
+    Condition("siddo", "SIDDO", "ce", control=True, weighted=False, group="Control"),
+    Condition("kd", "KD", "kd", "feature", distills=True, group="Knowledge Distillation"),
+    Condition("rcd", "RCD", "rcd", "feature_rcd", control=True, distills=True, group="Random Control Distillation"),
+    Condition("ls", "LS", "ls", group="Label Smoothing"),
 )}
-#: Conditions a student can be trained under, in the paper's column order.
-STUDENT_CONDITIONS = tuple(name for name, c in CONDITIONS.items() if c.student)
+
+
+def student_conditions() -> tuple[str, ...]:
+    """Conditions a student can be trained under, in the paper's column order."""
+    return tuple(name for name, c in CONDITIONS.items() if c.student)
+
+
+def controls() -> tuple[str, ...]:
+    """The conditions KD is tested against, in table order."""
+    return tuple(name for name, c in CONDITIONS.items() if c.control)
 
 
 def condition(name: str) -> Condition:
@@ -49,17 +59,6 @@ def condition(name: str) -> Condition:
     if name not in CONDITIONS:
         raise ValueError(f"unknown condition {name!r}: allowed conditions are {list(CONDITIONS)}")
     return CONDITIONS[name]
-
-
-def objectives() -> tuple[str, ...]:
-    """Every objective some condition trains (logit and feature-map forms)."""
-    kinds = [c.objective for c in CONDITIONS.values()] + [c.feature_objective for c in CONDITIONS.values()]
-    return tuple(dict.fromkeys(k for k in kinds if k))
-
-
-def packable_objectives() -> tuple[str, ...]:
-    """Logit objectives of packable conditions: these can share one vectorised step."""
-    return tuple(dict.fromkeys(c.objective for c in CONDITIONS.values() if c.packable))
 
 
 def label(name: str, alpha: float | None = None) -> str:

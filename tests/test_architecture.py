@@ -110,14 +110,14 @@ def test_each_folder_imports_only_folders_below_it():
 
 def test_an_upward_import_is_found():
     graph = import_graph()
-    graph["kdlib.engine.train"] = graph["kdlib.engine.train"] | {"kdlib.runs.run.spec"}
-    assert upward_imports(graph) == [("kdlib.engine.train", "kdlib.runs.run.spec")]
+    graph["kdlib.engine.train"] = graph["kdlib.engine.train"] | {"kdlib.runs.spec"}
+    assert upward_imports(graph) == [("kdlib.engine.train", "kdlib.runs.spec")]
 
 
 def test_planning_a_setup_imports_no_torch():
     import subprocess
     import sys
-    code = ("import sys\nfrom kdlib import setups\nfrom kdlib.runs.run.spec import packs, plan\n"
+    code = ("import sys\nfrom kdlib import setups\nfrom kdlib.runs.spec import packs, plan\n"
             "for name in setups.names():\n    packs(plan(setups.get(name, 'paper')), 7)\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

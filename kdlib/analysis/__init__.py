@@ -22,21 +22,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..conditions import CONDITIONS, STUDENT_CONDITIONS, label
+from ..conditions import CONDITIONS, label, student_conditions
 from ..metrics import lower_is_better, table_metrics
 from .stats import agreement_deltas, sem, transfer_tests, verdict_label
 from ..store import read_table, write_csv
 
 FILES = ("tests", "deltas", "verdicts", "means")
 DIGITS = 3  # decimals of means and SEMs in tables, as the paper prints them
-GROUPS = {"siddo": "Control", "kd": "Knowledge Distillation", "rcd": "Random Control Distillation",
-          "ls": "Label Smoothing"}
+GROUPS = {name: c.group for name, c in CONDITIONS.items() if c.group}  # a table's column group per condition
 
 
 def table_columns(runs: pd.DataFrame) -> list[tuple[str, float | None]]:
     """Table columns in the paper's order: SIDDO, KD alphas, RCD alphas, LS alphas."""
     cols = []
-    for cond in STUDENT_CONDITIONS:
+    for cond in student_conditions():
         if not CONDITIONS[cond].weighted:
             cols += [(cond, None)] if (runs["condition"] == cond).any() else []
             continue

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from .. import analysis
+from ..conditions import CONDITIONS
 from ..runs.spec import plan
 from ..setups import Setup
 from ..store import read_result, setup_dir, write_table
@@ -56,7 +57,7 @@ def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
             if spec.variant is not None:
                 row["variant"] = spec.variant
             students.append({**row, "student_seed": spec.student_seed,
-                             "alpha": math.nan if spec.condition == "siddo" else spec.alpha,
+                             "alpha": spec.alpha if CONDITIONS[spec.condition].weighted else math.nan,
                              "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
                              "final_train_loss": result["train_curve"]["loss"][-1]})
     return pd.DataFrame(students), pd.DataFrame(teachers), pd.DataFrame(

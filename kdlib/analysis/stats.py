@@ -1,14 +1,14 @@
 """Hypothesis tests and agreement deltas of the study (paper Sections 3.2-3.3).
 
 Choices the paper leaves open, fixed here:
-- Pairing: KD(alpha) is paired with SIDDO and with RCD(alpha) on ``student_seed`` within a teacher seed
-  (same init, same data order). Missing partners raise, or with ``on_missing="drop"`` are reported in the
+- Pairing: KD(alpha) is paired with each control of :mod:`kdlib.conditions` (SIDDO, and RCD at the same alpha)
+  on ``student_seed`` within a teacher seed (same init, same data order). Missing partners raise, or with ``on_missing="drop"`` are reported in the
   ``missing_pairs`` column and left out.
 - Wilcoxon: ``scipy.stats.wilcoxon`` on the paired differences with its defaults (exact null distribution
   for small samples without ties, zero differences dropped); all-zero differences give p = 1.
 - FDR family: Benjamini-Hochberg over every (functional metric, control) p-value of one (teacher seed,
   alpha), i.e. 4 metrics x 2 controls = 8 tests; accuracy and loss are tested at ``alpha_level`` uncorrected.
-- Tick: significant against both controls. ``supported``: a strict majority of the functional metrics ticked.
+- Tick: significant against every control. ``supported``: a strict majority of the functional metrics ticked.
 - ``marginal``: supported, but the mean over functional metrics of KD's improvement over the better control
   (in each metric's preferred direction, absolute units) is below ``marginal_threshold`` (default 0.01; the
   paper calls gains of <= 0.002-0.004 marginal and 0.03-0.06 substantial).
@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.stats import wilcoxon
 from statsmodels.stats.multitest import multipletests
 
-from ..conditions import CONDITIONS, STUDENT_CONDITIONS
+from ..conditions import CONDITIONS, controls, student_conditions
 from ..metrics import FUNCTIONAL_METRICS, METRICS, lower_is_better
 
 PERFORMANCE_METRICS = ("accuracy", "loss")
@@ -85,32 +85,36 @@ def _validate(runs: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     missing = [c for c in KEY + list(metrics) if c not in runs.columns]
     if missing:
         raise ValueError(f"runs table lacks columns {missing}; it needs {KEY} and one column per metric")
-    bad = sorted(set(runs["condition"]) - set(STUDENT_CONDITIONS))
+    allowed = student_conditions()
+    bad = sorted(set(runs["condition"]) - set(allowed))
     if bad:
-        raise ValueError(f"unknown condition(s) {bad}: allowed conditions are {list(STUDENT_CONDITIONS)}")
-    tested = [c for c in STUDENT_CONDITIONS if c == "kd" or CONDITIONS[c].control]
-    runs = runs[runs["condition"].isin(tested)].copy()
-    runs.loc[runs["condition"] == "siddo", "alpha"] = np.nan
+        raise ValueError(f"unknown condition(s) {bad}: allowed conditions are {list(allowed)}")
+    runs = runs[runs["condition"].isin(("kd", *controls()))].copy()
+    runs.loc[runs["condition"].isin([c for c in controls() if not CONDITIONS[c].weighted]), "alpha"] = np.nan
     dup = runs[runs.duplicated(KEY, keep=False)]
     if len(dup):
         raise ValueError(f"runs table has duplicate rows for {dup[KEY].drop_duplicates().to_dict('records')}")
     return runs
 
 
-def _paired(runs: pd.DataFrame, teacher_seed, alpha: float, on_missing: str):
-    """Index KD(alpha), SIDDO and RCD(alpha) rows of one teacher by student seed, checking the pairing."""
+def _paired(runs: pd.DataFrame, teacher_seed, alpha: float, on_missing: str) -> tuple[dict, list[str]]:
+    """KD(alpha) and each control's rows of one teacher (a weighted control at KD's alpha, e.g. RCD(alpha)), indexed
+    by student seed and kept to the seeds all share: ({condition: rows}, the runs missing for a complete pairing)."""
     t = runs[runs["teacher_seed"] == teacher_seed]
-    kd = t[(t["condition"] == "kd") & np.isclose(t["alpha"], alpha)].set_index("student_seed")
-    siddo = t[t["condition"] == "siddo"].set_index("student_seed")
-    rcd = t[(t["condition"] == "rcd") & np.isclose(t["alpha"], alpha)].set_index("student_seed")
-    seeds = set(kd.index) | set(siddo.index) | set(rcd.index)
-    common = sorted(set(kd.index) & set(siddo.index) & set(rcd.index))
-    missing = [f"{name} seed {s}" for name, df in (("kd", kd), ("siddo", siddo), ("rcd", rcd))
-               for s in sorted(seeds - set(df.index))]
+    rows = {}
+    for name in ("kd", *controls()):
+        chosen = t["condition"] == name
+        if name == "kd" or CONDITIONS[name].weighted:
+            chosen &= np.isclose(t["alpha"], alpha)
+        rows[name] = t[chosen].set_index("student_seed")
+    seeds = set().union(*(df.index for df in rows.values()))
+    common = sorted(set.intersection(*(set(df.index) for df in rows.values())))
+    missing = [f"{name} seed {s}" for name, df in rows.items() for s in sorted(seeds - set(df.index))]
     if missing and on_missing == "raise":
+        partners = ", ".join(CONDITIONS[c].display for c in controls())
         raise ValueError(f"teacher seed {teacher_seed}, alpha {alpha}: runs missing to complete the pairing on "
-                         f"student_seed: {missing}; every KD seed needs a SIDDO and an RCD partner")
-    return kd.loc[common], siddo.loc[common], rcd.loc[common], missing
+                         f"student_seed: {missing}; every KD seed needs a partner in each control ({partners})")
+    return {name: df.loc[common] for name, df in rows.items()}, missing
 
 
 def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Sequence[str] = FUNCTIONAL_METRICS,
@@ -128,36 +132,35 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
         raise ValueError(f"unknown metric(s) {unknown}: allowed are {list(METRICS)}")
     tested = metrics + [m for m in PERFORMANCE_METRICS if m not in metrics]
     runs = _validate(runs, tested)
+    cs = controls()
     rows = []
     kd_rows = runs[runs["condition"] == "kd"]
     for (teacher_seed, alpha), _ in kd_rows.groupby(["teacher_seed", "alpha"], sort=True):
-        kd, siddo, rcd, missing = _paired(runs, teacher_seed, alpha, on_missing)
+        paired, missing = _paired(runs, teacher_seed, alpha, on_missing)
+        kd = paired["kd"]
         group = []
         for metric in tested:
             lower = lower_is_better(metric)
-            means = {c: float(df[metric].mean()) if len(df) else math.nan
-                     for c, df in (("kd", kd), ("siddo", siddo), ("rcd", rcd))}
-            best_control = min(means["siddo"], means["rcd"]) if lower else max(means["siddo"], means["rcd"])
+            means = {c: float(df[metric].mean()) if len(df) else math.nan for c, df in paired.items()}
+            control_means = [means[c] for c in cs]
+            best_control = min(control_means) if lower else max(control_means)
             group.append({
                 "teacher_seed": teacher_seed, "alpha": alpha, "metric": metric,
                 "family": "functional" if metric in metrics else "performance",
-                "n_pairs": len(kd), "kd_mean": means["kd"], "siddo_mean": means["siddo"],
-                "rcd_mean": means["rcd"],
+                "n_pairs": len(kd), **{f"{c}_mean": means[c] for c in ("kd", *cs)},
                 "improvement": (best_control - means["kd"]) * (1 if lower else -1),
-                "p_siddo": one_sided_wilcoxon(kd[metric], siddo[metric], lower),
-                "p_rcd": one_sided_wilcoxon(kd[metric], rcd[metric], lower),
+                **{f"p_{c}": one_sided_wilcoxon(kd[metric], paired[c][metric], lower) for c in cs},
                 "missing_pairs": "; ".join(missing),
             })
         functional = [r for r in group if r["family"] == "functional"]
-        adjusted = benjamini_hochberg([r[k] for r in functional for k in ("p_siddo", "p_rcd")])
-        for i, r in enumerate(functional):
-            r["p_adj_siddo"], r["p_adj_rcd"] = adjusted[2 * i], adjusted[2 * i + 1]
+        adjusted = iter(benjamini_hochberg([r[f"p_{c}"] for r in functional for c in cs]))
+        for r in functional:
+            r.update({f"p_adj_{c}": next(adjusted) for c in cs})
         for r in group:
             if r["family"] == "performance":
-                r["p_adj_siddo"], r["p_adj_rcd"] = r["p_siddo"], r["p_rcd"]
-            r["sig_siddo"] = bool(r["p_adj_siddo"] < alpha_level)
-            r["sig_rcd"] = bool(r["p_adj_rcd"] < alpha_level)
-            r["tick"] = r["sig_siddo"] and r["sig_rcd"]
+                r.update({f"p_adj_{c}": r[f"p_{c}"] for c in cs})
+            r.update({f"sig_{c}": bool(r[f"p_adj_{c}"] < alpha_level) for c in cs})
+            r["tick"] = all(r[f"sig_{c}"] for c in cs)
         mean_improvement = float(np.mean([r["improvement"] for r in functional]))
         label = verdict(sum(r["tick"] for r in functional), len(functional), mean_improvement, marginal_threshold)
         for r in group:
@@ -165,8 +168,8 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
             r["mean_functional_improvement"] = mean_improvement
             r["marginal"] = label == "marginal"
         rows += group
-    columns = ["teacher_seed", "alpha", "metric", "family", "n_pairs", "kd_mean", "siddo_mean", "rcd_mean",
-               "improvement", "p_siddo", "p_rcd", "p_adj_siddo", "p_adj_rcd", "sig_siddo", "sig_rcd", "tick",
+    columns = ["teacher_seed", "alpha", "metric", "family", "n_pairs", *(f"{c}_mean" for c in ("kd", *cs)),
+               "improvement", *(f"{p}_{c}" for p in ("p", "p_adj", "sig") for c in cs), "tick",
                "supported", "marginal", "mean_functional_improvement", "missing_pairs"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -192,7 +195,8 @@ def normalised_delta(model: np.ndarray, control: np.ndarray, n_boot: int = 2000,
 
 
 def _control_key(condition: str, alpha) -> tuple[str, float | None]:
-    return (condition, None if condition == "siddo" or pd.isna(alpha) else round(float(alpha), 6))
+    weighted = condition in CONDITIONS and CONDITIONS[condition].weighted
+    return (condition, None if not weighted or pd.isna(alpha) else round(float(alpha), 6))
 
 
 def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | None]] = (),
@@ -214,7 +218,7 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
         controls = {}
         for (cond, a), df in t.groupby(["condition", t["alpha"].fillna(-1.0)]):
             key = _control_key(cond, None if a == -1.0 else a)
-            if key in excluded or (same_alpha and cond == "rcd" and not np.isclose(a, alpha)):
+            if key in excluded or (same_alpha and key[1] is not None and not np.isclose(a, alpha)):
                 continue
             controls[key] = df.set_index("student_seed")
         if not controls:

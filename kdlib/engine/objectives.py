@@ -1,5 +1,6 @@
-"""What a model is trained to minimise: the objectives, what each needs (a teacher, a cache, a feature layer) and
-its loss.
+"""What a model is trained to minimise: one table (:data:`OBJECTIVES`), keyed by the objective's kind, of what each
+objective needs (the teacher's logits, the teacher's features, the student's feature map) and how its loss is
+computed. A condition (:mod:`kdlib.conditions`) names the objective it trains; a new objective is one row here.
 
 Teacher outputs that are fixed are never recomputed: for fixed in-memory examples (no augmentation) a
 ``teacher_cache`` of the teacher's logits on every training example (:func:`kdlib.engine.evaluate.teacher_logits_on`),
@@ -8,6 +9,7 @@ on the very batch the student sees.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,21 +17,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import device as dev
-from ..conditions import objectives
 from .losses import check_alpha, check_temperature, feature_map_loss, kd_loss, label_smoothing_loss, rcd_loss
-
-OBJECTIVES = objectives()
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What a model is trained to minimise.
-
-    ``ce``: cross-entropy (teachers, SIDDO). ``kd``/``rcd``: Eq. 1 with the teacher / a uniform teacher.
-    ``ls``: label smoothing with epsilon = ``alpha``. ``feature``: (1-alpha)*CE + alpha*MSE between the
-    outputs of module ``feature_layer`` in student and teacher. ``feature_rcd``: the same with the teacher's
-    features replaced by a constant target of the same shape (zeros).
-    """
+    """One objective as trained: its ``kind`` (a key of :data:`OBJECTIVES`) and its constants."""
     kind: str = "ce"
     alpha: float = 0.0
     temperature: float = 1.0
@@ -42,12 +35,81 @@ class Objective:
             raise ValueError(f"unknown objective {self.kind!r}: allowed are {list(OBJECTIVES)}")
         check_alpha(self.alpha)
         check_temperature(self.temperature)
-        if self.kind.startswith("feature") and not self.feature_layer:
+        if self.row.feature_layer and not self.feature_layer:
             raise ValueError(f"objective {self.kind!r} needs feature_layer (a module name such as 'blocks.4')")
 
     @property
+    def row(self) -> ObjectiveRow:
+        return OBJECTIVES[self.kind]
+
+    @property
     def needs_teacher(self) -> bool:
-        return self.kind in ("kd", "feature")
+        """The teacher's outputs enter the loss (its logits, from a live teacher or a cache, or its features)."""
+        return self.row.teacher is not None
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What a loss may read besides the student's logits and the labels: the teacher's logits on the batch, and the
+    student's and the teacher's feature maps (None where the objective needs none)."""
+    teacher_logits: torch.Tensor | None = None
+    student_features: torch.Tensor | None = None
+    teacher_features: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveRow:
+    """A row of :data:`OBJECTIVES`. ``loss(objective, logits, y, signals)``: the loss of a batch (logits in float32).
+    ``teacher``: None, ``"logits"`` (the teacher's logits on the batch: a live teacher or a cache of them) or
+    ``"features"`` (the live teacher's feature map at ``feature_layer``). ``feature_layer``: the student's feature
+    map at ``feature_layer`` enters the loss. ``packable``: students can share one packed step (logit objectives;
+    feature maps need per-model hooks)."""
+    loss: Callable[[Objective, torch.Tensor, torch.Tensor, Signals], torch.Tensor]
+    teacher: str | None = None
+    feature_layer: bool = False
+    packable: bool = True
+    doc: str = ""
+
+
+def _ce(o: Objective, logits, y, s: Signals):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), label_smoothing=o.label_smoothing)
+
+
+def _kd(o: Objective, logits, y, s: Signals):
+    return kd_loss(logits, s.teacher_logits, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
+                   label_smoothing=o.label_smoothing)
+
+
+def _rcd(o: Objective, logits, y, s: Signals):
+    return rcd_loss(logits, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
+                    label_smoothing=o.label_smoothing)
+
+
+def _ls(o: Objective, logits, y, s: Signals):
+    return label_smoothing_loss(logits, y, o.alpha, validate=False)
+
+
+def _feature(o: Objective, logits, y, s: Signals):
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    return (1 - o.alpha) * ce + o.alpha * feature_map_loss(s.student_features, s.teacher_features)
+
+
+def _feature_rcd(o: Objective, logits, y, s: Signals):
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    return (1 - o.alpha) * ce + o.alpha * feature_map_loss(s.student_features, torch.zeros_like(s.student_features))
+
+
+#: Every objective, keyed by kind.
+OBJECTIVES: dict[str, ObjectiveRow] = {
+    "ce": ObjectiveRow(_ce, doc="cross-entropy (teachers, SIDDO)"),
+    "kd": ObjectiveRow(_kd, teacher="logits", doc="Eq. 1: (1-alpha) CE + alpha T^2 KL(teacher_T || student_T)"),
+    "rcd": ObjectiveRow(_rcd, doc="Eq. 1 with the teacher replaced by the uniform distribution"),
+    "ls": ObjectiveRow(_ls, doc="label smoothing with epsilon = alpha"),
+    "feature": ObjectiveRow(_feature, teacher="features", feature_layer=True, packable=False,
+                            doc="(1-alpha) CE + alpha MSE between the student's and the teacher's feature_layer"),
+    "feature_rcd": ObjectiveRow(_feature_rcd, feature_layer=True, packable=False,
+                                doc="the same with the teacher's features replaced by zeros of their shape"),
+}
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
@@ -58,7 +120,7 @@ def _module(model: nn.Module, name: str) -> nn.Module:
         raise ValueError(f"feature_layer {name!r} not found; modules are e.g. {names[:20]}") from e
 
 
-class _Capture:
+class Capture:
     """Forward hook that keeps the last output of one module (model code stays untouched)."""
 
     def __init__(self, model: nn.Module, name: str):
@@ -71,40 +133,29 @@ def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cac
     for objective in objectives:
         if objective.needs_teacher and teacher is None and teacher_cache is None:
             raise ValueError(f"objective {objective.kind!r} needs a teacher model or a teacher_cache")
-        if objective.kind == "feature" and teacher is None:
-            raise ValueError("feature-map matching needs the teacher model itself, not a logit cache")
+        if objective.row.teacher == "features" and teacher is None:
+            raise ValueError(f"objective {objective.kind!r} needs the teacher model itself, not a logit cache")
     if teacher_cache is not None and not getattr(data, "fixed", False):
         raise ValueError("teacher_cache is only valid for fixed (un-augmented) examples")
 
 
 def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cache, student_hook=None,
                    teacher_hook=None) -> torch.Tensor:
-    """``objective``'s loss of ``logits`` on batch ``(x, y)`` (example indices ``idx``); the teacher signal comes
-    from ``teacher_cache[idx]`` or a forward pass of ``teacher``, feature maps from the hooks."""
+    """``objective``'s loss of ``logits`` on batch ``(x, y)`` (example indices ``idx``); the teacher's logits come
+    from ``teacher_cache[idx]`` or a float32 forward pass of ``teacher``, feature maps from the hooks."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
         logits = logits.float()
-    kind, o = objective.kind, objective
-    if kind == "ce":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                               label_smoothing=o.label_smoothing)
-    if kind == "rcd":
-        return rcd_loss(logits, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
-                        label_smoothing=o.label_smoothing)
-    if kind == "ls":
-        return label_smoothing_loss(logits, y, objective.alpha, validate=False)
-    if kind == "kd":
+    row = objective.row
+    teacher_logits = teacher_features = None
+    if row.teacher == "logits":
         if teacher_cache is not None:
-            t = teacher_cache[idx]
+            teacher_logits = teacher_cache[idx]
         else:
             with torch.no_grad(), dev.float32_forward(x.device):
-                t = teacher(x)
-        return kd_loss(logits, t, y, o.alpha, o.temperature, validate=False, t_squared=o.t_squared,
-                       label_smoothing=o.label_smoothing)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    if kind == "feature":
+                teacher_logits = teacher(x)
+    elif row.teacher == "features":
         with torch.no_grad(), dev.float32_forward(x.device):
             teacher(x)
-        target = teacher_hook.out
-    else:  # feature_rcd: a constant target of the same shape
-        target = torch.zeros_like(student_hook.out)
-    return (1 - objective.alpha) * ce + objective.alpha * feature_map_loss(student_hook.out, target)
+        teacher_features = teacher_hook.out
+    signals = Signals(teacher_logits, student_hook.out if row.feature_layer else None, teacher_features)
+    return row.loss(objective, logits, y, signals)

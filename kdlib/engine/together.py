@@ -24,11 +24,10 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import device as dev
-from ..conditions import packable_objectives
 from .recipe import Recipe
 from ..models.packed import pack
 from .train import Forward, LossMeter, TrainLog, derive_seeds, optimizer_step
-from .objectives import Objective, check_teacher_source, objective_loss
+from .objectives import OBJECTIVES, Objective, check_teacher_source, objective_loss
 
 
 #: How far a bf16 pack may lie from its solo bf16 run, in units of how far bf16 moves that solo run from float32: a
@@ -42,7 +41,7 @@ def check_packable(models: list[nn.Module], objectives: list[Objective], data_se
     if not models or not len(models) == len(objectives) == len(data_seeds):
         raise ValueError(f"need one objective and one data seed per model: got {len(models)} models, "
                          f"{len(objectives)} objectives, {len(data_seeds)} data seeds")
-    allowed = packable_objectives()  # logit objectives; feature matching needs per-model hooks
+    allowed = [kind for kind, row in OBJECTIVES.items() if row.packable]  # feature maps need per-model hooks
     bad = [o.kind for o in objectives if o.kind not in allowed]
     if bad:
         raise ValueError(f"objectives {bad} cannot be trained together: allowed are {list(allowed)}")
@@ -83,7 +82,7 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
         teacher_cache = teacher_cache.to(device)
     optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
     logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
-    kd = [k for k, o in enumerate(objectives) if o.kind == "kd"]
+    kd = [k for k, o in enumerate(objectives) if o.row.teacher == "logits"]  # members that read the teacher's logits
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
 
     # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives

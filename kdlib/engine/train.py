@@ -18,7 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import device as dev
-from .objectives import Objective, _Capture, check_teacher_source, objective_loss
+from .objectives import Capture, Objective, check_teacher_source, objective_loss
 from .recipe import Recipe
 
 
@@ -154,8 +154,8 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         dev.place(teacher, device).eval()
     if teacher_cache is not None:
         teacher_cache = teacher_cache.to(device)
-    student_hook = _Capture(model, objective.feature_layer) if objective.kind.startswith("feature") else None
-    teacher_hook = _Capture(teacher, objective.feature_layer) if objective.kind == "feature" else None
+    student_hook = Capture(model, objective.feature_layer) if objective.row.feature_layer else None
+    teacher_hook = Capture(teacher, objective.feature_layer) if objective.row.teacher == "features" else None
     optimizer, scheduler = recipe.build(model.named_parameters(), fused=dev.fused_optimizer(device))
     log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
     forward = Forward(model, compile, log.notes)

@@ -212,7 +212,7 @@ def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir)
     teacher_model, cache = None, None
     if objective.needs_teacher:
         cache_path = teacher_dir / "train_logits.pt"
-        if objective.kind == "kd" and getattr(task.train, "fixed", False) and cache_path.exists():
+        if objective.row.teacher == "logits" and getattr(task.train, "fixed", False) and cache_path.exists():
             cache = torch.load(cache_path, map_location="cpu")
         else:
             teacher_model = load_model(out, teacher_spec_, data_dir)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ..conditions import student_conditions
 from ..engine.recipe import Recipe
 
 PROFILES = ("paper", "cpu", "smoke")
@@ -75,9 +76,10 @@ class Setup:
     def __post_init__(self):
         if self.modality not in MODALITIES:
             raise ValueError(f"setup {self.name!r}: unknown modality {self.modality!r}; allowed {list(MODALITIES)}")
-        bad = [c for c in self.conditions if c not in ("siddo", "kd", "rcd", "ls")]
+        allowed = student_conditions()
+        bad = [c for c in self.conditions if c not in allowed]
         if bad:
-            raise ValueError(f"setup {self.name!r}: unknown conditions {bad}; allowed siddo, kd, rcd, ls")
+            raise ValueError(f"setup {self.name!r}: unknown conditions {bad}; allowed {', '.join(allowed)}")
         if set(self.teacher_seeds) & set(self.student_seeds):
             raise ValueError(f"setup {self.name!r}: teacher and student seeds overlap")
 
