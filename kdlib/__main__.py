@@ -202,8 +202,9 @@ def cmd_run(args) -> int:
     setup = setups.get(args.setup, args.profile, args.reading)  # a mistyped name fails before torch loads
     from .analysis.collect import collect
     from .runs.setup import run_setup
-    run_setup(setup, args.out, args.data_dir, args.device, launcher=args.launcher, workers=args.workers,
-              threads=args.threads or None, pack=args.pack, compile=args.compile, **_launcher_options(args))
+    from .runs.workspace import Workspace
+    ws = Workspace.resolve(args.out, args.data_dir, args.device, args.compile, args.threads or None)
+    run_setup(setup, ws, launcher=args.launcher, workers=args.workers, pack=args.pack, **_launcher_options(args))
     students, teachers = collect(setup, args.out)
     _say_collected(setup, students, teachers, args.out)
     return 0
@@ -289,8 +290,10 @@ def cmd_summary(args) -> int:
 
 def cmd_export(args) -> int:
     from .runs.export import export_outputs
+    from .runs.workspace import Workspace
     setup = setups.get(args.setup, args.profile, args.reading)
-    print(f"outputs in {export_outputs(setup, args.out, args.dest, args.data_dir, args.device)}")
+    ws = Workspace.resolve(args.out, args.data_dir, args.device)
+    print(f"outputs in {export_outputs(setup, ws, args.dest)}")
     return 0
 
 

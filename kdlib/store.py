@@ -20,6 +20,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -96,18 +97,87 @@ def run_dir(out, spec_or_id) -> Path:
     return Path(out) / "runs" / run_id
 
 
-def read_result(out, spec) -> dict | None:
+@dataclass
+class RunResult:
+    """A run's completion record: what ``run_one`` returns, ``result.json`` holds (under the same keys) and the
+    collected tables, the plan and the reports read.
+
+    Every run: ``status`` ("ok" or "failed", then ``reason``), its ``spec`` (as a dict), and where it ran. A trained
+    run: its ``train_curve`` (``{"step": [...], "loss": [...]}``), ``train_seconds``, ``notes`` on how it trained and
+    its ``probes``. A teacher: its test and train accuracy and loss. A student: its ``metrics`` against the teacher,
+    its ``teacher``'s accuracies and losses, the ``pack`` it trained in or why its pack fell back
+    (``pack_fallback``). Keys written by another kdlib version are kept in ``extra`` and written back.
+
+    Read-only mapping access (``result["metrics"]``, ``result.get("pack")``) reads the stored keys, for code
+    written against the plain records."""
+    run_id: str
+    status: str = "ok"
+    spec: dict = field(default_factory=dict)
+    device: str | None = None
+    torch: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    reason: str | None = None
+    metrics: dict | None = None
+    train_curve: dict | None = None
+    train_seconds: float | None = None
+    notes: list[str] | None = None
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    train_accuracy: float | None = None
+    train_loss: float | None = None
+    probes: dict | None = None
+    pack_fallback: str | None = None
+    pack: list[str] | None = None
+    teacher: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def final_train_loss(self) -> float:
+        return self.train_curve["loss"][-1]
+
+    def to_json(self) -> dict:
+        """The record as stored: every set field under its own name, then ``extra``'s keys."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in record.items() if v is not None}, **self.extra}
+
+    @classmethod
+    def from_json(cls, record: dict) -> RunResult:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in record.items() if k in known},
+                   extra={k: v for k, v in record.items() if k not in known})
+
+    def __getitem__(self, key: str):
+        record = self.to_json()
+        if key not in record:
+            raise KeyError(key)
+        return record[key]
+
+    def get(self, key: str, default=None):
+        return self.to_json().get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_json()
+
+
+def read_result(out, spec) -> RunResult | None:
     """The stored result of ``spec``, or None if absent or unreadable (then the run is done again)."""
     try:
-        result = json.loads((run_dir(out, spec) / RESULT).read_text())
+        record = json.loads((run_dir(out, spec) / RESULT).read_text())
     except (OSError, ValueError):
         return None
-    return result if result.get("run_id") == spec.run_id else None
+    if not isinstance(record, dict) or record.get("run_id") != spec.run_id:
+        return None
+    return RunResult.from_json(record)
 
 
-def write_result(out, spec, result: dict) -> dict:
+def write_result(out, spec, result: RunResult) -> RunResult:
     """Store ``result`` as the run's completion record (written last: its presence means the run is done)."""
-    write_json(run_dir(out, spec) / RESULT, result)
+    write_json(run_dir(out, spec) / RESULT, result.to_json())
     return result
 
 

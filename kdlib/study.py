@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from . import setups
-from .data.base import data_dir as resolve_data_dir
 from .data.base import available, data_status
 from .runs.suites import DEFAULTS, notebook_for, suite
 
@@ -27,17 +26,19 @@ def ready(setup, root: Path) -> bool:
 def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="results", figures="figures",
               device: str = DEFAULTS["device"], launcher: str = DEFAULTS["launcher"],
               workers: int = DEFAULTS["workers"], pack=DEFAULTS["pack"], compile: str = DEFAULTS["compile"],
-              readings=(), summary: bool = True, notebook_jobs: int = 2, **launcher_options) -> int:
+              readings=(), summary: bool = True, notebook_jobs: int = 2, threads: int | None = 1,
+              **launcher_options) -> int:
     """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.runs.suites.suite`) end to end; returns the
     exit status (1 if a setup or notebook failed). ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that
-    uses them."""
+    uses them. ``threads``: torch CPU threads of this process (:class:`~kdlib.runs.workspace.Workspace`)."""
     from .report import verdict_summary
     from .analysis.scorecard import scorecard, write_scorecard
     from .analysis.collect import collect
     from .runs.setup import run_setup
+    from .runs.workspace import Workspace
     chosen = setups.readings.parse(readings)
-    root = resolve_data_dir(data_dir)
-    out, figures = Path(out).resolve(), Path(figures).resolve()
+    ws = Workspace.resolve(Path(out).resolve(), data_dir, device, compile, threads)
+    root, out, figures = ws.data_dir, ws.out, Path(figures).resolve()
     plan = []
     for name in suite(names):
         base = setups.get(name, profile)
@@ -53,8 +54,7 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
     for setup in (s for s in plan if ready(s, root)):
         print(f"== {setup.label} ({profile})", flush=True)
         try:
-            run_setup(setup, out, data_dir, device, launcher=launcher, workers=workers, pack=pack, compile=compile,
-                      **launcher_options)
+            run_setup(setup, ws, launcher=launcher, workers=workers, pack=pack, **launcher_options)
             students, teachers = collect(setup, out)
         except Exception as e:  # noqa: BLE001  (one setup's failure must not stop the suite)
             print(f"{setup.label}: {type(e).__name__}: {e}", flush=True)

@@ -42,24 +42,25 @@ def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
         result = read_result(out, spec)
         if result is None:
             continue
-        if result.get("status") == "failed":
+        if result.failed:
             failed.append({"run_id": spec.run_id, "condition": spec.condition, "teacher_seed": spec.teacher_seed,
-                           "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result["reason"]})
+                           "student_seed": spec.student_seed, "alpha": spec.alpha, "reason": result.reason})
             continue
         row = {"setup": setup.label, "profile": setup.profile, "run_id": spec.run_id,
                "teacher_seed": spec.teacher_seed, "condition": spec.condition,
-               "train_seconds": result.get("train_seconds", math.nan),
-               "pack_size": len(result.get("pack", [spec.run_id]))}
+               "train_seconds": math.nan if result.train_seconds is None else result.train_seconds,
+               "pack_size": len(result.pack or [spec.run_id])}
         if spec.role == "teacher":
-            teachers.append({**row, **{k: result[k] for k in ("train_loss", "train_accuracy", "test_loss",
-                                                               "test_accuracy")}, **result.get("probes", {})})
+            teachers.append({**row, "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+                             "test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
+                             **(result.probes or {})})
         else:
             if spec.variant is not None:
                 row["variant"] = spec.variant
             students.append({**row, "student_seed": spec.student_seed,
                              "alpha": spec.alpha if CONDITIONS[spec.condition].weighted else math.nan,
-                             "temperature": spec.temperature, **result["metrics"], **result.get("probes", {}),
-                             "final_train_loss": result["train_curve"]["loss"][-1]})
+                             "temperature": spec.temperature, **result.metrics, **(result.probes or {}),
+                             "final_train_loss": result.final_train_loss})
     return pd.DataFrame(students), pd.DataFrame(teachers), pd.DataFrame(
         failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha", "reason"])
 
@@ -69,8 +70,8 @@ def curves(setup: Setup, out) -> pd.DataFrame:
     rows = []
     for spec in plan(setup):
         result = read_result(out, spec)
-        if result and "train_curve" in result:
-            for step, loss in zip(result["train_curve"]["step"], result["train_curve"]["loss"]):
+        if result and result.train_curve:
+            for step, loss in zip(result.train_curve["step"], result.train_curve["loss"]):
                 rows.append({"run_id": spec.run_id, "condition": spec.condition, "alpha": spec.alpha,
                              "teacher_seed": spec.teacher_seed, "student_seed": spec.student_seed,
                              "step": step, "loss": loss})

@@ -19,6 +19,7 @@ from ..report.tables import overview, style_deltas, style_means
 from ..analysis.collect import collect, curves
 from ..runs.export import copied_errors
 from ..runs.setup import run_setup
+from ..runs.workspace import Workspace
 
 
 def folders(out=None, figures=None, data_dir=None) -> tuple[Path, Path, Path]:
@@ -36,7 +37,8 @@ def run(setup: str, profile: str, out, data_dir=None, device: str = "cpu", launc
     chosen = ", ".join(f"`{r}={c}`" for r, c in S.readings)
     display(Markdown(f"**{S.label}** at the `{profile}` profile: {S.description}. Paper: {S.paper_ref}. "
                      f"Readings: {chosen}."))
-    run_setup(S, out, data_dir, device, launcher=launcher, workers=workers, pack=pack, **options)
+    ws = Workspace.resolve(out, data_dir, device, options.pop("compile", "auto"))
+    run_setup(S, ws, launcher=launcher, workers=workers, pack=pack, **options)
     students, teachers = collect(S, out)
     return S, students, teachers
 

@@ -22,9 +22,9 @@ def plan_summary(setup: Setup, out, device: str = "cpu", timings=None) -> dict:
         c = counts.setdefault(spec.role, {"planned": 0, "finished": 0, "failed": 0})
         c["planned"] += 1
         if result is not None:
-            c["failed" if result.get("status") == "failed" else "finished"] += 1
-            if str(result.get("device", "")).startswith(kind) and "train_seconds" in result:
-                seconds[spec.role].append(result["train_seconds"])
+            c["failed" if result.failed else "finished"] += 1
+            if str(result.device or "").startswith(kind) and result.train_seconds is not None:
+                seconds[spec.role].append(result.train_seconds)
     per_model, source = {}, {}
     for role in ("teacher", "student"):
         if seconds[role]:

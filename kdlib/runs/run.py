@@ -21,14 +21,13 @@ from .. import models
 from ..engine.probes import run_probes
 from ..engine.recipe import Recipe
 from .spec import RunSpec, _pack_key
-from ..store import claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
+from ..store import RunResult, claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
+from .workspace import Workspace
 from ..engine.together import train_together
 from ..engine.objectives import Objective
 from ..engine.evaluate import evaluate, score
 from ..engine.train import init_model, train
 
-
-# ----------------------------------------------------------------------------- training one run
 
 @functools.lru_cache(maxsize=4)
 def _load_data(dataset: str, kwargs_json: str, root: str):
@@ -45,77 +44,81 @@ def build_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
     return models.build(spec.arch, num_classes, **spec.arch_kwargs)
 
 
-def load_model(out: Path, spec: RunSpec, data_dir=None, which: str = "model.pt") -> torch.nn.Module:
-    """Rebuild a trained model of ``spec`` from the store (``which``: model.pt, or init.pt for M0).
+def load_model(out, spec: RunSpec, data_dir=None, which: str = "model.pt") -> torch.nn.Module:
+    """Rebuild a trained model of ``spec`` from the store ``out`` (a folder or a :class:`Workspace`; ``which``:
+    model.pt, or init.pt for M0).
 
     Pretrained-weight arguments are dropped: the stored state replaces them, so no hub download is needed."""
-    task = load_task(spec, data_dir)
+    ws = Workspace.of(out, data_dir)
+    task = load_task(spec, ws.data_dir)
     kwargs = {k: v for k, v in spec.arch_kwargs.items() if k != "weights"}
     model = models.build(spec.arch, task.num_classes, **kwargs)
-    model.load_state_dict(torch.load(run_dir(out, spec) / which, map_location="cpu"))
+    model.load_state_dict(torch.load(run_dir(ws.out, spec) / which, map_location="cpu"))
     return model.eval()
 
 
 def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: RunSpec | None = None,
-            compile: str = "auto") -> dict | None:
+            compile: str = "auto") -> RunResult | None:
     """Train and evaluate ``spec`` unless its result exists; returns the result. Students need ``teacher``.
-    ``compile``: torch.compile the training steps (:func:`kdlib.engine.device.use_compile`: "auto" is on for CUDA).
+    ``out``: a :class:`Workspace`, or the results folder with ``data_dir``, ``device`` and ``compile``
+    (torch.compile the training steps: "auto" is on for CUDA).
 
     Returns None when another live process holds the run's claim (it is being trained there). A run whose loss
     diverges is recorded as failed (``status`` and ``reason`` in its result) rather than raising."""
-    out = Path(out)
-    done = read_result(out, spec)
+    ws = Workspace.of(out, data_dir, device, compile)
+    done = read_result(ws.out, spec)
     if done is not None:
         return done
-    teacher_result = _teacher_result(spec, teacher, out, data_dir, device, compile)
+    teacher_result = _teacher_result(spec, teacher, ws)
     if spec.role == "student" and teacher_result is None:
         return None
-    with claim(run_dir(out, spec)) as mine:
+    with claim(run_dir(ws.out, spec)) as mine:
         if not mine:
             return None
-        done = read_result(out, spec)  # finished by another process between our check and our claim
+        done = read_result(ws.out, spec)  # finished by another process between our check and our claim
         if done is not None:
             return done
-        return _train_claimed(spec, teacher, teacher_result, out, data_dir, device, compile)
+        return _train_claimed(spec, teacher, teacher_result, ws)
 
 
 def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device: str = "cpu",
              compile: str = "auto") -> None:
-    """Train students of one teacher together (:func:`kdlib.engine.together.train_together`) where they can share a
-    step, each claimed and stored exactly as :func:`run_one` would; see :func:`packs` for which can.
+    """Train students of one teacher together (:func:`kdlib.engine.together.train_together`) where they can share
+    a step, each claimed and stored exactly as :func:`run_one` would; see :func:`kdlib.runs.spec.packs` for which
+    can. ``out`` as in :func:`run_one`.
 
     Runs already finished or claimed elsewhere are left out of the pack. A pack never kills a setup run: if
     training it raises anything (a diverging member, a pack too big for the device, a kernel or compiler error),
     its claimed members are trained one by one instead, each result recording why (``pack_fallback``), so a
     divergent run is recorded as failed and the rest finish."""
-    out = Path(out)
     if len({_pack_key(s) for s in specs}) != 1:
         raise ValueError(f"runs {[s.run_id for s in specs]} cannot train together: they differ in teacher, data, "
                          f"model, recipe or initialisation (group them with kdlib.runs.spec.packs)")
-    teacher_result = _teacher_result(specs[0], teacher, out, data_dir, device, compile)
+    ws = Workspace.of(out, data_dir, device, compile)
+    teacher_result = _teacher_result(specs[0], teacher, ws)
     if teacher_result is None:
         return
-    fallback = {}
+    fallback = None
     with contextlib.ExitStack() as held:
-        mine = [s for s in specs if read_result(out, s) is None and held.enter_context(claim(run_dir(out, s)))
-                and read_result(out, s) is None]
-        if len(mine) > 1 and teacher_result.get("status") != "failed":
+        mine = [s for s in specs if read_result(ws.out, s) is None and held.enter_context(claim(run_dir(ws.out, s)))
+                and read_result(ws.out, s) is None]
+        if len(mine) > 1 and not teacher_result.failed:
             for spec in mine:
-                log_attempt(out, spec)
-            prepared = [_prepare_student(s, teacher, out, data_dir) for s in mine]
+                log_attempt(ws.out, spec)
+            prepared = [_prepare_student(s, teacher, ws) for s in mine]
             try:
-                logs = _train_together(mine, prepared, device, compile)
+                logs = _train_together(mine, prepared, ws)
             except Exception as e:  # noqa: BLE001  (whatever breaks a pack, its members still train, one by one)
-                fallback = {"pack_fallback": f"{type(e).__name__}: {str(e)[:300]}"}
+                fallback = f"{type(e).__name__}: {str(e)[:300]}"
                 del prepared
-                dev.release(device)
+                dev.release(ws.device)
             else:
                 pack = [s.run_id for s in mine]
                 for spec, (task, model, _, _), log in zip(mine, prepared, logs):
-                    _finish_student(spec, teacher, out, task, model, log, device, pack=pack)
+                    _finish_student(spec, teacher, ws, task, model, log, pack=pack)
                 return
         for spec in mine:
-            _train_claimed(spec, teacher, teacher_result, out, data_dir, device, compile, **fallback)
+            _train_claimed(spec, teacher, teacher_result, ws, pack_fallback=fallback)
 
 
 def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu", compile: str = "auto") -> None:
@@ -126,70 +129,70 @@ def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu
         run_pack(list(job), teacher, out, data_dir, device, compile)
 
 
-def _teacher_result(spec: RunSpec, teacher: RunSpec | None, out: Path, data_dir, device: str,
-                    compile: str) -> dict | None:
+def _teacher_result(spec: RunSpec, teacher: RunSpec | None, ws: Workspace) -> RunResult | None:
     """A student's finished teacher result (training the teacher first if needed); None for a teacher spec or
     while another process trains the teacher."""
     if spec.role != "student":
         return None
     if teacher is None or teacher.run_id != spec.teacher_id:
         raise ValueError(f"student run {spec.run_id} needs its teacher spec (id {spec.teacher_id})")
-    return run_one(teacher, out, data_dir, device, compile=compile)
+    return run_one(teacher, ws)
 
 
-def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: dict | None, out: Path, data_dir,
-                   device: str, compile: str, **extra) -> dict:
+def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: RunResult | None, ws: Workspace,
+                   pack_fallback: str | None = None) -> RunResult:
     """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures.
-    ``extra`` goes into the result (a pack's ``pack_fallback`` reason)."""
-    log_attempt(out, spec)
-    if spec.role == "student" and teacher_result.get("status") == "failed":
-        return _record_failure(out, spec, device, f"its teacher {teacher.run_id} failed", **extra)
+    ``pack_fallback``: why the run's pack trained it alone (kept in its result)."""
+    log_attempt(ws.out, spec)
+    if spec.role == "student" and teacher_result.failed:
+        return _record_failure(spec, ws, f"its teacher {teacher.run_id} failed", pack_fallback)
     try:
         if spec.role == "student":
-            return _train_student(spec, teacher, out, data_dir, device, compile, **extra)
-        return _train_teacher(spec, out, data_dir, device, compile)
+            return _train_student(spec, teacher, ws, pack_fallback)
+        return _train_teacher(spec, ws)
     except FloatingPointError as e:
-        return _record_failure(out, spec, device, f"diverged: {e}", **extra)
+        return _record_failure(spec, ws, f"diverged: {e}", pack_fallback)
 
 
-def _record_failure(out: Path, spec: RunSpec, device: str, reason: str, **extra) -> dict:
-    return write_result(out, spec, {**_base_result(spec, device), "status": "failed", "reason": reason, **extra})
+def _record_failure(spec: RunSpec, ws: Workspace, reason: str, pack_fallback: str | None) -> RunResult:
+    return write_result(ws.out, spec, _new_result(spec, ws, status="failed", reason=reason,
+                                                  pack_fallback=pack_fallback))
 
 
 def _recipe(spec: RunSpec) -> Recipe:
     return Recipe(**{**spec.recipe, "milestones": tuple(spec.recipe.get("milestones", ()))})
 
 
-def _base_result(spec: RunSpec, device: str) -> dict:
-    return {"run_id": spec.run_id, "status": "ok", "spec": asdict(spec), "device": device,
-            "torch": torch.__version__, "host": platform.node(), "pid": os.getpid()}
+def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
+    """A result of ``spec`` trained here, now."""
+    return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, torch=torch.__version__,
+                     host=platform.node(), pid=os.getpid(), **values)
 
 
-def _train_teacher(spec: RunSpec, out: Path, data_dir, device: str, compile: str) -> dict:
-    task = load_task(spec, data_dir)
-    own = task if spec.train_dataset_kwargs is None else load_task(spec, data_dir, spec.train_dataset_kwargs)
-    directory = run_dir(out, spec)
+def _train_teacher(spec: RunSpec, ws: Workspace) -> RunResult:
+    task = load_task(spec, ws.data_dir)
+    own = task if spec.train_dataset_kwargs is None else load_task(spec, ws.data_dir, spec.train_dataset_kwargs)
+    directory = run_dir(ws.out, spec)
     write_json(directory / "spec.json", asdict(spec))
     model = init_model(lambda: build_model(spec, task.num_classes), spec.teacher_seed)
     save_tensor(directory / "init.pt", model.state_dict())
-    result = _base_result(spec, device)
+    training = {}
     if spec.recipe is not None:
-        log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=device,
-                    log_every=max(1, spec.recipe["steps"] // 50), compile=dev.use_compile(compile, device),
-                    precision=spec.precision)
-        result.update(_training_record(log))
+        log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=ws.device,
+                    log_every=max(1, spec.recipe["steps"] // 50), compile=ws.compiled, precision=spec.precision)
+        training = _training_record(log)
     _save_model(directory / "model.pt", model)
-    test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), device,
+    test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), ws.device,
                               flip=bool(spec.eval_flip))
     save_tensor(directory / "test_logits.pt", test_logits)
     fixed = getattr(task.train, "fixed", False)  # every training example, in index order: the students' KD cache
-    train_logits, train_metrics = score(model, task.train.eval_batches(spec.eval_batch_size), device, keep=fixed)
+    train_logits, train_metrics = score(model, task.train.eval_batches(spec.eval_batch_size), ws.device, keep=fixed)
     if fixed:
         save_tensor(directory / "train_logits.pt", train_logits)
-    result.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                   "train_accuracy": train_metrics["accuracy"], "train_loss": train_metrics["loss"],
-                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size)})
-    return write_result(out, spec, result)
+    return write_result(ws.out, spec, _new_result(
+        spec, ws, **training, test_accuracy=test["accuracy"], test_loss=test["loss"],
+        train_accuracy=train_metrics["accuracy"], train_loss=train_metrics["loss"],
+        probes=run_probes(spec.probes or [], model, task, ws.device, spec.eval_batch_size)))
 
 
 def _save_model(path: Path, model: torch.nn.Module) -> None:
@@ -197,11 +200,11 @@ def _save_model(path: Path, model: torch.nn.Module) -> None:
     save_tensor(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir):
+def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace):
     """A student's data, initial model and what its objective needs: (task, model, teacher model, cache)."""
-    task = load_task(spec, data_dir)
-    teacher_dir = run_dir(out, teacher_spec_)
-    write_json(run_dir(out, spec) / "spec.json", asdict(spec))
+    task = load_task(spec, ws.data_dir)
+    teacher_dir = run_dir(ws.out, teacher_spec_)
+    write_json(run_dir(ws.out, spec) / "spec.json", asdict(spec))
     build = lambda: build_model(spec, task.num_classes)
     if spec.init == "teacher":
         model = build()
@@ -215,43 +218,42 @@ def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir)
         if objective.row.teacher == "logits" and getattr(task.train, "fixed", False) and cache_path.exists():
             cache = torch.load(cache_path, map_location="cpu")
         else:
-            teacher_model = load_model(out, teacher_spec_, data_dir)
+            teacher_model = load_model(ws, teacher_spec_)
     return task, model, teacher_model, cache
 
 
 def _training_record(log) -> dict:
     """What a result keeps of its training: the loss curve, the seconds, and notes (e.g. a compile fallback)."""
     return {"train_curve": {"step": log.steps, "loss": log.losses}, "train_seconds": log.seconds,
-            **({"notes": log.notes} if log.notes else {})}
+            "notes": log.notes or None}
 
 
-def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, task, model, log, device: str,
-                    **extra) -> dict:
+def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, model, log,
+                    pack: list[str] | None = None, pack_fallback: str | None = None) -> RunResult:
     """Store a trained student's weights, compare it with its teacher on the test set, write its result."""
-    _save_model(run_dir(out, spec) / "model.pt", model)
-    teacher_logits = torch.load(run_dir(out, teacher_spec_) / "test_logits.pt", map_location="cpu")
-    metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, device,
+    _save_model(run_dir(ws.out, spec) / "model.pt", model)
+    teacher_logits = torch.load(run_dir(ws.out, teacher_spec_) / "test_logits.pt", map_location="cpu")
+    metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, ws.device,
                        flip=bool(spec.eval_flip)).result()
-    teacher_result = read_result(out, teacher_spec_)
-    result = _base_result(spec, device)
-    result.update({"metrics": metrics, **_training_record(log),
-                   "probes": run_probes(spec.probes or [], model, task, device, spec.eval_batch_size), **extra,
-                   "teacher": {k: teacher_result[k] for k in ("test_accuracy", "test_loss", "train_accuracy",
-                                                               "train_loss")}})
-    return write_result(out, spec, result)
+    teacher = read_result(ws.out, teacher_spec_)
+    return write_result(ws.out, spec, _new_result(
+        spec, ws, metrics=metrics, **_training_record(log),
+        probes=run_probes(spec.probes or [], model, task, ws.device, spec.eval_batch_size),
+        pack=pack, pack_fallback=pack_fallback,
+        teacher={"test_accuracy": teacher.test_accuracy, "test_loss": teacher.test_loss,
+                 "train_accuracy": teacher.train_accuracy, "train_loss": teacher.train_loss}))
 
 
-def _train_student(spec: RunSpec, teacher_spec_: RunSpec, out: Path, data_dir, device: str, compile: str,
-                   **extra) -> dict:
-    task, model, teacher_model, cache = _prepare_student(spec, teacher_spec_, out, data_dir)
+def _train_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, pack_fallback: str | None) -> RunResult:
+    task, model, teacher_model, cache = _prepare_student(spec, teacher_spec_, ws)
     recipe = _recipe(spec)
     log = train(model, task.train, spec.objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
-                teacher_cache=cache, device=device, log_every=max(1, recipe.steps // 50),
-                compile=dev.use_compile(compile, device), precision=spec.precision)
-    return _finish_student(spec, teacher_spec_, out, task, model, log, device, **extra)
+                teacher_cache=cache, device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
+                precision=spec.precision)
+    return _finish_student(spec, teacher_spec_, ws, task, model, log, pack_fallback=pack_fallback)
 
 
-def _train_together(specs: list[RunSpec], prepared: list, device: str, compile: str) -> list:
+def _train_together(specs: list[RunSpec], prepared: list, ws: Workspace) -> list:
     """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
     task = prepared[0][0]
     teacher_model = next((p[2] for p in prepared if p[2] is not None), None)
@@ -259,5 +261,5 @@ def _train_together(specs: list[RunSpec], prepared: list, device: str, compile: 
     recipe = _recipe(specs[0])
     return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
                           [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
-                          device=device, log_every=max(1, recipe.steps // 50),
-                          compile=dev.use_compile(compile, device), precision=specs[0].precision)
+                          device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
+                          precision=specs[0].precision)

@@ -11,13 +11,16 @@ from . import launchers
 from .autopack import pack_size
 from .spec import RunSpec, packs, plan
 from ..setups import Setup
-from ..store import is_claimed, read_result
+from ..store import RunResult, is_claimed, read_result
+from .workspace import Workspace
 
 
 def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: bool = True,
               launcher: str = "serial", workers: int = 1, threads: int | None = 1,
-              poll_seconds: float = 2.0, pack=1, compile: str = "auto", **launcher_options) -> list[dict]:
-    """Run every spec of ``setup`` that has no result yet: teachers first, then their students.
+              poll_seconds: float = 2.0, pack=1, compile: str = "auto", **launcher_options) -> list[RunResult]:
+    """Run every spec of ``setup`` that has no result yet: teachers first, then their students. ``out``: a
+    :class:`~kdlib.runs.workspace.Workspace` (its ``threads`` then apply), or the results folder with ``data_dir``,
+    ``device``, ``threads`` and ``compile``.
 
     ``pack`` > 1 trains up to that many students of a teacher together in one vectorised step (see
     :mod:`kdlib.engine.together`: for small models on a GPU, not a CPU); 1 trains them one by one; ``"auto"`` probes
@@ -33,11 +36,12 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     the study's small models train about as fast on one thread, and a second thread that competes with any
     other process for a core slows training many times over.
     """
-    dev.set_threads(threads)
-    dev.use_compile(compile, device)  # a bad value fails here, before any training
-    datasets.check(setup.dataset, data_dir)  # and a missing dataset, before any worker starts
+    ws = out if isinstance(out, Workspace) else Workspace.resolve(out, data_dir, device, compile, threads)
+    dev.set_threads(ws.threads)  # a bad compile value failed above, before any training
+    datasets.check(setup.dataset, ws.data_dir)  # and a missing dataset, before any worker starts
     launch = launchers.get(launcher)
     specs = plan(setup)
+    out = ws.out
     teachers = {s.run_id: s for s in specs if s.role == "teacher"}
     done = sum(read_result(out, s) is not None for s in specs)
     if progress:
@@ -47,14 +51,13 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
-            size = (pack_size(setup, out, data_dir, device, pack, compile=dev.use_compile(compile, device))
+            size = (pack_size(setup, ws.out, ws.data_dir, ws.device, pack, compile=ws.compiled)
                     if role == "student" and todo else 1)
             jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
                     for job in packs([s for s in todo if s.role == role], size)]
             if jobs:
-                launch(jobs, out, data_dir, device, workers=workers, progress=progress,
-                       desc=f"{setup.label} {role}s" + (f" (packs of {size})" if size > 1 else ""),
-                       compile=compile, **launcher_options)
+                launch(jobs, ws, workers=workers, progress=progress,
+                       desc=f"{setup.label} {role}s" + (f" (packs of {size})" if size > 1 else ""), **launcher_options)
         busy = [s for s in specs if read_result(out, s) is None]
         if not busy:
             return [read_result(out, s) for s in specs]

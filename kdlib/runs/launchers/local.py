@@ -14,14 +14,14 @@ from ...engine import device as dev
 from .worker import run_in_worker
 
 
-def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", compile="auto"):
+def launch(jobs, ws, workers=2, progress=True, desc="runs"):
     if not jobs:
         return
     ctx = mp.get_context("spawn")
-    workers, gpu_queue = dev.gpu_slots(device, workers, ctx.Queue)
+    workers, gpu_queue = dev.gpu_slots(ws.device, workers, ctx.Queue)
     with dev.single_thread_children(), ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=dev.take_gpu,
             initargs=(gpu_queue,)) as pool:
-        futures = [pool.submit(run_in_worker, job, teacher, out, data_dir, device, compile) for job, teacher in jobs]
+        futures = [pool.submit(run_in_worker, job, teacher, ws) for job, teacher in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run", disable=not progress):
             future.result()

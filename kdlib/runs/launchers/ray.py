@@ -15,8 +15,7 @@ from tqdm.auto import tqdm
 from .worker import run_in_worker
 
 
-def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", gpus_per_run=0,
-           address=None, compile="auto"):
+def launch(jobs, ws, workers=2, progress=True, desc="runs", gpus_per_run=0, address=None):
     if not jobs:
         return
     if not ray.is_initialized():
@@ -25,8 +24,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
                  log_to_driver=False, ignore_reinit_error=True)
         atexit.register(ray.shutdown)
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(run_in_worker)
-    pending = [task.remote(job, teacher, str(out), None if data_dir is None else str(data_dir), device, compile)
-               for job, teacher in jobs]
+    pending = [task.remote(job, teacher, ws) for job, teacher in jobs]
     with tqdm(total=len(pending), desc=desc, unit="run", disable=not progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -7,11 +7,11 @@ from ..spec import RunSpec
 from ..run import run_job
 
 
-def launch(jobs, out, data_dir=None, device="cpu", workers=1, progress=True, desc="runs", compile="auto"):
+def launch(jobs, ws, workers=1, progress=True, desc="runs"):
     bar = tqdm(jobs, desc=desc, unit="run", disable=not progress)
     for job, teacher in bar:
         if isinstance(job, RunSpec):
             bar.set_postfix_str(f"{job.condition} t{job.teacher_seed} s{job.student_seed} a{job.alpha}")
         else:
             bar.set_postfix_str(f"pack of {len(job)}")
-        run_job(job, teacher, out, data_dir, device, compile)
+        run_job(job, teacher, ws)

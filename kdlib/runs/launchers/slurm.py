@@ -17,19 +17,19 @@ from .worker import run_in_worker
 class _RunTask(submitit.helpers.Checkpointable):
     """A picklable task; being Checkpointable, SLURM preemption requeues it instead of failing it."""
 
-    def __call__(self, job, teacher, out, data_dir, device, compile):
-        run_in_worker(job, teacher, out, data_dir, device, compile)
+    def __call__(self, job, teacher, ws):
+        run_in_worker(job, teacher, ws)
 
 
-def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, desc="runs", partition=None,
-           gpus_per_run=0, time_limit_min=60, cluster=None, log_dir=None, compile="auto"):
+def launch(jobs, ws, workers=2, progress=True, desc="runs", partition=None, gpus_per_run=0, time_limit_min=60,
+           cluster=None, log_dir=None):
     """Submit ``jobs`` as a SLURM job array (at most ``workers`` at once) and wait for them.
 
     ``cluster``: None picks SLURM when ``sbatch`` is available, else submitit's local executor; "local" forces
     it. The local executor has no array throttle, so there the array is submitted in waves of ``workers``."""
     if not jobs:
         return
-    executor = submitit.AutoExecutor(folder=Path(log_dir or Path(out) / "slurm_logs") / "%j", cluster=cluster)
+    executor = submitit.AutoExecutor(folder=Path(log_dir or ws.out / "slurm_logs") / "%j", cluster=cluster)
     params = dict(timeout_min=time_limit_min, cpus_per_task=1, tasks_per_node=1, gpus_per_node=gpus_per_run,
                   name=desc.replace(" ", "_"))
     if executor.cluster == "slurm":
@@ -42,8 +42,7 @@ def launch(jobs, out, data_dir=None, device="cpu", workers=2, progress=True, des
     for i in range(0, len(jobs), wave):
         work, teachers = zip(*jobs[i:i + wave])
         n = len(work)
-        submitted = executor.map_array(_RunTask(), work, teachers, [out] * n, [data_dir] * n, [device] * n,
-                                       [compile] * n)
+        submitted = executor.map_array(_RunTask(), work, teachers, [ws] * n)
         for job in submitted:
             job.result()  # raises with the task's traceback if a run failed outright
             bar.update()

@@ -5,7 +5,7 @@ from ...engine import device as dev
 from ..run import run_job
 
 
-def run_in_worker(job, teacher, out, data_dir, device, compile="auto") -> None:
-    """One torch CPU thread per worker, then ``run_job``."""
+def run_in_worker(job, teacher, ws) -> None:
+    """One torch CPU thread per worker, then ``run_job`` in the launching command's workspace ``ws``."""
     dev.pin_worker()
-    run_job(job, teacher, out, data_dir, device, compile)
+    run_job(job, teacher, ws)
