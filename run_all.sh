@@ -14,6 +14,7 @@
 #   READINGS="ID=CHOICE ...": read the paper's ambiguities otherwise than the defaults, in every setup that uses
 #   them (kdlib/setups/readings.py; the README's table); results go under <setup>+ID=CHOICE
 #   GPUS_PER_RUN, SLURM_PARTITION, TIME_LIMIT (minutes per task): the slurm/ray launchers' options, when set
+#   (every variable a launcher declares: python -m kdlib launchers)
 # Re-running after an interruption resumes: finished runs are never trained again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,9 +23,9 @@ flags=(--profile "${PROFILE:-cpu}" --data-dir "$KDLIB_DATA_DIR" --device "${DEVI
        --figures "${FIGURES:-figures}" --launcher "${LAUNCHER:-local}" --workers "${WORKERS:-2}" --pack "${PACK:-1}"
        --compile "${COMPILE:-auto}" --notebook-jobs "${NOTEBOOK_JOBS:-2}")
 [[ "${SUMMARY:-1}" == 0 ]] && flags+=(--no-summary)
-[[ -n "${GPUS_PER_RUN:-}" ]] && flags+=(--gpus-per-run "$GPUS_PER_RUN")
-[[ -n "${SLURM_PARTITION:-}" ]] && flags+=(--slurm-partition "$SLURM_PARTITION")
-[[ -n "${TIME_LIMIT:-}" ]] && flags+=(--time-limit "$TIME_LIMIT")
+while read -r var flag; do  # each launcher's own options, from the variables it declares (kdlib launchers --env)
+  [[ -n "${!var:-}" ]] && flags+=("$flag" "${!var}")
+done < <(python3 -m kdlib launchers --env)
 for r in ${READINGS:-}; do flags+=(--reading "$r"); done
 suite=${SUITE:-core}
 case "$suite" in

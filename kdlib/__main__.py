@@ -1,4 +1,4 @@
-"""The command line: python -m kdlib {list,plan,run,study,collect,report,scorecard,summary,export,audit}.
+"""The command line: python -m kdlib {list,launchers,plan,run,study,collect,report,scorecard,summary,export,audit}.
 
 Only ``--help`` and ``list`` answer without loading torch (at once). A user's
 mistake (an unknown setup, a missing dataset, nothing to report) prints one line and exits with status 2.
@@ -67,24 +67,21 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = F
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--launcher", default=DEFAULTS["launcher"], choices=launchers.LAUNCHERS,
-                   help="serial: one run after another; local: a process pool; slurm: submitit job arrays; "
-                        f"ray: Ray tasks (default: {DEFAULTS['launcher']})")
+    described = "; ".join(f"{n}: {launchers.LAUNCHERS.meta(n)['help']}" for n in launchers.LAUNCHERS)
+    p.add_argument("--launcher", default=DEFAULTS["launcher"], choices=launchers.LAUNCHERS.names(),
+                   help=f"{described} (default: {DEFAULTS['launcher']})")
     p.add_argument("--workers", type=int, default=DEFAULTS["workers"],
                    help=f"runs at once for local/slurm/ray (default {DEFAULTS['workers']})")
     p.add_argument("--pack", type=_pack, default=DEFAULTS["pack"],
                    help="students of a teacher trained together in one vectorised step: a number, or auto (the "
                         "largest pack that raises models per hour, probed once on CUDA; 1 on CPU). Default 1")
-    p.add_argument("--compile", default=DEFAULTS["compile"], choices=("auto", "on", "off"),  # kdlib.engine.device.COMPILE
+    p.add_argument("--compile", default=DEFAULTS["compile"], choices=("auto", "on", "off"),  # engine.device.COMPILE
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
-    p.add_argument("--gpus-per-run", type=int, default=0, help="GPUs each run asks for (slurm, ray)")
-    p.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local"),
-                   help="force submitit's executor (default: SLURM if sbatch exists, else local)")
-    p.add_argument("--time-limit", type=int, default=60, help="minutes per SLURM task (default 60)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    for option in launchers.options():  # each launcher's own options (kdlib.runs.launchers.register)
+        p.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
+                       help=option.help)
 
 
 def _audit_args(p: argparse.ArgumentParser) -> None:
@@ -113,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--data-dir", default=None, help="data folder (default: $KDLIB_DATA_DIR or data/)")
     listing.add_argument("--ready", action="store_true",
                          help="print only the names of the setups whose data is here or downloads itself")
+    known = sub.add_parser("launchers", help="every launcher and its own options")
+    known.add_argument("--env", action="store_true", help="print 'VARIABLE --flag' per option run_all.sh passes on")
     planning = sub.add_parser("plan", help="models a setup trains, how many are finished, and device-hours left")
     _setup_args(planning, data=False)
     planning.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to estimate for")
@@ -190,12 +189,20 @@ def cmd_plan(args) -> int:
 
 def _launcher_options(args) -> dict:
     """The chosen launcher's own options from the command line."""
-    if args.launcher == "slurm":
-        return dict(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run, time_limit_min=args.time_limit,
-                    cluster=args.slurm_cluster)
-    if args.launcher == "ray":
-        return dict(gpus_per_run=args.gpus_per_run, address=args.ray_address)
-    return {}
+    return {o.name: getattr(args, o.flag[2:].replace("-", "_")) for o in launchers.options(args.launcher)}
+
+
+def cmd_launchers(args) -> int:
+    if args.env:  # run_all.sh: one "VARIABLE --flag" line per option that a variable sets
+        print("\n".join(f"{o.env} {o.flag}" for o in launchers.options() if o.env))
+        return 0
+    for name in launchers.LAUNCHERS:
+        meta = launchers.LAUNCHERS.meta(name)
+        print(f"{name:8s} {meta['help']}")
+        for o in meta["options"]:
+            env = f" (run_all.sh: {o.env})" if o.env else ""
+            print(f"{'':8s}   {o.flag} {o.type.__name__.upper()}: {o.help}{env}")
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -321,8 +328,8 @@ def cmd_audit(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "study": cmd_study, "collect": cmd_collect,
-            "report": cmd_report,
+COMMANDS = {"list": cmd_list, "launchers": cmd_launchers, "plan": cmd_plan, "run": cmd_run, "study": cmd_study,
+            "collect": cmd_collect, "report": cmd_report,
             "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit}
 
 

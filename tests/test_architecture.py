@@ -124,12 +124,16 @@ def test_planning_a_setup_imports_no_torch():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_every_architecture_is_built_from_the_family_that_registers_it():
+def test_every_architecture_is_built_by_the_family_module_its_lazy_entry_names():
     import importlib
 
-    from kdlib.models import FAMILIES
-    from kdlib.models.base import ARCHS
-    for family in set(FAMILIES.values()):
-        importlib.import_module(f"kdlib.models.{family}")
-    assert set(ARCHS) == set(FAMILIES)
-    assert all(ARCHS[arch].__module__ == f"kdlib.models.{family}" for arch, family in FAMILIES.items())
+    from kdlib.models import ARCHITECTURES
+    from kdlib.registry import Registry
+    fresh = Registry("architecture")
+    for arch in ARCHITECTURES:
+        path = ARCHITECTURES.entry(arch)  # the lazy "module:name" path (the builder once something built it)
+        module, name = path.split(":") if isinstance(path, str) else (path.__module__, path.__name__)
+        assert module.startswith("kdlib.models.") and callable(getattr(importlib.import_module(module), name))
+        fresh.register(arch, path)
+    assert set(fresh) == set(ARCHITECTURES) == {"gpt", "resnet18", "resnet50", "vgg19", "vgg19_bn", "vit", "vggish",
+                                                "ast"}

@@ -7,8 +7,8 @@ From a setup's runs table (per student variant where a setup has several, e.g. w
   (:func:`kdlib.analysis.stats.transfer_tests`);
 - ``deltas``: the agreement deltas against the best control, raw and as a share of its headroom
   (:func:`kdlib.analysis.stats.agreement_deltas`);
-- ``verdicts``: one row per (teacher seed, alpha): the verdict (:func:`kdlib.analysis.stats.verdict`), its inputs and the
-  deltas, which is all a verdict line or an overview shows;
+- ``verdicts``: one row per (teacher seed, alpha): the verdict (:func:`kdlib.analysis.stats.verdict`), its inputs
+  and the deltas, which is all a verdict line or an overview shows;
 - ``means``: mean +- SEM of every table metric per condition and teacher seed (Table 14 style, the best mean per
   metric marked).
 

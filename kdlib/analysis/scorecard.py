@@ -69,7 +69,8 @@ def _better(kd: float, control: float, metric: str) -> bool | None:
 
 
 def _improvement(means: dict, alpha: float) -> float:
-    """Mean over the functional metrics of KD's gain over the better control (kdlib.analysis.stats' ``marginal`` rule)."""
+    """Mean over the functional metrics of KD's gain over the better control (the ``marginal`` rule of
+    :mod:`kdlib.analysis.stats`)."""
     gains = []
     for m in FUNCTIONAL_METRICS:
         kd, siddo, rcd = (means.get((c, m), math.nan) for c in (label("kd", alpha), "SIDDO", label("rcd", alpha)))
@@ -223,7 +224,8 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
         markdown += ["## Readings compared", "", "Where a setup ran under several readings of the paper "
                      "(`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
     markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
-                 "teacher regime, as described in `kdlib/analysis/scorecard.py`; every claim is a row of `scorecard.csv`.", ""]
+                 "teacher regime, as described in `kdlib/analysis/scorecard.py`; every claim is a row of "
+                 "`scorecard.csv`.", ""]
     return {"claims": table, "summary": summary, "markdown": "\n".join(markdown), "compared": compared}
 
 

@@ -2,8 +2,8 @@
 
 Choices the paper leaves open, fixed here:
 - Pairing: KD(alpha) is paired with each control of :mod:`kdlib.conditions` (SIDDO, and RCD at the same alpha)
-  on ``student_seed`` within a teacher seed (same init, same data order). Missing partners raise, or with ``on_missing="drop"`` are reported in the
-  ``missing_pairs`` column and left out.
+  on ``student_seed`` within a teacher seed (same init, same data order). Missing partners raise, or with
+  ``on_missing="drop"`` are reported in the ``missing_pairs`` column and left out.
 - Wilcoxon: ``scipy.stats.wilcoxon`` on the paired differences with its defaults (exact null distribution
   for small samples without ties, zero differences dropped); all-zero differences give p = 1.
 - FDR family: Benjamini-Hochberg over every (functional metric, control) p-value of one (teacher seed,

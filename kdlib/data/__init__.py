@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .base import DEFAULT_DATA_DIR, LOADERS, SOURCES, DatasetMissing, Source, TaskData, cache_folder, data_dir, download, fingerprint, register, require
+from .base import (DEFAULT_DATA_DIR, SOURCES, DatasetMissing, Source, TaskData, cache_folder, data_dir,  # noqa: F401
+                   download, fingerprint, loader, register, require)
 
 
 def check(name: str, root: str | os.PathLike | None = None) -> None:
@@ -34,10 +35,8 @@ def check(name: str, root: str | os.PathLike | None = None) -> None:
 
 def load(name: str, root: str | os.PathLike | None = None, **kwargs) -> TaskData:
     """Load the dataset ``name`` from the data folder ``root`` (see :func:`data_dir`)."""
-    from . import audio, text, vision  # noqa: F401  (here, not at the top: they import torch; importing registers)
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}: known datasets are {sorted(LOADERS)}")
+    load_data = loader(name)  # an unknown name raises here, with the known ones
     folder = data_dir(root)
     if SOURCES[name].files and not folder.is_dir():
         check(name, folder)
-    return LOADERS[name](folder, **kwargs)
+    return load_data(folder, **kwargs)

@@ -15,7 +15,7 @@ Pipeline, per clip (Appendix E, torchaudio):
 As in the paper, spectrograms are computed once, before training: they are cached on disk (one ``.pt``
 file per dataset, pipeline, clip length and chosen files, written atomically) under ``cache_dir``, else
 ``$KDLIB_CACHE_DIR``, else ``~/.cache/kdlib`` (never inside the data folder, which may be read-only), and
-held in memory as float32 ``[N, 1, 32, frames]`` in an :class:`~kdlib.engine.train.ExampleData`.
+held in memory as float32 ``[N, 1, 32, frames]`` in an :class:`~kdlib.data.sources.ExampleData`.
 
 ``front_end="power-mel"`` gives the mel power spectrogram without the log (the paper's words, read literally;
 the ``audio-front-end`` reading). With ``normalize=True`` (default; not in the paper) each mel bin is standardised by its mean and standard
@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .sources import ExampleData
 from ..store import atomic_write
-from .base import SOURCES, TaskData, cache_folder, fingerprint, register, require
+from .base import SOURCES, TaskData, cache_folder, fingerprint, require
 from .mel import LOG_FLOOR, N_FFT, N_MELS, PIPELINE, SAMPLE_RATE, num_frames
 
 CHUNK = 128  # clips per feature batch: bounds memory (a 4 s clip at 96 kHz is 1.5 MB)
@@ -182,7 +182,6 @@ def mel_task(name: str, classes: list[str], splits: dict[str, tuple[list, np.nda
                     num_classes=len(classes), classes=classes, extra=extra)
 
 
-@register("speechcommands")
 def load_speechcommands(root: Path, seconds: float = 1.0, normalize: bool = True, max_train: int | None = None,
                         max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
                         front_end: str = "log-mel") -> TaskData:
@@ -208,7 +207,6 @@ def load_speechcommands(root: Path, seconds: float = 1.0, normalize: bool = True
                     fingerprint(lists), normalize, max_train, max_test, cache_dir, front_end)
 
 
-@register("urbansound8k")
 def load_urbansound8k(root: Path, seconds: float = 4.0, normalize: bool = True, max_train: int | None = None,
                       max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
                       front_end: str = "log-mel") -> TaskData:
@@ -229,7 +227,6 @@ def load_urbansound8k(root: Path, seconds: float = 4.0, normalize: bool = True, 
                     fingerprint(csv), normalize, max_train, max_test, cache_dir, front_end)
 
 
-@register("fsdd")
 def load_fsdd(root: Path, seconds: float = 1.0, normalize: bool = True, max_train: int | None = None,
               max_test: int | None = None, cache_dir: str | os.PathLike | None = None,
               front_end: str = "log-mel") -> TaskData:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..registry import Registry, resolve
+
 DEFAULT_DATA_DIR = "data"
 
 
@@ -20,12 +22,14 @@ class Source:
     folder), the address ``url`` a user gets it from, whether the loader ``downloads`` it itself where there is
     internet, and whether it is ``built_in`` (shipped as the project's offline data, or bundled with a
     dependency: these setups run without any download). An ``archive`` the loader extracts stands in for
-    ``files``."""
+    ``files``. ``loader``: ``fn(root: Path, **kwargs) -> TaskData``, or its ``"module:name"`` path (imported when
+    the dataset is first loaded)."""
     files: tuple[str, ...]
     url: str
     downloads: bool = False
     built_in: bool = False
     archive: str | None = None
+    loader: str | Callable[..., TaskData] | None = None
 
     def downloads_now(self) -> bool:
         """Whether its loader would fetch a missing file now (it downloads itself, and downloads are allowed)."""
@@ -37,23 +41,34 @@ class Source:
         return [f for f in self.files if not (Path(root) / f).exists()]
 
 
-SOURCES = {
-    "tinyshakespeare": Source(("tinyshakespeare.txt",),
-                              "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-                              downloads=True, built_in=True),
-    "cifar10_subset": Source(("cifar10_jpeg_subset.npz",), "https://www.cs.toronto.edu/~kriz/cifar.html",
-                             built_in=True),
-    "fsdd": Source(("fsdd_8k.npz",), "https://github.com/Jakobovski/free-spoken-digit-dataset", built_in=True),
-    "digits": Source((), "scikit-learn's bundled digits", built_in=True),
-    "svhn": Source(("train_32x32.mat", "test_32x32.mat"), "http://ufldl.stanford.edu/housenumbers/", downloads=True),
-    "tinyimagenet": Source(("tiny-imagenet-200/",), "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                           downloads=True, archive="tiny-imagenet-200.zip"),
-    "imagenet": Source(("imagenet/",), "https://image-net.org/download.php (ILSVRC2012 train and val images)"),
-    "speechcommands": Source(("SpeechCommands/speech_commands_v0.02/",),
-                             "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"),
-    "urbansound8k": Source(("UrbanSound8K/metadata/UrbanSound8K.csv",),
-                           "https://urbansounddataset.weebly.com/urbansound8k.html"),
-}
+#: Every dataset a setup can name, with where it comes from and its loader.
+SOURCES = Registry("dataset", listing=lambda names: f"known datasets are {sorted(names)}")
+SOURCES.register("tinyshakespeare", Source(
+    ("tinyshakespeare.txt",), "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    downloads=True, built_in=True, loader="kdlib.data.text:load_tinyshakespeare"))
+SOURCES.register("cifar10_subset", Source(
+    ("cifar10_jpeg_subset.npz",), "https://www.cs.toronto.edu/~kriz/cifar.html", built_in=True,
+    loader="kdlib.data.vision:load_cifar10_subset"))
+SOURCES.register("fsdd", Source(
+    ("fsdd_8k.npz",), "https://github.com/Jakobovski/free-spoken-digit-dataset", built_in=True,
+    loader="kdlib.data.audio:load_fsdd"))
+SOURCES.register("digits", Source((), "scikit-learn's bundled digits", built_in=True,
+                                  loader="kdlib.data.vision:load_digits"))
+SOURCES.register("svhn", Source(
+    ("train_32x32.mat", "test_32x32.mat"), "http://ufldl.stanford.edu/housenumbers/", downloads=True,
+    loader="kdlib.data.vision:load_svhn"))
+SOURCES.register("tinyimagenet", Source(
+    ("tiny-imagenet-200/",), "http://cs231n.stanford.edu/tiny-imagenet-200.zip", downloads=True,
+    archive="tiny-imagenet-200.zip", loader="kdlib.data.vision:load_tinyimagenet"))
+SOURCES.register("imagenet", Source(
+    ("imagenet/",), "https://image-net.org/download.php (ILSVRC2012 train and val images)",
+    loader="kdlib.data.vision:load_imagenet"))
+SOURCES.register("speechcommands", Source(
+    ("SpeechCommands/speech_commands_v0.02/",), "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+    loader="kdlib.data.audio:load_speechcommands"))
+SOURCES.register("urbansound8k", Source(
+    ("UrbanSound8K/metadata/UrbanSound8K.csv",), "https://urbansounddataset.weebly.com/urbansound8k.html",
+    loader="kdlib.data.audio:load_urbansound8k"))
 
 
 class DatasetMissing(FileNotFoundError):
@@ -120,15 +135,13 @@ def download(url: str, path: Path, timeout: float = 30.0) -> None:
     os.replace(tmp.name, path)
 
 
-LOADERS: dict[str, Callable[..., TaskData]] = {}
+register = SOURCES.register
 
 
-def register(name: str):
-    """Decorator: register a loader ``fn(root: Path, **kwargs) -> TaskData`` under ``name``."""
-    def wrap(fn):
-        LOADERS[name] = fn
-        return fn
-    return wrap
+def loader(name: str) -> Callable[..., TaskData]:
+    """The loader of dataset ``name`` (imported on first use; an unknown name raises with the known ones)."""
+    fn = SOURCES[name].loader
+    return resolve(fn) if isinstance(fn, str) else fn
 
 
 def available(dataset: str, root: Path) -> bool:

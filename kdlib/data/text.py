@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .sources import WindowData
-from .base import SOURCES, TaskData, register, require
+from .base import SOURCES, TaskData, require
 
 TINYSHAKESPEARE_URL = SOURCES["tinyshakespeare"].url
 
@@ -50,7 +50,6 @@ def replace_whole_words(text: str, old: str, new: str) -> str:
     return re.sub(rf"(?<![A-Za-z]){re.escape(old)}(?![A-Za-z])", new, text)
 
 
-@register("tinyshakespeare")
 def load_tinyshakespeare(root: Path, block_size: int = 256, max_chars: int | None = None,
                          replace: list | None = None, replace_words: list | None = None) -> TaskData:
     """TinyShakespeare; ``max_chars`` keeps only the start of the text (smoke runs), vocabulary unchanged.

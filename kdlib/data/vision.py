@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 
 from .sources import ExampleData
 from ..store import atomic_write
-from .base import SOURCES, TaskData, cache_folder, fingerprint, register, require
+from .base import SOURCES, TaskData, cache_folder, fingerprint, require
 
 SVHN_URL = SOURCES["svhn"].url
 TINYIMAGENET_URL = SOURCES["tinyimagenet"].url
@@ -147,7 +147,6 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict]) -> d
 
 # ----------------------------------------------------------------------------- SVHN
 
-@register("svhn")
 def load_svhn(root: Path, train_per_class: int | None = None, test_per_class: int | None = None,
               num_classes: int | None = None) -> TaskData:
     """SVHN cropped digits (train 73,257 / test 26,032, 32x32 RGB) from torchvision's ``{split}_32x32.mat``.
@@ -194,7 +193,6 @@ def _tinyimagenet_files(base: Path) -> tuple[list[str], list[tuple[Path, int]], 
     return wnids, train, sorted(val)
 
 
-@register("tinyimagenet")
 def load_tinyimagenet(root: Path, randaugment: bool = False, train_per_class: int | None = None,
                       test_per_class: int | None = None, num_classes: int | None = None) -> TaskData:
     """TinyImageNet (200 classes, 500 train / 50 val images each, 64x64 RGB); the val set is the test set.
@@ -240,7 +238,6 @@ def _cifar_split(path: Path, split: str, per_class: int | None) -> tuple[np.ndar
     return arrays["x"], arrays["y"]
 
 
-@register("cifar10_subset")
 def load_cifar10_subset(root: Path, train_per_class: int | None = None, test_per_class: int | None = None,
                         num_classes: int | None = None) -> TaskData:
     """CIFAR-10 as JPEGs (train 1,000 per class, the full 10,000 test set), from ``cifar10_jpeg_subset.npz``."""
@@ -255,7 +252,6 @@ def load_cifar10_subset(root: Path, train_per_class: int | None = None, test_per
 
 # ----------------------------------------------------------------------------- digits
 
-@register("digits")
 def load_digits(root: Path | None = None, train_per_class: int | None = None, test_per_class: int | None = None,
                 num_classes: int | None = None) -> TaskData:
     """scikit-learn's 8x8 digits (1,797 images, 16 grey levels), stratified 80/20 split with random_state 0."""
@@ -366,7 +362,6 @@ def _imagenet_split(base: Path, split: str) -> tuple[list[tuple[str, int]], list
     return ds.samples, ds.classes
 
 
-@register("imagenet")
 def load_imagenet(root: Path, resolution: int = 160, final_resolution: int | None = None,
                   ramp: tuple[float, float] = (0.0, 0.0), eval_resolution: int = 256, random_crop: bool = True,
                   train_per_class: int | None = None, test_per_class: int | None = None,

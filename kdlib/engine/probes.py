@@ -5,26 +5,18 @@ result under ``probes`` and become columns of the collected table.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from . import device as dev
+from ..registry import Registry
 
-PROBES: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def wrap(fn):
-        PROBES[name] = fn
-        return fn
-    return wrap
+PROBES = Registry("probe")
+register = PROBES.register  # @register(name) over fn(model, task, device, batch_size), or register(name, "module:fn")
 
 
 def run_probes(names, model, task, device: str, batch_size: int) -> dict[str, float]:
-    unknown = [n for n in names if n not in PROBES]
-    if unknown:
-        raise ValueError(f"unknown probe(s) {unknown}: known probes are {sorted(PROBES)}")
+    for name in names:
+        PROBES.check(name)  # every name before any probe runs
     out = {}
     for name in names:
         out.update(PROBES[name](model, task, device, batch_size))

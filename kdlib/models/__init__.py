@@ -1,22 +1,20 @@
 """Model families, one readable file each; ``build(arch, num_classes, **kwargs)`` is the single entry point.
 
-A family's module is imported when one of its architectures is first built (:data:`FAMILIES`), so a process that
-trains only GPTs never imports torchvision (3 s)."""
+:data:`ARCHITECTURES` names each architecture's builder ``fn(num_classes, **kwargs) -> nn.Module`` lazily, so a
+process that trains only GPTs never imports torchvision (3 s). Your own: ``register("mynet", "mypkg.nets:build")``
+(or the function itself)."""
 from __future__ import annotations
 
-import importlib
+from ..registry import Registry
 
-import torch.nn as nn
+ARCHITECTURES = Registry("architecture")
+for _arch, _path in {"gpt": "gpt:gpt", "resnet18": "vision:resnet18", "resnet50": "vision:resnet50",
+                     "vgg19": "vision:vgg19", "vgg19_bn": "vision:vgg19_bn", "vit": "vision:vit",
+                     "vggish": "audio:vggish", "ast": "audio:ast"}.items():
+    ARCHITECTURES.register(_arch, f"{__name__}.{_path}")
+register = ARCHITECTURES.register
 
-from .base import ARCHS
 
-#: Architecture -> the family module that registers it.
-FAMILIES = {"gpt": "gpt", "resnet18": "vision", "resnet50": "vision", "vgg19": "vision", "vgg19_bn": "vision",
-            "vit": "vision", "vggish": "audio", "ast": "audio"}
-
-
-def build(arch: str, num_classes: int, **kwargs) -> nn.Module:
-    if arch not in FAMILIES:
-        raise ValueError(f"unknown architecture {arch!r}: known are {sorted(FAMILIES)}")
-    importlib.import_module(f"{__name__}.{FAMILIES[arch]}")
-    return ARCHS[arch](num_classes, **kwargs)
+def build(arch: str, num_classes: int, **kwargs):
+    """A freshly initialised ``arch`` (a :class:`torch.nn.Module`) with ``num_classes`` outputs."""
+    return ARCHITECTURES[arch](num_classes, **kwargs)

@@ -12,7 +12,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import SelfAttention
-from .base import register
 
 
 class VGGish(nn.Module):
@@ -121,13 +120,11 @@ class AST(nn.Module):
         return self.head((x[:, 0] + x[:, 1]) / 2)
 
 
-@register("vggish")
 def vggish(num_classes: int, **kwargs) -> VGGish:
     """VGGish over 32-mel spectrograms; kwargs: ``width``, ``hidden``, ``embedding``."""
     return VGGish(num_classes, **kwargs)
 
 
-@register("ast")
 def ast(num_classes: int, **kwargs) -> AST:
     """AST over mel spectrograms; kwargs: ``n_mels``, ``frames``, ``embed_dim``, ``depth``, ``heads``,
     ``patch``, ``stride``, ``dropout``."""

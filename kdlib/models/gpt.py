@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import multi_head_self_attention
-from .base import register
 
 
 #: What distinguishes the two GPTs the paper's description fits (see the module docstring).
@@ -148,7 +147,6 @@ class GPT(nn.Module):
         return idx
 
 
-@register("gpt")
 def gpt(num_classes: int, **kwargs) -> GPT:
     """Character GPT over ``num_classes`` tokens; kwargs are :class:`GPTConfig` fields."""
     return GPT(GPTConfig(vocab_size=num_classes, **kwargs))

@@ -31,7 +31,6 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 from torchvision.models.vgg import cfgs as vgg_cfgs, make_layers
 
 from .attention import SelfAttention
-from .base import register
 
 SMALL_IMAGE = 64  # images up to this size get the small-image ResNet stem
 RESNET_WEIGHTS = {"resnet18": tvm.ResNet18_Weights, "resnet50": tvm.ResNet50_Weights}
@@ -142,14 +141,12 @@ def _load_pretrained(model: ResNet, arch: str, weights: str, num_classes: int, i
     model.load_state_dict(state)
 
 
-@register("resnet18")
 def resnet18(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64, blurpool: bool = False,
              weights: str | None = None, stem: str | None = None) -> ResNet:
     return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes, in_channels, image_size, width, blurpool,
                    weights, stem)
 
 
-@register("resnet50")
 def resnet50(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64, blurpool: bool = False,
              weights: str | None = None, stem: str | None = None) -> ResNet:
     return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes, in_channels, image_size, width, blurpool,
@@ -193,19 +190,16 @@ def _vgg19(num_classes: int, in_channels: int, image_size: int, width: int, batc
     return VGG(features, cfg[-2], image_size // 32, 8 * width, num_classes, dropout)
 
 
-@register("vgg19")
 def vgg19(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
           dropout: float = 0.5) -> VGG:
     return _vgg19(num_classes, in_channels, image_size, width, batch_norm=False, dropout=dropout)
 
 
-@register("vgg19_bn")
 def vgg19_bn(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
              dropout: float = 0.5) -> VGG:
     return _vgg19(num_classes, in_channels, image_size, width, batch_norm=True, dropout=dropout)
 
 
-@register("vit")
 def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 512, depth: int = 6,
         heads: int = 8, mlp_dim: int | None = None, patch_size: int | None = None,
         dropout: float = 0.1) -> tvm.VisionTransformer:

@@ -173,8 +173,8 @@ def audit_files(teacher, students, labels, controls: dict, out, n_boot: int = 10
 
 
 def explore(out=None):
-    """The interactive explorer of everything collected under ``out`` (:mod:`kdlib.notebook.explorer`): controls for setup,
-    profile, reading, teacher seed, alpha and view, redrawn from the stored analyses."""
+    """The interactive explorer of everything collected under ``out`` (:mod:`kdlib.notebook.explorer`): controls for
+    setup, profile, reading, teacher seed, alpha and view, redrawn from the stored analyses."""
     from .explorer import explore as show
     return show(folders(out)[0])
 

@@ -6,12 +6,12 @@ module (language, vision, audio, experiments) registers its setups when imported
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 
 from . import audio, experiments, language, vision  # noqa: F401  (importing registers them)
 from . import readings as _readings
-from .base import ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps, register
+from .base import (ALPHAS, MODALITIES, PROFILES, SETUPS, Model, Setup, UnknownSetup, epoch_steps,  # noqa: F401
+                   register)
 from .readings import READINGS, UnknownReading  # noqa: F401
 
 
@@ -26,13 +26,10 @@ def get(name: str, profile: str = "cpu", readings=None) -> Setup:
     if "+" in name:
         name, chosen = _readings.split_label(name)
         readings = {**chosen, **_readings.parse(readings or {})}
-    if name not in SETUPS:
-        close = difflib.get_close_matches(name, SETUPS, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise UnknownSetup(f"unknown setup {name!r}: {hint}`python -m kdlib list` shows all {len(SETUPS)}")
+    make = SETUPS[name]  # an unknown name raises with the closest ones
     if profile not in PROFILES:
         raise UnknownSetup(f"unknown profile {profile!r}: allowed profiles are {list(PROFILES)}")
-    setup = SETUPS[name](profile)
+    setup = make(profile)
     if setup.name != name:
         raise ValueError(f"setup function for {name!r} returned a setup named {setup.name!r}")
     return _readings.apply(replace(setup, profile=profile), readings)

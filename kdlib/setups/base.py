@@ -12,10 +12,10 @@ without changing its protocol:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..conditions import student_conditions
+from ..registry import Registry
 from ..engine.recipe import Recipe
 
 PROFILES = ("paper", "cpu", "smoke")
@@ -25,7 +25,7 @@ MODALITIES = ("language", "vision", "audio")
 
 @dataclass(frozen=True)
 class Model:
-    """An architecture name from :data:`kdlib.models.ARCHS` and its keyword arguments."""
+    """An architecture name from :data:`kdlib.models.ARCHITECTURES` and its keyword arguments."""
     arch: str
     kwargs: dict = field(default_factory=dict)
 
@@ -115,14 +115,7 @@ class UnknownSetup(ValueError):
     """A setup or profile name that is not registered."""
 
 
-SETUPS: dict[str, Callable[[str], Setup]] = {}
-
-
-def register(name: str):
-    """Decorator: register ``make(profile) -> Setup`` under ``name``."""
-    def wrap(fn):
-        if name in SETUPS:
-            raise ValueError(f"setup {name!r} is registered twice")
-        SETUPS[name] = fn
-        return fn
-    return wrap
+#: Every setup: ``make(profile) -> Setup`` (or its ``"module:name"`` path) by name.
+SETUPS = Registry("setup", error=UnknownSetup, listing=lambda names: f"`python -m kdlib list` shows all {len(names)}")
+#: ``@register(name)`` over ``make(profile) -> Setup``, or ``register(name, "mypkg.kd:my_setup")``.
+register = SETUPS.register

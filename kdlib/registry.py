@@ -1,0 +1,91 @@
+"""One registry helper for every named thing a user picks by name: architectures, datasets, setups, launchers, probes.
+
+An entry is an object, or a lazy ``"module:name"`` string imported on first use (so ``kdlib list`` and planning
+import no torch, and a process that trains only GPTs never imports torchvision). An unknown name raises the same
+error everywhere: ``unknown <kind> 'x': did you mean 'y'? <the allowed names>``. ``register`` works alike for
+built-in entries and a user's own, as a call or a decorator.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+
+
+def resolve(path: str):
+    """The object a ``"module:name"`` (or ``"module:name.attr"``) path names, importing the module."""
+    module, sep, attribute = path.partition(":")
+    if not sep or not module or not attribute:
+        raise ValueError(f"{path!r} is not an import path: write it as 'module:name'")
+    obj = importlib.import_module(module)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry(Mapping):
+    """Named entries of one ``kind`` (``registry[name]`` resolves a lazy entry; ``name in registry`` imports
+    nothing). ``error``: the exception an unknown name raises; ``listing(names)``: what that error says of the
+    allowed names (default: the list). ``meta(name)``: what an entry declared at registration, without importing it."""
+
+    def __init__(self, kind: str, plural: str | None = None, error: type[Exception] = ValueError,
+                 listing: Callable[[list[str]], str] | None = None):
+        self.kind, self.plural, self.error = kind, plural or f"{kind}s", error
+        self.listing = listing or (lambda names: f"allowed {self.plural} are {names}")
+        self._entries: dict[str, object] = {}
+        self._meta: dict[str, dict] = {}
+
+    def register(self, name: str, entry=None, **meta):
+        """Register ``entry`` (an object or a ``"module:name"`` string) under ``name`` with ``meta``; without
+        ``entry``, a decorator. Registering a name again with another entry is an error."""
+        if entry is None:
+            def wrap(obj):
+                self.register(name, obj, **meta)
+                return obj
+            return wrap
+        old = self._entries.get(name)
+        if old is not None and old is not entry and old != entry:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name], self._meta[name] = entry, dict(meta)
+        return entry
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's or a notebook's own entry)."""
+        del self._entries[self.check(name)], self._meta[name]
+
+    def entry(self, name: str):
+        """What ``name`` holds now: its lazy ``"module:name"`` path until first used, then the object."""
+        return self._entries[self.check(name)]
+
+    def unknown(self, name) -> Exception:
+        """The error for an unknown ``name``: the closest names, then the allowed ones."""
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        return self.error(f"unknown {self.kind} {name!r}: {hint}{self.listing(list(self._entries))}")
+
+    def check(self, name: str) -> str:
+        """``name`` if registered, else the error (nothing imported)."""
+        if name not in self._entries:
+            raise self.unknown(name)
+        return name
+
+    def meta(self, name: str) -> dict:
+        return self._meta[self.check(name)]
+
+    def __getitem__(self, name: str):
+        entry = self._entries[self.check(name)]
+        if isinstance(entry, str):
+            entry = self._entries[name] = resolve(entry)
+        return entry
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
