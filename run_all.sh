@@ -23,9 +23,11 @@ flags=(--profile "${PROFILE:-cpu}" --data-dir "$KDLIB_DATA_DIR" --device "${DEVI
        --figures "${FIGURES:-figures}" --launcher "${LAUNCHER:-local}" --workers "${WORKERS:-2}" --pack "${PACK:-1}"
        --compile "${COMPILE:-auto}" --notebook-jobs "${NOTEBOOK_JOBS:-2}")
 [[ "${SUMMARY:-1}" == 0 ]] && flags+=(--no-summary)
-while read -r var flag; do  # each launcher's own options, from the variables it declares (kdlib launchers --env)
-  [[ -n "${!var:-}" ]] && flags+=("$flag" "${!var}")
-done < <(python3 -m kdlib launchers --env)
+# each launcher's own options, from the variables it declares: "VARIABLE --flag" lines (a failure stops the script)
+declared=$(python3 -m kdlib launchers --env)
+while read -r var flag; do
+  if [[ -n "$var" && -n "${!var:-}" ]]; then flags+=("$flag" "${!var}"); fi
+done <<< "$declared"
 for r in ${READINGS:-}; do flags+=(--reading "$r"); done
 suite=${SUITE:-core}
 case "$suite" in

@@ -23,35 +23,48 @@ def resolve(path: str):
     return obj
 
 
+def _same(old, new) -> bool:
+    """Whether two registrations name one thing: equal, or the same function or class by module and name."""
+    if old is new or old == new:
+        return True
+    key = lambda o: (getattr(o, "__module__", None), getattr(o, "__qualname__", None))
+    return callable(old) and callable(new) and key(old) == key(new) and key(old)[1] is not None
+
+
 class Registry(Mapping):
     """Named entries of one ``kind`` (``registry[name]`` resolves a lazy entry; ``name in registry`` imports
     nothing). ``error``: the exception an unknown name raises; ``listing(names)``: what that error says of the
     allowed names (default: the list). ``meta(name)``: what an entry declared at registration, without importing it."""
 
     def __init__(self, kind: str, plural: str | None = None, error: type[Exception] = ValueError,
-                 listing: Callable[[list[str]], str] | None = None):
+                 listing: Callable[[list[str]], str] | None = None, entry_type: type | None = None):
         self.kind, self.plural, self.error = kind, plural or f"{kind}s", error
         self.listing = listing or (lambda names: f"allowed {self.plural} are {names}")
+        self.entry_type = entry_type  # what an entry must be, where it cannot be a lazy path
         self._entries: dict[str, object] = {}
+        self._given: dict[str, object] = {}  # each entry as registered (a lazy path stays a path here)
         self._meta: dict[str, dict] = {}
 
     def register(self, name: str, entry=None, **meta):
         """Register ``entry`` (an object or a ``"module:name"`` string) under ``name`` with ``meta``; without
-        ``entry``, a decorator. Registering a name again with another entry is an error."""
+        ``entry``, a decorator. The same entry again is fine (a module imported twice, a notebook cell run again:
+        the same function by module and name); another entry under a registered name is an error."""
         if entry is None:
             def wrap(obj):
                 self.register(name, obj, **meta)
                 return obj
             return wrap
-        old = self._entries.get(name)
-        if old is not None and old is not entry and old != entry:
+        if self.entry_type is not None and not isinstance(entry, self.entry_type):
+            raise TypeError(f"{self.kind} {name!r}: register a {self.entry_type.__name__}, not {entry!r}")
+        if name in self._given and not _same(self._given[name], entry):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
-        self._entries[name], self._meta[name] = entry, dict(meta)
+        self._entries[name] = self._given[name] = entry
+        self._meta[name] = dict(meta)
         return entry
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (a test's or a notebook's own entry)."""
-        del self._entries[self.check(name)], self._meta[name]
+        del self._entries[self.check(name)], self._given[name], self._meta[name]
 
     def entry(self, name: str):
         """What ``name`` holds now: its lazy ``"module:name"`` path until first used, then the object."""

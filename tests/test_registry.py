@@ -43,10 +43,19 @@ def test_register_as_call_and_decorator_and_twice_is_an_error():
     r.register("b", a)
     assert r["a"] is a and r["b"] is a and r.meta("a") == {"colour": "red"} and r.names() == ["a", "b"]
     r.register("a", a, colour="red")  # the same entry again: fine (a module imported twice)
+
+    def a():  # a notebook cell run again: the same function by module and name
+        return 1
+    r.register("a", a)
     with pytest.raises(ValueError, match="widget 'a' is registered twice"):
         r.register("a", lambda: 2)
+    r.register("lazy", "json.decoder:JSONDecoder")
+    r["lazy"]
+    r.register("lazy", "json.decoder:JSONDecoder")  # the same path again, after first use
+    with pytest.raises(ValueError, match="widget 'lazy' is registered twice"):
+        r.register("lazy", "json.decoder:JSONDecodeError")
     r.unregister("b")
-    assert "b" not in r and len(r) == 1
+    assert "b" not in r and r.names() == ["a", "lazy"]
 
 
 @pytest.mark.parametrize("call, message", [
@@ -122,6 +131,12 @@ def test_a_users_own_architecture_dataset_setup_and_launcher_run_a_study(mine, t
     assert mine == ["hello", "hello"] and len(teachers) == 1 and len(students) == 2 * 3
     assert main(["launchers", "--env"]) == 0
     assert "INLINE_NOTE --inline-note" in capsys.readouterr().out.splitlines()
+
+
+def test_a_dataset_registers_a_source_not_a_bare_loader():
+    with pytest.raises(TypeError, match="dataset 'mine': register a Source, not <function"):
+        data.register("mine", lambda root: None)
+    assert "mine" not in data.SOURCES
 
 
 def test_unknown_setups_stay_user_errors():

@@ -25,5 +25,5 @@ fi
 "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.backends.cpu.get_cpu_capability())"
 # the working tree's kdlib (the current directory comes first on sys.path), one process, no xdist
 exec "$PYTHON" -m pytest -q -o addopts="" -p no:cacheprovider \
-    tests/test_engine.py tests/test_together.py tests/test_train.py tests/test_losses.py \
+    tests/test_engine.py tests/test_together.py tests/test_train.py tests/test_losses.py tests/test_objectives.py \
     "tests/test_benchmarks.py::test_gpu_check_dry_run_on_cpu_without_soundfile_data_or_network" "$@"

@@ -29,7 +29,6 @@ from ..store import read_table, write_csv
 
 FILES = ("tests", "deltas", "verdicts", "means")
 DIGITS = 3  # decimals of means and SEMs in tables, as the paper prints them
-GROUPS = {name: c.group for name, c in CONDITIONS.items() if c.group}  # a table's column group per condition
 
 
 def table_columns(runs: pd.DataFrame) -> list[tuple[str, float | None]]:
@@ -66,7 +65,7 @@ def mean_sem_table(runs: pd.DataFrame, teacher_seed, metrics=None) -> pd.DataFra
             sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
             x = sel[metric].to_numpy(float)
             rows.append({"metric": metric, "condition": cond, "alpha": alpha, "column": label(cond, alpha),
-                         "group": GROUPS.get(cond, CONDITIONS[cond].display),
+                         "group": CONDITIONS[cond].group or CONDITIONS[cond].display,
                          "sub": CONDITIONS[cond].display if alpha is None else f"{alpha:g}", "mean": float(np.mean(x)),
                          "sem": sem(x), "n": len(x)})
     return mark_best(pd.DataFrame(rows))

@@ -42,7 +42,7 @@ class Source:
 
 
 #: Every dataset a setup can name, with where it comes from and its loader.
-SOURCES = Registry("dataset", listing=lambda names: f"known datasets are {sorted(names)}")
+SOURCES = Registry("dataset", listing=lambda names: f"known datasets are {sorted(names)}", entry_type=Source)
 SOURCES.register("tinyshakespeare", Source(
     ("tinyshakespeare.txt",), "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     downloads=True, built_in=True, loader="kdlib.data.text:load_tinyshakespeare"))
@@ -135,7 +135,7 @@ def download(url: str, path: Path, timeout: float = 30.0) -> None:
     os.replace(tmp.name, path)
 
 
-register = SOURCES.register
+register = SOURCES.register  # register(name, Source(files, url, ..., loader="module:name"))
 
 
 def loader(name: str) -> Callable[..., TaskData]:

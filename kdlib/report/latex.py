@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from ..analysis import DIGITS, GROUPS
+from ..analysis import DIGITS
 from ..conditions import CONDITIONS
 from ..metrics import display_name, lower_is_better, table_metrics
 from .tables import CROSS, TICK, format_sem
@@ -55,13 +55,14 @@ def means_latex(table: pd.DataFrame, caption: str) -> str:
     abbreviated and explained in the caption."""
     short = table["column"].nunique() > 7
     if short:  # narrow groups: the conditions' abbreviations over their columns
-        abbreviation = {v: CONDITIONS[k].display for k, v in GROUPS.items() if k != "siddo"}
+        grouped = {k: c for k, c in CONDITIONS.items() if c.group and c.weighted}  # a group of alpha columns
+        abbreviation = {c.group: c.display for c in grouped.values()}
         table = table.assign(group=table["group"].replace(abbreviation))
     columns = list(dict.fromkeys(zip(table["group"], table["sub"])))
     metrics = list(dict.fromkeys(table["metric"]))
     if short:
-        used = [k for k in GROUPS if k != "siddo" and CONDITIONS[k].display in set(table["group"])]
-        caption += ". " + "; ".join([f"{CONDITIONS[k].display}: {GROUPS[k]}" for k in used] +
+        used = [c for c in grouped.values() if c.display in set(table["group"])]
+        caption += ". " + "; ".join([f"{c.display}: {c.group}" for c in used] +
                                     [f"{display_name(m, short=True)}: {display_name(m)}" for m in metrics])
     caption += r". Mean with $\pm$ 1 SEM beneath; bold: best mean per metric; arrows: preferred direction."
     lines = [latex_requirements("booktabs"), r"\begin{table*}[t]", r"\centering", r"\small",

@@ -36,7 +36,7 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     the study's small models train about as fast on one thread, and a second thread that competes with any
     other process for a core slows training many times over.
     """
-    ws = out if isinstance(out, Workspace) else Workspace.resolve(out, data_dir, device, compile, threads)
+    ws = Workspace.of(out, data_dir, device, compile, threads)
     dev.set_threads(ws.threads)  # a bad compile value failed above, before any training
     datasets.check(setup.dataset, ws.data_dir)  # and a missing dataset, before any worker starts
     launch = launchers.get(launcher)

@@ -32,9 +32,17 @@ class Workspace:
         return cls(Path(out), resolve_data_dir(data_dir), device, compile, threads)
 
     @classmethod
-    def of(cls, out, data_dir=None, device: str = "cpu", compile: str = "auto") -> Workspace:
-        """``out`` itself when it is a workspace, else one resolved from ``out`` and the other values."""
-        return out if isinstance(out, Workspace) else cls.resolve(out, data_dir, device, compile)
+    def of(cls, out, data_dir=None, device: str = "cpu", compile: str = "auto", threads: int | None = 1) -> Workspace:
+        """``out`` itself when it is a workspace (then the other values must be left at their defaults: a
+        workspace already says them), else one resolved from ``out`` and the other values."""
+        if not isinstance(out, Workspace):
+            return cls.resolve(out, data_dir, device, compile, threads)
+        loose = {"data_dir": (data_dir, None), "device": (device, "cpu"), "compile": (compile, "auto"),
+                 "threads": (threads, 1)}
+        given = [f"{k}={v!r}" for k, (v, default) in loose.items() if v != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} given beside a Workspace: set them in the Workspace instead")
+        return out
 
     @property
     def compiled(self) -> bool:
