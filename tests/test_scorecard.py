@@ -1,5 +1,6 @@
 """The reproduction scorecard: the paper's claims derived from its tables, ours beside them, missing runs "not run"."""
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,8 @@ import pytest
 from conftest import copy_runs
 
 from kdlib import paper, setups
-from kdlib.analysis.scorecard import regime, scorecard, setup_claims, write_scorecard
+from kdlib.analysis.scorecard import (baseline, cohen_kappa, headline, headline_text, regime, scorecard,
+                                      setup_claims, write_scorecard)
 from kdlib.analysis.collect import collect
 
 NANOGPT = "tinyshakespeare-nanogpt"
@@ -70,7 +72,10 @@ def test_scorecard_of_a_smoke_run_counts_claims_and_writes_csv_and_markdown(tmp_
     assert set(claims[claims["setup"] == "svhn-resnet18"]["status"]) == {"not run"}
     tested = claims[claims["status"].isin(["agree", "disagree"])]
     assert len(tested) and set(tested["setup"]) == {NANOGPT}
-    assert card["summary"].startswith(f"{(tested['status'] == 'agree').sum()} of {len(tested)} claims reproduced")
+    counted = tested[tested["counted"]]  # a fact counts once: a tick stands for its metric's directions
+    assert len(counted) < len(tested) and not counted["claim"].eq("direction").all()
+    assert card["summary"].startswith(f"{(counted['status'] == 'agree').sum()} of {len(counted)} claims reproduced")
+    assert "kd-always-wins, which ignores our runs" in card["summary"] and "finds no effect" in card["summary"]
     assert "a different scale" in card["summary"]
     assert "| tinyshakespeare-nanogpt |" in card["markdown"]
     csv_path, md_path = write_scorecard(card, tmp_path)
@@ -93,3 +98,49 @@ def test_the_notebook_scorecard_of_every_profile_writes_them_all(tmp_path, monke
     notebook.show_scorecard(tmp_path, None)
     assert sorted(pd.read_csv(tmp_path / "scorecard.csv")["profile"]) == ["cpu", "smoke"]
     assert (tmp_path / "scorecard.md").read_text().splitlines() == ["# cpu", "# smoke"]
+
+
+def _claim(kind, paper_value, ours, **extra):
+    return {"setup": "s", "claim": kind, "paper": paper_value, "ours": ours, "counted": True,
+            "status": "not run" if ours is None else ("agree" if ours == paper_value else "disagree"),
+            "baseline": baseline(kind), **extra}
+
+
+def test_the_baseline_kappa_and_no_effect_line_recomputed_by_hand():
+    """Eight claims worked by hand. The paper: ticks T, T, F, F; verdicts "supported", "not supported"; directions
+    T, F. Ours: ticks T, F, F, T; verdicts "supported", "not supported"; directions T, T."""
+    claims = pd.DataFrame([
+        _claim("tick", True, True), _claim("tick", True, False), _claim("tick", False, False),
+        _claim("tick", False, True), _claim("verdict", "supported", "supported"),
+        _claim("verdict", "not supported", "not supported"), _claim("direction", True, True),
+        _claim("direction", False, True), _claim("tick", True, None),  # not run: left out of every figure
+        _claim("tick", False, False, counted=False)])  # counted elsewhere: left out too
+    h = headline(claims)
+    assert (h["n"], h["ours"]) == (8, 5)  # agree: tick 1, tick 3, both verdicts, direction 1
+    assert h["baseline"] == 4  # kd-always-wins: ticks 1, 2, verdict 1, direction 1
+    # kappa over the 8 values: observed 5/8; paper's categories True 3, False 3, supported 1, not supported 1;
+    # ours True 4, False 2, supported 1, not supported 1; chance = (3*4 + 3*2 + 1 + 1) / 64 = 20/64
+    assert h["kappa"] == pytest.approx((5 / 8 - 20 / 64) / (1 - 20 / 64))
+    assert h["kappa"] == pytest.approx(cohen_kappa(claims["paper"][:8], claims["ours"][:8]))
+    assert (h["no_effect"], h["no_effect_ours"]) == (4, 2)  # ticks 3, 4, verdict 2, direction 2: ours agree on 3, v2
+    assert h["kinds"]["tick"]["n"] == 4 and h["kinds"]["tick"]["baseline"] == 2
+    assert headline_text(h).startswith("5 of 8 claims reproduced (kd-always-wins, which ignores our runs: 4 of 8")
+    assert cohen_kappa([True, False], [True, False]) == 1 and cohen_kappa([True, True], [True, True]) != 0
+
+
+def test_a_teacher_shared_by_setups_counts_its_regime_once(tmp_path, data_dir, smoke_store):
+    """The Pico-GPT setups share the Nano-GPT teacher: its regime counts once, and the T=4 setup, whose students
+    did not run, adds no claim."""
+    for name in (NANOGPT, "tinyshakespeare-nanogpt-to-picogpt"):
+        setup = setups.get(name, "smoke")
+        copy_runs(setup, smoke_store, tmp_path / name)
+        shutil.copytree(tmp_path / name, tmp_path / "out", dirs_exist_ok=True)
+        collect(setup, tmp_path / "out")
+    claims = scorecard([NANOGPT, "tinyshakespeare-nanogpt-to-picogpt", "tinyshakespeare-nanogpt-to-picogpt-t4"],
+                       "smoke", tmp_path / "out")["claims"]
+    regimes = claims[(claims["claim"] == "teacher_regime") & (claims["teacher_seed"] == 0)].set_index("setup")
+    assert regimes.loc["tinyshakespeare-nanogpt-to-picogpt-t4", "status"] == "not run"  # its students never ran
+    tested = regimes[regimes["status"] != "not run"]
+    assert len(tested) == 2 and tested["counted"].sum() == 1 and bool(tested.loc[NANOGPT, "counted"])
+    asymmetry = claims[claims["claim"] == "asymmetry"]
+    assert asymmetry["source"].str.contains("general statement").all()

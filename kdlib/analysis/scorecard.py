@@ -18,6 +18,15 @@ metric or control where it has one):
 Each claim is ``agree``, ``disagree`` or ``not run`` (our runs lack that setup, teacher seed or condition: never
 counted as passed or failed). At the ``paper`` profile every mean also gets its relative difference from the
 paper's; at ``cpu`` and ``smoke`` the comparison is labelled as a different scale.
+
+A count of agreements alone measures the paper's base rate (it mostly finds that KD wins), so beside ours every
+count shows what a predictor that never looks at our runs gets on the same claims (``baseline``, the
+``kd-always-wins`` predictor: every tick, every direction and the asymmetry true, every verdict "supported", the
+best accuracy at KD alpha 0.5, every teacher "high"), Cohen's kappa between the paper and ours (chance-corrected,
+over ticks, verdicts, directions and asymmetry), and how many of the claims where the paper finds *no* effect
+(a missing tick, "not supported", KD no better than a control), which that predictor gets wrong, we reproduce. A
+fact counts once (``counted``): a functional metric's tick stands for its KD-vs-control directions, and a teacher
+shared by several setups has its regime counted for the first; a setup whose KD students did not run adds no claim.
 """
 from __future__ import annotations
 
@@ -34,9 +43,73 @@ from ..metrics import FUNCTIONAL_METRICS, lower_is_better
 from . import analyse, collected_analysis
 from ..store import read_table, setup_dir, write_csv, write_text
 from .collect import collect
+from ..runs.spec import teacher_spec
 
 COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
-           "status", "source", "relative_difference"]
+           "status", "source", "relative_difference", "baseline", "counted"]
+#: The claim kinds Cohen's kappa is computed over (categorical claims whose values both sides can take).
+KAPPA_CLAIMS = ("tick", "verdict", "direction", "asymmetry")
+BASELINE = "kd-always-wins"
+#: Where the paper's asymmetry value comes from: its text, not a table (its figures give no numbers).
+ASYMMETRY_SOURCE = ("Section 1, a general statement (\"when functional transfer is supported and not marginal, the "
+                    "resulting teacher-student alignment is often asymmetric\"): the paper's value is true wherever "
+                    "its verdict is supported; its figures give no per-setup numbers")
+
+
+def baseline(claim: str, alpha=None):
+    """What the ``kd-always-wins`` predictor answers for a claim of kind ``claim``: KD beats every control on every
+    metric, every verdict is supported, the asymmetry is negative, KD 0.5 has the best accuracy, the teacher's loss
+    regime is high (NaN for measured means, which it does not predict)."""
+    return {"tick": True, "verdict": "supported", "direction": True, "asymmetry": True,
+            "best_accuracy": label("kd", 0.5), "teacher_regime": "high"}.get(claim, math.nan)
+
+
+def no_effect(claim: str, paper_value) -> bool:
+    """A claim where the paper finds no effect: a missing tick, a "not supported" verdict, KD no better than a
+    control."""
+    return (claim in ("tick", "direction") and paper_value is False) or (claim == "verdict"
+                                                                          and paper_value == "not supported")
+
+
+def cohen_kappa(a, b) -> float:
+    """Cohen's kappa of two raters' categorical values over the same items (NaN where chance agreement is 1)."""
+    a, b = [str(v) for v in a], [str(v) for v in b]
+    if not a:
+        return math.nan
+    observed = float(np.mean([x == y for x, y in zip(a, b)]))
+    chance = sum((a.count(c) / len(a)) * (b.count(c) / len(b)) for c in set(a) | set(b))
+    return math.nan if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def headline(claims: pd.DataFrame) -> dict:
+    """The counted, tested claims' figures: ``n``, ``ours`` (agree), ``baseline`` (the kd-always-wins predictor's
+    agreements with the paper on the same claims), ``kappa`` (paper vs ours over :data:`KAPPA_CLAIMS`),
+    ``no_effect`` and ``no_effect_ours`` (claims where the paper finds no effect, and how many of them we
+    reproduce), per claim kind under ``kinds``."""
+    def figures(c: pd.DataFrame) -> dict:
+        kappa_rows = c[c["claim"].isin(KAPPA_CLAIMS)]
+        none = c[np.array([no_effect(k, p) for k, p in zip(c["claim"], c["paper"])], dtype=bool)]
+        return {"n": len(c), "ours": int((c["status"] == "agree").sum()),
+                "baseline": int(sum(_same(b, p) for b, p in zip(c["baseline"], c["paper"]))),
+                "kappa": cohen_kappa(kappa_rows["paper"], kappa_rows["ours"]) if len(kappa_rows) else math.nan,
+                "no_effect": len(none), "no_effect_ours": int((none["status"] == "agree").sum())}
+    tested = claims[claims["status"].isin(["agree", "disagree"]) & claims["counted"].astype(bool)]
+    out = figures(tested)
+    out["kinds"] = {kind: figures(c) for kind, c in tested.groupby("claim", sort=False)}
+    return out
+
+
+def _same(a, b) -> bool:
+    return str(a) == str(b)
+
+
+def headline_text(h: dict) -> str:
+    """``k of n claims reproduced (kd-always-wins, which ignores our runs: b of n; Cohen's kappa, paper vs ours:
+    x); of the m claims where the paper finds no effect, j reproduced``."""
+    kappa = "n/a" if math.isnan(h["kappa"]) else f"{h['kappa']:.2f}"
+    return (f"{h['ours']} of {h['n']} claims reproduced ({BASELINE}, which ignores our runs: {h['baseline']} of "
+            f"{h['n']}; Cohen's kappa, paper vs ours: {kappa}); of the {h['no_effect']} claims where the paper finds "
+            f"no effect, {h['no_effect_ours']} reproduced")
 
 
 def regime(train_loss: float) -> str:
@@ -99,7 +172,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
         status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
         claims.append({**where, "claim": claim, "teacher_seed": seed, "alpha": alpha, "metric": metric,
                        "control": control, "paper": paper_value, "ours": ours, "status": status, "source": source,
-                       "relative_difference": rel})
+                       "relative_difference": rel, "baseline": baseline(claim), "counted": True})
 
     def our_tick(seed, alpha, metric):
         if ours_tests is None or seed not in our_seeds:
@@ -129,7 +202,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
                 if verdict == "supported":
                     ours = (bool(mine["negative_asymmetry"].iloc[0])
                             if mine is not None and len(mine) and "negative_asymmetry" in mine else None)
-                    add("asymmetry", seed, alpha, "", "best control", True, ours, "Section 1 (central finding)")
+                    add("asymmetry", seed, alpha, "", "best control", True, ours, ASYMMETRY_SOURCE)
             for metric in dict.fromkeys(table["metric"]):
                 for control in ("SIDDO", label("rcd", alpha)):
                     paper_value = _better(theirs.get((label("kd", alpha), metric), math.nan),
@@ -152,16 +225,21 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
             for _, r in table.iterrows():
                 mine = ours_means.get((r["column"], r["metric"]), math.nan)
                 rel = (mine - r["mean"]) / abs(r["mean"]) if r["mean"] and not math.isnan(mine) else math.nan
-                claims.append({**where, "claim": "mean", "teacher_seed": seed, "alpha": r["alpha"], "metric": r["metric"],
-                               "control": r["column"], "paper": r["mean"], "ours": mine,
-                               "status": "measured", "source": source, "relative_difference": rel})
+                claims.append({**where, "claim": "mean", "teacher_seed": seed, "alpha": r["alpha"],
+                               "metric": r["metric"], "control": r["column"], "paper": r["mean"], "ours": mine,
+                               "status": "measured", "source": source, "relative_difference": rel,
+                               "baseline": math.nan, "counted": False})
     for _, t in paper.teachers_for(setup.name).iterrows():
         seed = int(t["teacher_seed"])
         ours = None
-        if teachers is not None and seed in set(teachers["teacher_seed"]):
+        if students is not None and teachers is not None and seed in set(teachers["teacher_seed"]):
             ours = regime(float(teachers.set_index("teacher_seed").loc[seed, "train_loss"]))
         add("teacher_regime", seed, math.nan, "train_loss", "", regime(float(t["train_loss"])), ours,
             f"Table {t['table']}")
+    ticked = {(c["teacher_seed"], c["alpha"], c["metric"]) for c in claims if c["claim"] == "tick"}
+    for c in claims:  # a functional metric's tick stands for its KD-vs-control directions
+        if c["claim"] == "direction" and (c["teacher_seed"], c["alpha"], c["metric"]) in ticked:
+            c["counted"] = False
     return claims
 
 
@@ -187,6 +265,7 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
     collected = collected_labels(out, profile)
     names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
     rows, lines, compared = [], [], []
+    regimes_counted: set[str] = set()  # teachers whose regime is counted already (shared by several setups)
     for name in names:
         labels = collected.get(name) or [setups.get(name, profile).label]
         outcomes = []
@@ -194,32 +273,44 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
             setup = setups.get(label_, profile)
             students, teachers, analysis = _runs_of(setup, out)
             claims = setup_claims(setup, students, teachers, analysis) if name in paper.SETUP_TABLES else []
+            for c in claims:
+                if c["claim"] == "teacher_regime" and c["status"] != "not run":
+                    teacher = teacher_spec(setup, c["teacher_seed"]).run_id
+                    c["counted"] = teacher not in regimes_counted
+                    regimes_counted.add(teacher)
             rows += claims
-            tested = [c for c in claims if c["status"] in ("agree", "disagree")]
-            agree = sum(c["status"] == "agree" for c in tested)
+            h = headline(pd.DataFrame(claims, columns=COLUMNS))
             not_run = sum(c["status"] == "not run" for c in claims)
             rel = [abs(c["relative_difference"]) for c in claims if c["claim"] == "mean"
                    and not math.isnan(c["relative_difference"])]
-            outcomes.append((label_, agree, len(tested), float(np.mean(rel)) if rel else math.nan))
+            outcomes.append((label_, h, float(np.mean(rel)) if rel else math.nan))
             if name not in paper.SETUP_TABLES:
                 lines.append(f"| {label_} | {readings_text(setup)} | not in the paper "
-                             f"({paper.NOT_IN_PAPER.get(name, '')}) | | |")
-            else:
-                lines.append(f"| {label_} | {readings_text(setup)} | {agree} of {len(tested)} reproduced | "
-                             f"{not_run} not run | {_disagreements(claims)} |")
-        ran = [o for o in outcomes if o[2]]
+                             f"({paper.NOT_IN_PAPER.get(name, '')}) | | | | |")
+            elif h["n"] or not_run < len(claims):
+                lines.append(f"| {label_} | {readings_text(setup)} | {h['ours']} of {h['n']} | {h['baseline']} of "
+                             f"{h['n']} | {h['no_effect_ours']} of {h['no_effect']} | {not_run} not run | "
+                             f"{_disagreements(claims)} |")
+        ran = [o for o in outcomes if o[1]["n"]]
         if len(ran) > 1:
             compared.append(_compare_readings(name, ran))
     table = pd.DataFrame(rows, columns=COLUMNS)
-    tested = table[table["status"].isin(["agree", "disagree"])]
-    agree = int((tested["status"] == "agree").sum())
+    overall = headline(table)
     scale = ("" if profile == "paper" else f" (the {profile} profile: a different scale from the paper's, "
                                            f"so differences are expected)")
-    summary = (f"{agree} of {len(tested)} claims reproduced, {int((table['status'] == 'not run').sum())} not run"
-               f"{scale}")
+    not_run = int((table["status"] == "not run").sum())
+    summary = f"{headline_text(overall)}; {not_run} not run{scale}"
+    kinds = [f"| {kind} | {f['n']} | {f['ours']} | {f['baseline']} | "
+             f"{'n/a' if math.isnan(f['kappa']) else format(f['kappa'], '.2f')} | "
+             f"{f['no_effect_ours']} of {f['no_effect']} |" for kind, f in overall["kinds"].items()]
     markdown = [f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
-                "| setup | readings | reproduced | not run | disagreements (claim: paper / ours) |",
-                "|---|---|---|---|---|", *lines, ""]
+                f"Each count beside what `{BASELINE}`, a predictor that never looks at our runs, gets on the same "
+                "claims; kappa is Cohen's, paper vs ours (chance-corrected); a fact counts once.", "",
+                f"| claim | counted | ours agree | {BASELINE} agrees | kappa | no effect in the paper: ours |",
+                "|---|---|---|---|---|---|", *kinds, "",
+                f"| setup | readings | reproduced | {BASELINE} | no effect reproduced | not run | "
+                "disagreements (claim: paper / ours) |",
+                "|---|---|---|---|---|---|---|", *lines, ""]
     if compared:
         markdown += ["## Readings compared", "", "Where a setup ran under several readings of the paper "
                      "(`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
@@ -244,12 +335,12 @@ def _runs_of(setup, out) -> tuple:
     return students, teachers, analysis
 
 
-def _compare_readings(name: str, outcomes: list[tuple[str, int, int, float]]) -> str:
-    """One line: each label's agreeing claims (and, at the paper profile, mean relative difference of the
-    means), and which reading agrees with more."""
-    best = max(outcomes, key=lambda o: (o[1] / o[2], -o[3] if not math.isnan(o[3]) else 0.0))
-    parts = [f"`{label_}` {agree} of {n}" + ("" if math.isnan(rel) else f" (mean relative difference {rel:.3f})")
-             for label_, agree, n, rel in outcomes]
+def _compare_readings(name: str, outcomes: list[tuple[str, dict, float]]) -> str:
+    """One line: each label's agreeing claims beside the baseline's, its kappa and its no-effect claims (and, at
+    the paper profile, the mean relative difference of the means), and which reading agrees with more."""
+    best = max(outcomes, key=lambda o: (o[1]["ours"] / o[1]["n"], -o[2] if not math.isnan(o[2]) else 0.0))
+    parts = [f"`{label_}` {headline_text(h)}" + ("" if math.isnan(rel) else f" (mean relative difference {rel:.3f})")
+             for label_, h, rel in outcomes]
     return f"- {name}: " + "; ".join(parts) + f". More agree under `{best[0]}`."
 
 
