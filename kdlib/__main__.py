@@ -1,4 +1,5 @@
-"""The command line: python -m kdlib {list,launchers,plan,run,study,collect,report,scorecard,summary,export,audit}.
+"""The command line: python -m kdlib {list,launchers,plan,run,study,collect,report,calibrate,scorecard,summary,
+export,audit}.
 
 Only ``--help`` and ``list`` answer without loading torch (at once). A user's
 mistake (an unknown setup, a missing dataset, nothing to report) prints one line and exits with status 2.
@@ -54,6 +55,9 @@ def _pack(value: str):
 def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = False) -> None:
     if several:
         p.add_argument("setups", nargs="*", metavar="SETUP", help="setups (default: every collected one)")
+        p.add_argument("--reading", action="append", default=[], metavar="ID=CHOICE",
+                       help="every setup under this reading of the paper (repeatable; an analysis reading re-analyses "
+                            "the collected runs, stored beside the default analysis)")
     else:
         p.add_argument("setup", help="setup name (see: python -m kdlib list)")
         p.add_argument("--reading", action="append", default=[], metavar="ID=CHOICE",
@@ -137,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
                                            "(run or collect gathers them), beside the paper")
     _setup_args(report, data=False)
     report.add_argument("--figures", default="figures", help="folder for the artefacts (default: figures)")
+    cal = sub.add_parser("calibrate", help="how often the verdict rule says supported when KD does nothing, and "
+                                           "how large a gain it needs (from a setup's collected runs)")
+    _setup_args(cal, data=False)
+    cal.add_argument("--figures", default="figures", help="folder for the power figure (default: figures)")
+    cal.add_argument("--draws", type=int, default=1000, help="null draws per teacher seed and alpha (default 1000)")
     score = sub.add_parser("scorecard", help="claim by claim: does this run reproduce the paper?")
     _setup_args(score, data=False, several=True)
     summary = sub.add_parser("summary", help="one verdict line per collected setup, teacher seed and alpha")
@@ -276,10 +285,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .analysis import options
+    from .report import CALIBRATION, NULL_LEVEL, calibration_report
+    from .store import figures_dir, setup_dir
+    setup = setups.get(args.setup, args.profile, args.reading)
+    students, _ = _collected(setup, args.out, fresh=False)
+    _, summary = calibration_report(setup, students, setup_dir(args.out, setup), figures_dir(args.figures, setup),
+                                    options(setup)["rule"], args.draws)
+    print(f"{setup.label} ({setup.profile}): null rate of \"supported\" (KD and controls exchanged within pairs) "
+          f"{summary['null']:.3f} (95% upper bound up to {summary['null_high']:.3f})"
+          + (f": ABOVE {NULL_LEVEL}, the rule is not calibrated here" if summary["null"] > NULL_LEVEL else ""))
+    at10 = {e: p for (n, e), p in summary["power"].items() if n == 10}
+    print("  power at 10 seeds: " + ", ".join(f"{e:g}: {p:.2f}" for e, p in sorted(at10.items())))
+    print(f"  {setup_dir(args.out, setup) / 'analysis' / CALIBRATION} and "
+          f"{figures_dir(args.figures, setup) / 'power.pdf'}")
+    return 0
+
+
+def _under_readings(args) -> list[str] | None:
+    """With ``--reading``: every named (else every collected) setup collected under those readings (the runs are
+    the same where the readings are analysis readings; their tables and analysis go beside the default's), as
+    labels; None without ``--reading``."""
+    if not args.reading:
+        return None
+    from .analysis.collect import collect
+    from .report import find_collected
+    from .store import setup_dir
+    chosen = setups.readings.parse(args.reading)
+    names = args.setups or sorted({label.split("+")[0] for label, profile, _ in find_collected(args.out)
+                                   if profile == args.profile})
+    labels = []
+    for name in names:
+        uses = dict(setups.get(name, args.profile).readings)
+        setup = setups.get(name, args.profile, {r: c for r, c in chosen.items() if r in uses})
+        if list(setup_dir(args.out, setup).glob("runs.*")) or len(collect(setup, args.out)[0]):
+            labels.append(setup.label)
+    return labels
+
+
 def cmd_scorecard(args) -> int:
     from .analysis.scorecard import scorecard, write_scorecard
-    names = args.setups or None
-    card = scorecard(names, args.profile, args.out)
+    labels = _under_readings(args)
+    card = scorecard(labels if labels is not None else (args.setups or None), args.profile, args.out)
     paths = write_scorecard(card, args.out)
     print(card["summary"])
     print(f"scorecard: {paths[0]} and {paths[1]}")
@@ -288,7 +336,8 @@ def cmd_scorecard(args) -> int:
 
 def cmd_summary(args) -> int:
     from .report import verdict_summary
-    lines = verdict_summary(args.out, args.profile, args.setups)
+    labels = _under_readings(args)
+    lines = verdict_summary(args.out, args.profile, labels if labels is not None else args.setups)
     if lines is None:
         raise UserError(f"nothing collected at the {args.profile} profile in {Path(args.out).resolve()}")
     print("\n".join(lines))
@@ -329,7 +378,7 @@ def cmd_audit(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "launchers": cmd_launchers, "plan": cmd_plan, "run": cmd_run, "study": cmd_study,
-            "collect": cmd_collect, "report": cmd_report,
+            "collect": cmd_collect, "report": cmd_report, "calibrate": cmd_calibrate,
             "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit}
 
 

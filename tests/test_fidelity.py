@@ -168,9 +168,15 @@ CHANGES = {
 }
 
 
+#: analysis readings: they re-analyse collected runs and change no run spec (tests/test_evidence.py: what they do)
+ANALYSIS = {("fdr-family", "per-control"), ("majority", "half"), ("marginal-threshold", "0.005"),
+            ("marginal-threshold", "0.03"), ("best-control", "same-alpha"), ("best-control", "exclude-collapsed")}
+
+
 def test_every_alternative_reading_is_listed_here():
     alternatives = {(r.id, c) for r in READINGS.values() for c in r.choices if c != r.default}
-    assert alternatives == set(CHANGES)
+    assert alternatives == set(CHANGES) | ANALYSIS
+    assert {(r.id, c) for r in READINGS.values() for c in r.choices if c != r.default and r.analysis} == ANALYSIS
     for r in READINGS.values():
         assert r.default in r.choices and set(r.evidence) == set(r.choices), r.id
 
@@ -190,6 +196,15 @@ def test_a_reading_changes_the_run_ids_and_only_the_fields_it_should(reading, ch
     if reading == "kd-temperature-squared":  # the controls without a distillation term keep their runs
         assert [s.condition for s, moved in zip(plan(default), ids) if moved] == \
                [s.condition for s in plan(default) if s.condition in ("kd", "rcd")]
+
+
+@pytest.mark.parametrize("reading, choice", sorted(ANALYSIS))
+def test_an_analysis_reading_changes_no_run_spec(reading, choice):
+    default = setups.get("fsdd-vggish", "paper")
+    chosen = setups.get("fsdd-vggish", "paper", [f"{reading}={choice}"])
+    assert chosen.label == f"fsdd-vggish+{reading}={choice}" and chosen != default
+    assert _spec_fields(chosen) == _spec_fields(default)
+    assert [s.run_id for s in plan(chosen)] == [s.run_id for s in plan(default)]
 
 
 def test_default_readings_keep_the_run_ids_of_runs_they_do_not_change():

@@ -101,7 +101,7 @@ def test_the_notebook_scorecard_of_every_profile_writes_them_all(tmp_path, monke
 
 
 def _claim(kind, paper_value, ours, **extra):
-    return {"setup": "s", "claim": kind, "paper": paper_value, "ours": ours, "counted": True,
+    return {"setup": "s", "claim": kind, "paper": paper_value, "ours": ours, "counted": True, "stability": 0.9,
             "status": "not run" if ours is None else ("agree" if ours == paper_value else "disagree"),
             "baseline": baseline(kind), **extra}
 
@@ -111,7 +111,7 @@ def test_the_baseline_kappa_and_no_effect_line_recomputed_by_hand():
     T, F. Ours: ticks T, F, F, T; verdicts "supported", "not supported"; directions T, T."""
     claims = pd.DataFrame([
         _claim("tick", True, True), _claim("tick", True, False), _claim("tick", False, False),
-        _claim("tick", False, True), _claim("verdict", "supported", "supported"),
+        _claim("tick", False, True), _claim("verdict", "supported", "supported", stability=0.55),
         _claim("verdict", "not supported", "not supported"), _claim("direction", True, True),
         _claim("direction", False, True), _claim("tick", True, None),  # not run: left out of every figure
         _claim("tick", False, False, counted=False)])  # counted elsewhere: left out too
@@ -124,6 +124,7 @@ def test_the_baseline_kappa_and_no_effect_line_recomputed_by_hand():
     assert h["kappa"] == pytest.approx(cohen_kappa(claims["paper"][:8], claims["ours"][:8]))
     assert (h["no_effect"], h["no_effect_ours"]) == (4, 2)  # ticks 3, 4, verdict 2, direction 2: ours agree on 3, v2
     assert h["kinds"]["tick"]["n"] == 4 and h["kinds"]["tick"]["baseline"] == 2
+    assert (h["verdicts"], h["fragile"]) == (2, 1)  # the first verdict's stability 0.55 is below 0.8
     assert headline_text(h).startswith("5 of 8 claims reproduced (kd-always-wins, which ignores our runs: 4 of 8")
     assert cohen_kappa([True, False], [True, False]) == 1 and cohen_kappa([True, True], [True, True]) != 0
 

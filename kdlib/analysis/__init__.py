@@ -24,10 +24,12 @@ import pandas as pd
 
 from ..conditions import CONDITIONS, label, student_conditions
 from ..metrics import lower_is_better, table_metrics
-from .stats import agreement_deltas, sem, transfer_tests, verdict_label
+from .evidence import FRAGILE, detectable, stability
+from .stats import Rule, agreement_deltas, enough_ticks, sem, transfer_tests, verdict_label
 from ..store import read_table, write_csv
 
 FILES = ("tests", "deltas", "verdicts", "means")
+N_BOOT = 1000  # resamples of the student seeds behind a verdict's stability
 DIGITS = 3  # decimals of means and SEMs in tables, as the paper prints them
 
 
@@ -92,26 +94,68 @@ def part(runs: pd.DataFrame, variant) -> pd.DataFrame:
     return runs[runs["variant"] == variant].drop(columns="variant")
 
 
-def analyse(runs: pd.DataFrame, exclude=()) -> dict[str, pd.DataFrame]:
+def options(setup) -> dict:
+    """The analysis readings of ``setup`` as :func:`analyse`'s keywords: its verdict ``rule`` and ``best_control``."""
+    return {"rule": Rule(setup.fdr_family, setup.majority, setup.marginal_threshold),
+            "best_control": setup.best_control}
+
+
+def _options_of(folder: Path) -> dict:
+    """The analysis readings of the setup collected in ``folder`` (``<results>/<label>/<profile>``), read from its
+    label; the defaults where the label names no setup."""
+    from .. import setups
+    try:
+        return options(setups.get(Path(folder).parent.name, Path(folder).name))
+    except (ValueError, KeyError):
+        return {}
+
+
+def analyse(runs: pd.DataFrame, exclude=(), rule: Rule = Rule(), best_control: str = "per-quantity",
+            n_boot: int = N_BOOT) -> dict[str, pd.DataFrame]:
     """The analysis of one setup's runs table (module docstring); ``exclude``: controls left out of the agreement
-    deltas, e.g. ``[("rcd", 0.9)]``."""
+    deltas, e.g. ``[("rcd", 0.9)]``; ``rule`` and ``best_control``: the verdict rule's open choices (the analysis
+    readings); ``n_boot``: resamples of the student seeds behind each verdict's stability."""
     frames = {k: [] for k in FILES}
     for v in variants(runs):
         runs_v = part(runs, v)
         if runs_v.empty or not (runs_v["condition"] == "kd").any():
             continue
-        tests = transfer_tests(runs_v, on_missing="drop")
-        deltas = agreement_deltas(runs_v, exclude=exclude)
+        tests = transfer_tests(runs_v, rule.alpha_level, marginal_threshold=rule.marginal_threshold,
+                               on_missing="drop", fdr_family=rule.fdr_family, majority=rule.majority)
+        deltas = agreement_deltas(runs_v, exclude=exclude, best_control=best_control)
+        verdicts = _verdicts(tests, deltas, rule)
+        verdicts = verdicts.merge(stability(runs_v, verdicts, rule, best_control, n_boot),
+                                  on=["teacher_seed", "alpha"], how="left")
+        tests = detectable(runs_v, tests, rule).merge(
+            verdicts[["teacher_seed", "alpha", "verdict_stability"]], on=["teacher_seed", "alpha"], how="left")
+        verdicts = verdicts.merge(_detectable_transfer(tests, rule), on=["teacher_seed", "alpha"], how="left")
         frames["tests"].append(tests.assign(variant=v))
         frames["deltas"].append(deltas.assign(variant=v))
-        frames["verdicts"].append(_verdicts(tests, deltas).assign(variant=v))
+        frames["verdicts"].append(verdicts.assign(variant=v))
         for seed in sorted(runs_v["teacher_seed"].unique()):
             means = mean_sem_table(runs_v, seed, [m for m in table_metrics(extended=True) if m in runs_v])
             frames["means"].append(means.assign(teacher_seed=seed, variant=v))
     return {k: pd.concat(f, ignore_index=True) if f else pd.DataFrame() for k, f in frames.items()}
 
 
-def _verdicts(tests: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:
+def _detectable_transfer(tests: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """Per (teacher seed, alpha): ``mde80`` of the transfer, the improvement over the controls a majority of the
+    functional metrics would need for the seeds to detect it with 80% power (the majority-th smallest of the
+    metrics' ``mde80``, 0 where a metric is ticked already; in each metric's units)."""
+    rows = []
+    for (seed, alpha), g in tests[tests["family"] == "functional"].groupby(["teacher_seed", "alpha"]):
+        needed = np.sort(np.where(g["tick"].astype(bool), 0.0, g["mde80"].fillna(np.inf).to_numpy(float)))
+        k = next(k for k in range(1, len(needed) + 1) if enough_ticks(k, len(needed), rule.majority))
+        rows.append({"teacher_seed": seed, "alpha": alpha, "mde80": float(needed[k - 1])})
+    return pd.DataFrame(rows, columns=["teacher_seed", "alpha", "mde80"])
+
+
+def fragile(stability_value) -> bool:
+    """A verdict whose stability is below :data:`kdlib.analysis.evidence.FRAGILE`."""
+    return bool(not pd.isna(stability_value) and stability_value < FRAGILE)
+
+
+def _verdicts(tests: pd.DataFrame, deltas: pd.DataFrame, rule: Rule = Rule()) -> pd.DataFrame:
     rows = []
     for (seed, alpha), g in tests.groupby(["teacher_seed", "alpha"]):
         functional = g[g["family"] == "functional"]
@@ -135,6 +179,12 @@ def verdict_lines(verdicts: pd.DataFrame, name: str) -> list[str]:
         if "delta_correct" in v and not pd.isna(v["delta_correct"]):
             text += (f"; Δcorrect {v['delta_correct']:+.3f}, Δincorrect {v['delta_incorrect']:+.3f} "
                      f"({'negatively asymmetric' if v['negative_asymmetry'] else 'not negatively asymmetric'})")
+        if v["verdict"] == "not supported" and not pd.isna(v.get("mde80", np.nan)):
+            text += (f"; no transfer larger than {v['mde80']:.3g} per metric (80% power)" if np.isfinite(v["mde80"])
+                     else "; these seeds can detect no transfer under this rule")
+        if not pd.isna(v.get("verdict_stability", np.nan)):
+            text += (f"; {'FRAGILE verdict, ' if fragile(v['verdict_stability']) else ''}stability "
+                     f"{v['verdict_stability']:.2f}")
         lines.append(text)
     return lines
 
@@ -174,7 +224,7 @@ def collected_analysis(folder: Path) -> dict[str, pd.DataFrame]:
     stored = read(folder)
     if stored is not None:
         return stored
-    analysis = analyse(read_table(Path(folder) / "runs"))
+    analysis = analyse(read_table(Path(folder) / "runs"), **_options_of(folder))
     write(analysis, folder)
     return analysis
 

@@ -32,7 +32,8 @@ def write_collected(setup: Setup, out, students: pd.DataFrame, teachers: pd.Data
     write_table(students, d / "runs")
     write_table(teachers, d / "teachers")
     write_table(failed, d / "failed")
-    analysis.write(analysis.analyse(students) if len(students) else {k: pd.DataFrame() for k in analysis.FILES}, d)
+    analysis.write(analysis.analyse(students, **analysis.options(setup)) if len(students)
+                   else {k: pd.DataFrame() for k in analysis.FILES}, d)
 
 
 def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -40,13 +40,14 @@ from .. import paper, setups
 from . import stats
 from ..conditions import label
 from ..metrics import FUNCTIONAL_METRICS, lower_is_better
-from . import analyse, collected_analysis
+from . import analyse, collected_analysis, options
 from ..store import read_table, setup_dir, write_csv, write_text
 from .collect import collect
 from ..runs.spec import teacher_spec
+from .evidence import FRAGILE
 
 COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
-           "status", "source", "relative_difference", "baseline", "counted"]
+           "status", "source", "relative_difference", "baseline", "counted", "stability"]
 #: The claim kinds Cohen's kappa is computed over (categorical claims whose values both sides can take).
 KAPPA_CLAIMS = ("tick", "verdict", "direction", "asymmetry")
 BASELINE = "kd-always-wins"
@@ -85,11 +86,14 @@ def headline(claims: pd.DataFrame) -> dict:
     """The counted, tested claims' figures: ``n``, ``ours`` (agree), ``baseline`` (the kd-always-wins predictor's
     agreements with the paper on the same claims), ``kappa`` (paper vs ours over :data:`KAPPA_CLAIMS`),
     ``no_effect`` and ``no_effect_ours`` (claims where the paper finds no effect, and how many of them we
-    reproduce), per claim kind under ``kinds``."""
+    reproduce), ``verdicts`` and ``fragile`` (our compared verdicts, and those below :data:`FRAGILE` stability),
+    per claim kind under ``kinds``."""
     def figures(c: pd.DataFrame) -> dict:
         kappa_rows = c[c["claim"].isin(KAPPA_CLAIMS)]
         none = c[np.array([no_effect(k, p) for k, p in zip(c["claim"], c["paper"])], dtype=bool)]
+        judged = c[c["claim"] == "verdict"]
         return {"n": len(c), "ours": int((c["status"] == "agree").sum()),
+                "verdicts": len(judged), "fragile": int((judged["stability"].astype(float) < FRAGILE).sum()),
                 "baseline": int(sum(_same(b, p) for b, p in zip(c["baseline"], c["paper"]))),
                 "kappa": cohen_kappa(kappa_rows["paper"], kappa_rows["ours"]) if len(kappa_rows) else math.nan,
                 "no_effect": len(none), "no_effect_ours": int((none["status"] == "agree").sum())}
@@ -109,7 +113,8 @@ def headline_text(h: dict) -> str:
     kappa = "n/a" if math.isnan(h["kappa"]) else f"{h['kappa']:.2f}"
     return (f"{h['ours']} of {h['n']} claims reproduced ({BASELINE}, which ignores our runs: {h['baseline']} of "
             f"{h['n']}; Cohen's kappa, paper vs ours: {kappa}); of the {h['no_effect']} claims where the paper finds "
-            f"no effect, {h['no_effect_ours']} reproduced")
+            f"no effect, {h['no_effect_ours']} reproduced; {h['fragile']} of our {h['verdicts']} compared verdicts "
+            f"fragile (stability below {FRAGILE:g})")
 
 
 def regime(train_loss: float) -> str:
@@ -160,7 +165,7 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
     if students is not None and not (students["condition"] == "kd").any():
         students = None  # only controls finished (shared with another setup): nothing to test yet
     if students is not None and analysis is None:
-        analysis = analyse(students)
+        analysis = analyse(students, **options(setup))
     ours_tests = analysis["tests"] if students is not None else None
     ours_verdicts = analysis["verdicts"] if students is not None else None  # verdicts and the deltas beside them
     our_seeds = set(students["teacher_seed"]) if students is not None else set()
@@ -168,11 +173,12 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
 
     where = {"setup": setup.label, "profile": setup.profile, "readings": readings_text(setup)}
 
-    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan):
+    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan, stability=math.nan):
         status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
         claims.append({**where, "claim": claim, "teacher_seed": seed, "alpha": alpha, "metric": metric,
                        "control": control, "paper": paper_value, "ours": ours, "status": status, "source": source,
-                       "relative_difference": rel, "baseline": baseline(claim), "counted": True})
+                       "relative_difference": rel, "baseline": baseline(claim), "counted": True,
+                       "stability": stability})
 
     def our_tick(seed, alpha, metric):
         if ours_tests is None or seed not in our_seeds:
@@ -194,15 +200,20 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
             ticks = p_ticks[(p_ticks["teacher_seed"] == seed) & np.isclose(p_ticks["alpha"], alpha)
                             & p_ticks["metric"].isin(FUNCTIONAL_METRICS)]
             if len(ticks) == len(FUNCTIONAL_METRICS) and {"SIDDO", label("rcd", alpha)} <= set(table["column"]):
-                verdict = stats.verdict(int(ticks["tick"].sum()), len(FUNCTIONAL_METRICS), _improvement(theirs, alpha))
+                verdict = stats.verdict(int(ticks["tick"].sum()), len(FUNCTIONAL_METRICS), _improvement(theirs, alpha),
+                                        setup.marginal_threshold, setup.majority)  # the paper's, under our rule
                 mine = None if ours_table is None else ours_verdicts[
                     (ours_verdicts["teacher_seed"] == seed) & np.isclose(ours_verdicts["alpha"], alpha)]
                 ours = mine["verdict"].iloc[0] if mine is not None and len(mine) else None
-                add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}")
+                steady = lambda col: (float(mine[col].iloc[0]) if mine is not None and len(mine) and col in mine
+                                      else math.nan)
+                add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}",
+                    stability=steady("verdict_stability"))
                 if verdict == "supported":
                     ours = (bool(mine["negative_asymmetry"].iloc[0])
                             if mine is not None and len(mine) and "negative_asymmetry" in mine else None)
-                    add("asymmetry", seed, alpha, "", "best control", True, ours, ASYMMETRY_SOURCE)
+                    add("asymmetry", seed, alpha, "", "best control", True, ours, ASYMMETRY_SOURCE,
+                        stability=steady("asymmetry_stability"))
             for metric in dict.fromkeys(table["metric"]):
                 for control in ("SIDDO", label("rcd", alpha)):
                     paper_value = _better(theirs.get((label("kd", alpha), metric), math.nan),
@@ -260,14 +271,16 @@ def collected_labels(out, profile: str) -> dict[str, list[str]]:
 
 def scorecard(names: list[str] | None, profile: str, out) -> dict:
     """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
-    ``profile``), under every set of readings collected for it, a "k of n reproduced" line per setup and overall,
+    ``profile``; a label, ``name+id=choice``, names one set of readings), under every set of readings collected for
+    it, a "k of n reproduced" line per setup and overall,
     and a Markdown summary; where a setup was run under several readings, which agrees with more claims."""
     collected = collected_labels(out, profile)
     names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
     rows, lines, compared = [], [], []
     regimes_counted: set[str] = set()  # teachers whose regime is counted already (shared by several setups)
     for name in names:
-        labels = collected.get(name) or [setups.get(name, profile).label]
+        labels = [name] if "+" in name else collected.get(name) or [setups.get(name, profile).label]
+        name = name.split("+")[0]
         outcomes = []
         for label_ in labels:
             setup = setups.get(label_, profile)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,13 +41,78 @@ MARGINAL = 0.01  # the default marginal threshold: a mean functional improvement
 VERDICTS = ("supported", "marginal", "not supported")
 
 
-def verdict(n_ticked: int, n_metrics: int, mean_improvement: float, marginal_threshold: float = MARGINAL) -> str:
-    """The transfer verdict, the study's one rule: ``supported`` when a strict majority of the functional metrics
-    is ticked (significant against both controls), ``marginal`` when supported but KD's mean improvement over
-    the better control is below ``marginal_threshold``, else ``not supported``."""
-    if not n_ticked > n_metrics / 2:
+FDR_FAMILIES = ("setting", "per-control")
+MAJORITIES = ("strict", "half")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The verdict rule's open choices (each an analysis reading, :mod:`kdlib.setups.readings`): ``fdr_family``,
+    BH over every (functional metric, control) p-value of one (teacher seed, alpha) ("setting") or over each
+    control's on its own ("per-control"); ``majority``, more than half the functional metrics ticked ("strict") or
+    at least half ("half"); ``marginal_threshold``; ``alpha_level``, the FDR level."""
+    fdr_family: str = "setting"
+    majority: str = "strict"
+    marginal_threshold: float = MARGINAL
+    alpha_level: float = 0.05
+
+    def __post_init__(self):
+        if self.fdr_family not in FDR_FAMILIES:
+            raise ValueError(f"fdr_family={self.fdr_family!r} is not allowed: use one of {list(FDR_FAMILIES)}")
+        if self.majority not in MAJORITIES:
+            raise ValueError(f"majority={self.majority!r} is not allowed: use one of {list(MAJORITIES)}")
+
+
+def enough_ticks(n_ticked, n_metrics: int, majority: str = "strict"):
+    """Whether ``n_ticked`` of ``n_metrics`` functional metrics make a majority (elementwise on arrays)."""
+    return np.asarray(n_ticked) > n_metrics / 2 if majority == "strict" else np.asarray(n_ticked) >= n_metrics / 2
+
+
+def verdict(n_ticked: int, n_metrics: int, mean_improvement: float, marginal_threshold: float = MARGINAL,
+            majority: str = "strict") -> str:
+    """The transfer verdict, the study's one rule: ``supported`` when a majority of the functional metrics is
+    ticked (significant against every control; ``majority``: strict or half), ``marginal`` when supported but
+    KD's mean improvement over the better control is below ``marginal_threshold``, else ``not supported``."""
+    if not enough_ticks(n_ticked, n_metrics, majority):
         return "not supported"
     return "marginal" if mean_improvement < marginal_threshold else "supported"
+
+
+def verdicts(n_ticked: np.ndarray, n_metrics: int, mean_improvement: np.ndarray, rule: Rule) -> np.ndarray:
+    """:func:`verdict` over arrays of tick counts and mean improvements (resamples, simulations)."""
+    supported = enough_ticks(n_ticked, n_metrics, rule.majority)
+    marginal = np.asarray(mean_improvement) < rule.marginal_threshold
+    return np.where(supported, np.where(marginal, "marginal", "supported"), "not supported")
+
+
+def bh_rows(p: np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values along the last axis, every row a family: statsmodels' ``fdr_bh`` arithmetic (sorted
+    p over its rank's share, the running minimum from the largest, capped at 1), vectorised; no NaNs."""
+    p = np.asarray(p, dtype=float)
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1) / (np.arange(1, m + 1) / float(m))
+    ranked = np.minimum.accumulate(ranked[..., ::-1], axis=-1)[..., ::-1]
+    ranked[ranked > 1] = 1
+    out = np.empty_like(ranked)
+    np.put_along_axis(out, order, ranked, axis=-1)
+    return out
+
+
+def adjust(p: np.ndarray, family: str = "setting") -> np.ndarray:
+    """BH over the families of ``family`` for p-values ``[..., metric, control]``: "setting", one family of every
+    (metric, control) in metric-major order; "per-control", one per control over the metrics. NaNs (no pairs)
+    are left out of their family and stay NaN."""
+    p = np.asarray(p, dtype=float)
+    if family == "per-control":
+        return np.swapaxes(adjust(np.swapaxes(p, -1, -2)[..., None], "setting")[..., 0], -1, -2)
+    flat = p.reshape(*p.shape[:-2], -1)
+    if np.isnan(flat).any():
+        rows = flat.reshape(-1, flat.shape[-1])
+        out = np.stack([benjamini_hochberg(row) for row in rows]).reshape(flat.shape)
+    else:
+        out = bh_rows(flat)
+    return out.reshape(p.shape)
 
 
 def verdict_label(supported: bool, marginal: bool) -> str:
@@ -118,12 +184,15 @@ def _paired(runs: pd.DataFrame, teacher_seed, alpha: float, on_missing: str) -> 
 
 
 def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Sequence[str] = FUNCTIONAL_METRICS,
-                   marginal_threshold: float = MARGINAL, on_missing: str = "raise") -> pd.DataFrame:
-    """Paired one-sided Wilcoxon tests of KD(alpha) against SIDDO and RCD(alpha), with BH-FDR.
+                   marginal_threshold: float = MARGINAL, on_missing: str = "raise", fdr_family: str = "setting",
+                   majority: str = "strict") -> pd.DataFrame:
+    """Paired one-sided Wilcoxon tests of KD(alpha) against every control, with BH-FDR (:class:`Rule` for
+    ``fdr_family`` and ``majority``).
 
     Returns one row per (teacher_seed, alpha, metric) with the means, raw and adjusted p-values, per-control
     significance, the tick, and the per-(teacher_seed, alpha) verdicts ``supported`` and ``marginal``.
     """
+    rule = Rule(fdr_family, majority, marginal_threshold, alpha_level)
     if on_missing not in ("raise", "drop"):
         raise ValueError(f"on_missing={on_missing!r} is not allowed: use 'raise' or 'drop'")
     metrics = list(metrics)
@@ -153,16 +222,18 @@ def transfer_tests(runs: pd.DataFrame, alpha_level: float = 0.05, metrics: Seque
                 "missing_pairs": "; ".join(missing),
             })
         functional = [r for r in group if r["family"] == "functional"]
-        adjusted = iter(benjamini_hochberg([r[f"p_{c}"] for r in functional for c in cs]))
-        for r in functional:
-            r.update({f"p_adj_{c}": next(adjusted) for c in cs})
+        adjusted = adjust(np.array([[r[f"p_{c}"] for c in cs] for r in functional]).reshape(-1, len(cs)),
+                          rule.fdr_family)
+        for r, row in zip(functional, adjusted):
+            r.update({f"p_adj_{c}": float(v) for c, v in zip(cs, row)})
         for r in group:
             if r["family"] == "performance":
                 r.update({f"p_adj_{c}": r[f"p_{c}"] for c in cs})
             r.update({f"sig_{c}": bool(r[f"p_adj_{c}"] < alpha_level) for c in cs})
             r["tick"] = all(r[f"sig_{c}"] for c in cs)
         mean_improvement = float(np.mean([r["improvement"] for r in functional]))
-        label = verdict(sum(r["tick"] for r in functional), len(functional), mean_improvement, marginal_threshold)
+        label = verdict(sum(r["tick"] for r in functional), len(functional), mean_improvement, marginal_threshold,
+                        majority)
         for r in group:
             r["supported"] = label != "not supported"
             r["mean_functional_improvement"] = mean_improvement
@@ -199,8 +270,50 @@ def _control_key(condition: str, alpha) -> tuple[str, float | None]:
     return (condition, None if not weighted or pd.isna(alpha) else round(float(alpha), 6))
 
 
+BEST_CONTROLS = ("per-quantity", "same-alpha", "exclude-collapsed")
+COLLAPSED = 0.5  # a control whose mean accuracy is below this share of the unweighted controls' (SIDDO's) collapsed
+
+
+def collapsed_controls(runs_t: pd.DataFrame) -> set[tuple[str, float | None]]:
+    """The controls of one teacher seed's runs that collapsed (Figure 6 drops RCD 0.9 for its collapsed accuracy;
+    made precise here): a weighted control whose mean accuracy is below :data:`COLLAPSED` times the mean accuracy of
+    the unweighted controls (SIDDO). None without an accuracy column or an unweighted control."""
+    if "accuracy" not in runs_t:
+        return set()
+    plain = runs_t[runs_t["condition"].map(lambda c: c in CONDITIONS and not CONDITIONS[c].weighted)
+                   & (runs_t["condition"] != "kd")]
+    if plain.empty:
+        return set()
+    floor = COLLAPSED * float(plain["accuracy"].mean())
+    weighted = runs_t[runs_t["condition"].map(lambda c: c in CONDITIONS and CONDITIONS[c].weighted)
+                      & (runs_t["condition"] != "kd")]
+    return {_control_key(c, a) for (c, a), df in weighted.groupby(["condition", "alpha"])
+            if float(df["accuracy"].mean()) < floor}
+
+
+def control_candidates(runs: pd.DataFrame, teacher_seed, alpha: float,
+                       exclude: Iterable[tuple[str, float | None]] = (), best_control: str = "per-quantity") -> dict:
+    """The controls one (teacher seed, alpha)'s agreement deltas choose their best from, each indexed by student
+    seed: SIDDO and every RCD alpha of that teacher seed ("per-quantity"), RCD at the same alpha only
+    ("same-alpha"), or all but the collapsed ones (:func:`collapsed_controls`, "exclude-collapsed"), less
+    ``exclude``. ``runs``: validated (:func:`_validate`)."""
+    if best_control not in BEST_CONTROLS:
+        raise ValueError(f"best_control={best_control!r} is not allowed: use one of {list(BEST_CONTROLS)}")
+    t = runs[(runs["teacher_seed"] == teacher_seed) & (runs["condition"] != "kd")]
+    excluded = {_control_key(c, a) for c, a in exclude}
+    if best_control == "exclude-collapsed":
+        excluded |= collapsed_controls(t)
+    candidates = {}
+    for (cond, a), df in t.groupby(["condition", t["alpha"].fillna(-1.0)]):
+        key = _control_key(cond, None if a == -1.0 else a)
+        if key in excluded or (best_control == "same-alpha" and key[1] is not None and not np.isclose(a, alpha)):
+            continue
+        candidates[key] = df.set_index("student_seed")
+    return candidates
+
+
 def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | None]] = (),
-                     same_alpha: bool = False) -> pd.DataFrame:
+                     same_alpha: bool = False, best_control: str = "per-quantity") -> pd.DataFrame:
     """Eqs. 2-3: KD's change in teacher-correct and teacher-incorrect agreement against the best control.
 
     One row per (teacher_seed, alpha) with, for q in (correct, incorrect): ``delta_q`` and ``delta_q_sem``
@@ -208,22 +321,17 @@ def agreement_deltas(runs: pd.DataFrame, exclude: Iterable[tuple[str, float | No
     ``delta_q_normalised`` (:func:`normalised_delta`: mean difference over mean headroom 1 - agreement; its
     bootstrap standard error ``_sem`` and 95% interval ``_low``-``_high``), ``n_q`` (paired seeds) and
     ``negative_asymmetry`` (delta_incorrect > delta_correct). ``exclude`` lists controls to leave out as
-    ``("rcd", 0.9)`` or ``("siddo", None)``.
+    ``("rcd", 0.9)`` or ``("siddo", None)``; ``best_control`` (or ``same_alpha``) chooses the candidates
+    (:func:`control_candidates`).
     """
     runs = _validate(runs, ["correct_agreement", "incorrect_agreement"])
-    excluded = {_control_key(c, a) for c, a in exclude}
+    best_control = "same-alpha" if same_alpha else best_control
     rows = []
     for (teacher_seed, alpha), kd in runs[runs["condition"] == "kd"].groupby(["teacher_seed", "alpha"]):
-        t = runs[(runs["teacher_seed"] == teacher_seed) & (runs["condition"] != "kd")]
-        controls = {}
-        for (cond, a), df in t.groupby(["condition", t["alpha"].fillna(-1.0)]):
-            key = _control_key(cond, None if a == -1.0 else a)
-            if key in excluded or (same_alpha and key[1] is not None and not np.isclose(a, alpha)):
-                continue
-            controls[key] = df.set_index("student_seed")
+        controls = control_candidates(runs, teacher_seed, alpha, exclude, best_control)
         if not controls:
             raise ValueError(f"teacher seed {teacher_seed}, alpha {alpha}: no control left after "
-                             f"exclude={sorted(excluded)}")
+                             f"exclude={sorted(_control_key(c, a) for c, a in exclude)} ({best_control})")
         kd = kd.set_index("student_seed")
         row = {"teacher_seed": teacher_seed, "alpha": alpha}
         for q in ("correct", "incorrect"):

@@ -13,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
-from ..analysis import analyse, collected_analysis, part, variants, verdict_lines
+from ..analysis.evidence import calibrate, calibration_summary
+from ..analysis.stats import Rule
+from ..analysis import analyse, collected_analysis, options, part, variants, verdict_lines
 from ..analysis import mark_best, mean_sem_table  # noqa: F401  (public: the tables' mean +- SEM and bold-best rule)
-from .figures import plot_agreement_deltas, plot_scaling, save_figure, drawn
+from .figures import plot_agreement_deltas, plot_power, plot_scaling, save_figure, drawn
 from .figures import COLOURS, new_figure, plot_curves, plot_examples, plot_vs_paper, stratified  # noqa: F401
 from .latex import means_latex, ticks_latex, _latex_escape
 from ..metrics import table_metrics
@@ -23,6 +25,9 @@ from .paper_beside import paper_beside
 from ..analysis.stats import agreement_deltas  # noqa: F401  (public: what the delta charts show)
 from ..store import write_csv, write_text
 from .tables import format_mean_sem, tick_table, wide_means  # noqa: F401
+
+CALIBRATION = "calibration.csv"
+NULL_LEVEL = 0.05  # a verdict rule whose null rate of "supported" is above this is said to be uncalibrated
 
 
 def find_collected(out) -> list[tuple[str, str, Path]]:
@@ -36,12 +41,42 @@ def find_collected(out) -> list[tuple[str, str, Path]]:
 
 def verdict_summary(out, profile: str, names=None) -> list[str] | None:
     """One verdict line per collected setup (``names``: only these), variant, teacher seed and alpha at ``profile``,
-    read from the stored analyses; None when nothing is collected there."""
+    read from the stored analyses, and a warning where a setup's calibrated rule says "supported" too often when KD
+    does nothing; None when nothing is collected there."""
     found = [f for f in find_collected(out) if f[1] == profile and (not names or f[0] in names)]
     if not found:
         return None
-    return [line for name, _, stem in found for line in verdict_lines(collected_analysis(stem.parent)["verdicts"],
-                                                                     name)]
+    lines = []
+    for name, _, stem in found:
+        lines += verdict_lines(collected_analysis(stem.parent)["verdicts"], name)
+        lines += calibration_warning(stem.parent, name)
+    return lines
+
+
+def calibration_warning(folder: Path, name: str) -> list[str]:
+    """A line when the setup's calibration (``analysis/calibration.csv``, ``kdlib calibrate``) finds the rule's null
+    rate of "supported" above 0.05; nothing otherwise, or when it was not calibrated."""
+    path = Path(folder) / "analysis" / CALIBRATION
+    if not path.exists():
+        return []
+    summary = calibration_summary(pd.read_csv(path))
+    if not summary["null"] > NULL_LEVEL:
+        return []
+    return [f"{name}: WARNING: its verdict rule says \"supported\" in {summary['null']:.1%} of runs where KD does "
+            f"nothing (above {NULL_LEVEL:.0%}; kdlib calibrate): read its verdicts with that in mind"]
+
+
+def calibration_report(setup, runs: pd.DataFrame, folder: Path, figures: Path, rule=None,
+                       draws: int = 1000) -> tuple[pd.DataFrame, dict]:
+    """Calibrate the verdict rule on a setup's collected runs (:func:`kdlib.analysis.evidence.calibrate`, per
+    student variant): ``folder/analysis/calibration.csv`` and ``figures/power.pdf`` and ``.png``."""
+    rule = rule if rule is not None else Rule()
+    parts = [calibrate(part(runs, v), rule, draws=draws).assign(variant=v) for v in variants(runs)]
+    table = pd.concat(parts, ignore_index=True)
+    write_csv(table, Path(folder) / "analysis" / CALIBRATION)
+    save_figure(plot_power(table, f"{setup.label} ({setup.profile}): the verdict rule's calibration"),
+                Path(figures) / "power")
+    return table, calibration_summary(table)
 
 
 def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended: bool = True, setup=None,
@@ -54,7 +89,8 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
 
     A setup with student variants (a ``variant`` column, e.g. widths) gets one sub-report per variant in
     ``dest/<variant>/`` plus the scaling view across variants (Figure 11 style)."""
-    analysis = analysis if analysis is not None else analyse(runs, exclude)
+    analysis = analysis if analysis is not None else analyse(runs, exclude,
+                                                             **(options(setup) if setup is not None else {}))
     if variants(runs) != [None]:
         return _variant_report(runs, name, Path(dest), exclude, extended, draw, analysis)
     dest = Path(dest)

@@ -218,3 +218,34 @@ def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+@styled
+def plot_power(calibration: pd.DataFrame, title: str = ""):
+    """The verdict rule's calibration (:func:`kdlib.analysis.evidence.calibrate`): the share of "supported" against
+    the planted improvement, one line per number of student seeds (mean over the teacher seeds and alphas), the
+    null rate at the observed seeds with its interval, and the 5% and 80% guides."""
+    fig = new_figure(4.6, 3.0)
+    ax = fig.subplots()
+    power = calibration[calibration["kind"] == "power"]
+    effects = sorted(power["effect"].unique())
+    x = np.arange(len(effects))  # the grid's steps, evenly spaced; labelled with the effects
+    for n, g in power.groupby("n_seeds"):
+        ax.plot(x, g.groupby("effect")["p_supported"].mean().reindex(effects).to_numpy(), marker="o", ms=3,
+                label=f"{n} seeds")
+    null = calibration[calibration["kind"] == "null_rate"]
+    if len(null):
+        rate = float(null["p_supported"].mean())
+        ax.errorbar([x[0] - 0.25], [rate], yerr=[[rate - null["low"].mean()], [null["high"].mean() - rate]],
+                    fmt="s", color="black", ms=4, capsize=2,
+                    label=f"null ({int(null['n_seeds'].iloc[0])} seeds, exchanged)")
+    for level, style in ((0.05, ":"), (0.8, "--")):
+        ax.axhline(level, color="grey", lw=0.7, ls=style)
+    ax.set_xticks(x, [f"{e:g}" for e in effects])
+    ax.set_xlabel("planted mean improvement of KD (metric units)")
+    ax.set_ylabel('share of "supported" verdicts')
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="upper left", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

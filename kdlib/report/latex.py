@@ -11,7 +11,8 @@ import pandas as pd
 from ..analysis import DIGITS
 from ..conditions import CONDITIONS
 from ..metrics import display_name, lower_is_better, table_metrics
-from .tables import CROSS, TICK, format_sem
+from .tables import CROSS, FRAGILE_MARK, TICK, format_sem
+from ..analysis.evidence import FRAGILE
 
 def latex_requirements(*packages: str) -> str:
     """The first line of every emitted .tex: the packages it needs in the paper's preamble."""
@@ -93,11 +94,22 @@ def _latex_sem(sem: float) -> str:
 def ticks_latex(ticks: pd.DataFrame, caption: str) -> str:
     """booktabs LaTeX of a tick table that fits one column: abbreviated metric names, explained in the caption."""
     names = {display_name(m): display_name(m, short=True) for m in table_metrics(extended=True)}
+    if "Stability" in ticks:  # one column fits: a fragile verdict's mark carries a dagger instead
+        ticks = ticks.assign(Supported=[
+            "".join(mark + (FRAGILE_MARK if value.endswith(FRAGILE_MARK) else "")
+                    for mark, value in zip(marks, stabilities.split(" ")))
+            for marks, stabilities in zip(ticks["Supported"], ticks["Stability"])]).drop(columns="Stability")
+        fragility = (r"; \dag: a fragile verdict (fewer than " f"{FRAGILE:.0%}".replace("%", r"\%") +
+                     " of bootstrap resamples of the student seeds give it)")
+    else:
+        fragility = ""
     header = [names.get(c, "Sup." if c == "Supported" else c) for c in ticks.columns]
     caption += (". " + "; ".join(f"{names[c]}: {c}" for c in ticks.columns if c in names) +
                 r". \ding{51}: KD significantly more teacher-like (or better) than both controls (BH-FDR); "
                 r"\ding{55}: not; one mark per teacher seed. Sup.: transfer supported (M: marginal)")
-    body = ticks.map(lambda cell: cell.replace(TICK, r"\ding{51}").replace(CROSS, r"\ding{55}"))
+    caption += fragility
+    body = ticks.map(lambda cell: cell.replace(TICK, r"\ding{51}").replace(CROSS, r"\ding{55}")
+                     .replace(FRAGILE_MARK, r"\textsuperscript{\dag}"))
     lines = [latex_requirements("booktabs", "pifont"), r"\begin{table}[t]", r"\centering", r"\small",
              r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{caption}}}",
              r"\begin{tabular}{l" + "c" * len(body.columns) + "}", r"\toprule",

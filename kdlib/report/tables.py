@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import DIGITS
+from ..analysis.evidence import FRAGILE
 from ..metrics import display_name
 
 TICK, CROSS = "\u2713", "\u2717"
@@ -64,8 +65,19 @@ def tick_marks(ticked: pd.Series, seeds, missing: str = CROSS) -> str:
     return "".join((TICK if ticked[s] else CROSS) if s in ticked.index else missing for s in seeds)
 
 
+FRAGILE_MARK = "†"
+
+
+def stability_mark(value) -> str:
+    """A verdict's stability as a table shows it: two decimals, with :data:`FRAGILE_MARK` when it is fragile."""
+    if pd.isna(value):
+        return "–"
+    return f"{value:.2f}" + (FRAGILE_MARK if value < FRAGILE else "")
+
+
 def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
-    """Table 15 style: rows 'KD alpha', columns metrics, one tick/cross per teacher seed (sorted)."""
+    """Table 15 style: rows 'KD alpha', columns metrics, one tick/cross per teacher seed (sorted); with the
+    analysis' stabilities, a ``Stability`` column (one per teacher seed, fragile ones marked)."""
     seeds = sorted(tests["teacher_seed"].unique())
     rows = {}
     for alpha in sorted(tests["alpha"].unique()):
@@ -76,6 +88,8 @@ def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
         verdicts = tests[tests["alpha"] == alpha].groupby("teacher_seed").first()
         row["Supported"] = "".join(
             ("M" if verdicts.loc[s, "marginal"] else TICK) if verdicts.loc[s, "supported"] else CROSS for s in seeds)
+        if "verdict_stability" in verdicts:
+            row["Stability"] = " ".join(stability_mark(verdicts.loc[s, "verdict_stability"]) for s in seeds)
         rows[f"KD {alpha:g}"] = row
     return pd.DataFrame(rows).T
 

@@ -70,6 +70,11 @@ class Setup:
     label_smoothing: float | None = None  # on every cross-entropy term of the students
     eval_flip: bool | None = None  # students' and teachers' test logits averaged over the image and its flip
     precision: str | None = None  # "float32": no bf16 autocast when training on CUDA
+    # the verdict rule's open choices (analysis readings): they change no training and enter no run spec
+    fdr_family: str = "setting"  # one BH family per (teacher seed, alpha), or "per-control"
+    majority: str = "strict"  # "strict": more than half the functional metrics ticked; "half": at least half
+    marginal_threshold: float = 0.01  # a supported verdict with a mean improvement below it is marginal
+    best_control: str = "per-quantity"  # the agreement deltas' candidates: or "same-alpha", "exclude-collapsed"
     readings: tuple[tuple[str, str], ...] = ()  # (reading id, choice) of every reading the setup uses
     tag: str = ""  # "+id=choice" for every reading chosen off its default
 

@@ -33,6 +33,7 @@ class Reading:
     applies: Callable[[Setup], bool]
     apply: Callable[[Setup, str], Setup]
     touches: str  # which setups, in words (for the README and `kdlib list`)
+    analysis: bool = False  # it changes only how collected runs are analysed: no run spec, no run id
 
 
 def _models(setup: Setup) -> list[Model]:
@@ -50,6 +51,11 @@ def _uses(arch_prefix: str) -> Callable[[Setup], bool]:
 
 
 # ----------------------------------------------------------------------------- what each reading does
+
+def _analysis(field: str, cast=str) -> Callable[[Setup, str], Setup]:
+    """An analysis reading: it sets one of the verdict rule's choices and changes nothing that is trained."""
+    return lambda setup, choice: replace(setup, **{field: cast(choice)})
+
 
 def _adversarial(setup: Setup, choice: str) -> Setup:
     replacements = setup.teacher_dataset_kwargs["replace"]
@@ -223,6 +229,59 @@ READINGS: dict[str, Reading] = {r.id: r for r in [
                   "imagenet": "torchvision's models as they come"},
         default="cifar", why="the standard for images this small; kept as before",
         applies=_small_resnet, apply=_stem, touches="ResNets on images of at most 64 px"),
+    Reading(
+        id="fdr-family", title="The FDR family of the verdict's tests",
+        paper='Section 3.3: "To control the expected false discovery rate across the functional similarity metrics '
+              'within each setting, we apply Benjamini-Hochberg ... for each alpha ... and teacher seed"',
+        choices={"setting": "one BH family per (teacher seed, alpha): every functional metric against every control "
+                            "(4 x 2 = 8 p-values)",
+                 "per-control": "one BH family per control: the 4 functional metrics against it"},
+        evidence={"setting": "\"within each setting ... for each alpha and teacher seed\": the setting is the family",
+                  "per-control": "\"across the functional similarity metrics\": the metrics are the family, each "
+                                 "control comparison its own (with SIDDO p-values 0.0186, 0.0244, 0.042, 0.097 "
+                                 "and RCD's all 1/1024, 8 give 3 ticks, 4 per control 2)"},
+        default="setting", why="the sentence's \"within each setting\" names the unit; kept as before, both "
+                               "runnable, re-analysed without training",
+        applies=lambda s: True, apply=_analysis("fdr_family"), touches="every setup (the analysis)", analysis=True),
+    Reading(
+        id="majority", title="The majority of metrics a supported verdict needs",
+        paper='Section 3.3: "the effect is in the expected direction for a majority of the functional similarity '
+              'metrics under both control comparisons"',
+        choices={"strict": "more than half: at least 3 of the 4 functional metrics ticked",
+                 "half": "at least half: 2 of 4 ticked"},
+        evidence={"strict": "\"majority\" in its ordinary sense",
+                  "half": "the paper calls ViT seed 1 at alpha 0.5 supported with 2 ticks (Table 72) and VGG19/SVHN "
+                          "seed 2 \"marginal statistically supported\" with rank disagreement alone (Table 67)"},
+        default="strict", why="the word's meaning; the paper's own calls that need less are listed as evidence",
+        applies=lambda s: True, apply=_analysis("majority"), touches="every setup (the analysis)", analysis=True),
+    Reading(
+        id="marginal-threshold", title="Where a supported transfer becomes marginal",
+        paper='Section 3.3: "marginal statistically supported transfer ... the raw transfer metrics remain close to '
+              'control"; no number',
+        choices={"0.01": "a mean functional improvement over the better control below 0.01",
+                 "0.005": "below 0.005, the smallest threshold above every gain the paper calls marginal",
+                 "0.03": "below 0.03, the smallest gain the paper calls substantial"},
+        evidence={"0.01": "between the gains the paper calls marginal (0.002-0.004) and substantial (0.03-0.06)",
+                  "0.005": "the paper's marginal examples (0.002-0.004) stay marginal",
+                  "0.03": "the paper's substantial examples (0.03-0.06) stay supported"},
+        default="0.01", why="the middle of the range the paper's own words leave open",
+        applies=lambda s: True, apply=_analysis("marginal_threshold", float), touches="every setup (the analysis)",
+        analysis=True),
+    Reading(
+        id="best-control", title="The best control of the agreement deltas (Eqs. 2-3)",
+        paper="Section 3.3: the delta against \"the highest performing control baseline\"; Figure 6 (lower panel) "
+              "drops RCD 0.9 \"due to its reduced accuracy\"",
+        choices={"per-quantity": "per quantity (correct, incorrect agreement), the control with the highest mean "
+                                 "among SIDDO and every RCD alpha of the teacher seed",
+                 "same-alpha": "the same, among SIDDO and RCD at KD's alpha only",
+                 "exclude-collapsed": "the same, less every control whose mean accuracy is below half SIDDO's "
+                                      "(Figure 6's rule made precise)"},
+        evidence={"per-quantity": "\"highest performing control baseline\", over every control trained",
+                  "same-alpha": "the tests pair KD(alpha) with RCD(alpha)",
+                  "exclude-collapsed": "Figure 6 removes a control whose accuracy collapsed, as it biases the "
+                                       "deltas towards underestimating the asymmetry"},
+        default="per-quantity", why="Figure 6's upper panel and the paper's other figures use every baseline",
+        applies=lambda s: True, apply=_analysis("best_control"), touches="every setup (the analysis)", analysis=True),
 ]}
 
 #: Departures that remain, each forced (plain PyTorch cannot do what the paper did).
