@@ -15,8 +15,9 @@ so the family's own ``forward`` code, with its reshapes and pooling, runs unchan
 - parameters a model uses directly as a batch-broadcast tensor (a ViT's class token and positions, shape
   ``[1, ...]`` with 2 or more dimensions): member k's copy repeated over its B rows.
 
-A packed forward pass is plain tensor code that ``torch.compile`` traces into one graph, and under autocast each op is the op a solo run runs (a batched matrix
-product where a solo run has a matrix product), so a pack computes in a solo run's dtypes. Without dropout a pack
+A packed forward pass is plain tensor code that ``torch.compile`` traces into one graph, and under autocast each op
+is the op a solo run runs (a batched matrix product where a solo run has a matrix product), so a pack computes in a
+solo run's dtypes. Without dropout a pack
 equals its K models run one by one, to float rounding (``tests/test_together.py``), in training and in evaluation
 mode (where a transformer layer's inference fast path, which reads plain weights, steps aside).
 """
