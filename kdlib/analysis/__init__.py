@@ -141,7 +141,8 @@ def analyse(runs: pd.DataFrame, exclude=(), rule: Rule = Rule(), best_control: s
 def _detectable_transfer(tests: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     """Per (teacher seed, alpha): ``mde80`` of the transfer, the improvement over the controls a majority of the
     functional metrics would need for the seeds to detect it with 80% power (the majority-th smallest of the
-    metrics' ``mde80``, 0 where a metric is ticked already; in each metric's units)."""
+    metrics' ``mde80``, 0 where a metric is ticked already; in each metric's units; inf where these seeds cannot
+    reach the FDR level at all)."""
     rows = []
     for (seed, alpha), g in tests[tests["family"] == "functional"].groupby(["teacher_seed", "alpha"]):
         needed = np.sort(np.where(g["tick"].astype(bool), 0.0, g["mde80"].fillna(np.inf).to_numpy(float)))

@@ -12,8 +12,8 @@ with the ties that resampling seeds with replacement makes, it is the exact cond
   the sign of the asymmetry (delta incorrect > delta correct against the best control). Below :data:`FRAGILE` a
   verdict is *fragile*.
 - *mde80* of a test that is not significant: the smallest mean improvement over that control, in the metric's
-  units, that these seeds detect with 80% power under the same rule (the BH threshold this test needs, the other
-  tests of its family as observed), pairs drawn normal with the observed paired spread.
+  units, that these seeds detect with 80% power under the same rule (a transfer moves its whole FDR family, so
+  BH's threshold is the FDR level), pairs drawn normal with the observed paired spread.
 - *Calibration* (:func:`calibrate`): the rule's rate of "supported" when KD and its controls are exchanged within
   each pair at random (the null), with its Monte Carlo interval, and its rate for improvements planted on the
   runs with every condition's mean effect removed, on a grid, at 5, 10 and 20 resampled seeds.
@@ -156,25 +156,6 @@ def stability(runs: pd.DataFrame, verdict_table: pd.DataFrame, rule: Rule = Rule
     return pd.DataFrame(rows, columns=["teacher_seed", "alpha", "verdict_stability", "asymmetry_stability"])
 
 
-def threshold(p: np.ndarray, metric: int, control: int, rule: Rule) -> float:
-    """The largest raw p-value the test (``metric``, ``control``) of a family ``p`` ``[metric, control]`` may have
-    and still be significant under the rule's BH, the family's other p-values as observed (bisection)."""
-    p = np.array(p, dtype=float)
-
-    def significant(t: float) -> bool:
-        p[metric, control] = t
-        return bool(adjust(p, rule.fdr_family)[metric, control] < rule.alpha_level)
-    if not significant(0.0):
-        return 0.0
-    lo, hi = 0.0, 1.0
-    if significant(hi):
-        return hi
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if significant(mid) else (lo, mid)
-    return lo
-
-
 def mde(spread: float, n: int, p_star: float, power: float = POWER, draws: int = 1000, seed: int = 0) -> float:
     """The smallest mean improvement that ``n`` pairs with paired standard deviation ``spread`` detect with
     ``power`` by a one-sided signed-rank p-value at most ``p_star`` (pairs drawn normal; the same draws at every
@@ -204,9 +185,9 @@ def mde_normal(spread: float, n: int, p_star: float, power: float = POWER) -> fl
 
 def detectable(runs: pd.DataFrame, tests: pd.DataFrame, rule: Rule = Rule()) -> pd.DataFrame:
     """``tests`` (:func:`kdlib.analysis.stats.transfer_tests`) with ``mde80_<control>`` for each test that is not
-    significant (:func:`mde` at the threshold the rule gives it: BH's with the family as observed for a functional
-    metric, ``alpha_level`` for accuracy and loss) and ``mde80``, the largest of a row's: the improvement over
-    every control it missed that these seeds would detect."""
+    significant and ``mde80``, the largest of a row's: the improvement over every control it missed that these
+    seeds would detect. A transfer moves every test of its family together, and BH then lets each through below
+    ``alpha_level`` (as it does accuracy and loss, uncorrected), so :func:`mde` is taken at that level."""
     cs = controls()
     tests = tests.copy()
     for c in cs:
@@ -214,13 +195,11 @@ def detectable(runs: pd.DataFrame, tests: pd.DataFrame, rule: Rule = Rule()) -> 
     for (seed, alpha), g in tests.groupby(["teacher_seed", "alpha"]):
         metrics = list(g["metric"])
         kd, ctrl, seeds = _group(_validate(runs, metrics), seed, alpha, metrics)
-        functional = [i for i, f in enumerate(g["family"]) if f == "functional"]
-        family = g.iloc[functional][[f"p_{c}" for c in cs]].to_numpy(float)
         for i, (index, row) in enumerate(g.iterrows()):
-            for j, c in enumerate(cs):
+            for c in cs:
                 if row[f"sig_{c}"] or not len(seeds):
                     continue
-                p_star = (threshold(family, functional.index(i), j, rule) if i in functional else rule.alpha_level)
+                p_star = rule.alpha_level
                 spread = float(np.std(kd[:, i] - ctrl[c][:, i], ddof=1)) if len(seeds) > 1 else math.nan
                 tests.at[index, f"mde80_{c}"] = mde(spread, len(seeds), p_star) if len(seeds) > 1 else math.inf
     tests["mde80"] = tests[[f"mde80_{c}" for c in cs]].max(axis=1, skipna=True)

@@ -27,6 +27,9 @@ over ticks, verdicts, directions and asymmetry), and how many of the claims wher
 (a missing tick, "not supported", KD no better than a control), which that predictor gets wrong, we reproduce. A
 fact counts once (``counted``): a functional metric's tick stands for its KD-vs-control directions, and a teacher
 shared by several setups has its regime counted for the first; a setup whose KD students did not run adds no claim.
+Beside each of our verdicts stands its ``stability`` (:mod:`kdlib.analysis.evidence`; the headline counts the
+fragile ones), and beside the paper's mean improvement (``paper_improvement``) the improvement our seeds could have
+detected (``mde80``, per tick and per verdict), so a verdict of no transfer reads "no transfer larger than this".
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ from ..runs.spec import teacher_spec
 from .evidence import FRAGILE
 
 COLUMNS = ["setup", "profile", "readings", "claim", "teacher_seed", "alpha", "metric", "control", "paper", "ours",
-           "status", "source", "relative_difference", "baseline", "counted", "stability"]
+           "status", "source", "relative_difference", "baseline", "counted", "stability", "paper_improvement",
+           "mde80"]
 #: The claim kinds Cohen's kappa is computed over (categorical claims whose values both sides can take).
 KAPPA_CLAIMS = ("tick", "verdict", "direction", "asymmetry")
 BASELINE = "kd-always-wins"
@@ -173,23 +177,26 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
 
     where = {"setup": setup.label, "profile": setup.profile, "readings": readings_text(setup)}
 
-    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan, stability=math.nan):
+    def add(claim, seed, alpha, metric, control, paper_value, ours, source, rel=math.nan, stability=math.nan,
+            paper_improvement=math.nan, mde80=math.nan):
         status = "not run" if ours is None else ("agree" if ours == paper_value else "disagree")
         claims.append({**where, "claim": claim, "teacher_seed": seed, "alpha": alpha, "metric": metric,
                        "control": control, "paper": paper_value, "ours": ours, "status": status, "source": source,
                        "relative_difference": rel, "baseline": baseline(claim), "counted": True,
-                       "stability": stability})
+                       "stability": stability, "paper_improvement": paper_improvement, "mde80": mde80})
 
-    def our_tick(seed, alpha, metric):
-        if ours_tests is None or seed not in our_seeds:
-            return None
+    def our_test(seed, alpha, metric, column: str, default=None):
+        if ours_tests is None or seed not in our_seeds or column not in ours_tests:
+            return default
         row = ours_tests[(ours_tests["teacher_seed"] == seed) & np.isclose(ours_tests["alpha"], alpha)
                          & (ours_tests["metric"] == metric)]
-        return bool(row["tick"].iloc[0]) if len(row) else None
+        return row[column].iloc[0] if len(row) else default
 
     for _, t in p_ticks.iterrows():
-        add("tick", int(t["teacher_seed"]), float(t["alpha"]), t["metric"], "SIDDO and RCD", bool(t["tick"]),
-            our_tick(int(t["teacher_seed"]), float(t["alpha"]), t["metric"]), f"Table {t['table']}")
+        where_ = (int(t["teacher_seed"]), float(t["alpha"]), t["metric"])
+        tick = our_test(*where_, "tick")
+        add("tick", *where_, "SIDDO and RCD", bool(t["tick"]), None if tick is None else bool(tick),
+            f"Table {t['table']}", mde80=float(our_test(*where_, "mde80", math.nan)))
     for seed, table in p_means.groupby("teacher_seed"):
         seed = int(seed)
         source = f"Table {int(table['table'].iloc[0])}"
@@ -208,7 +215,8 @@ def setup_claims(setup, students: pd.DataFrame | None, teachers: pd.DataFrame | 
                 steady = lambda col: (float(mine[col].iloc[0]) if mine is not None and len(mine) and col in mine
                                       else math.nan)
                 add("verdict", seed, alpha, "", "", verdict, ours, f"Table {ticks['table'].iloc[0]}, {source}",
-                    stability=steady("verdict_stability"))
+                    stability=steady("verdict_stability"), paper_improvement=_improvement(theirs, alpha),
+                    mde80=steady("mde80"))
                 if verdict == "supported":
                     ours = (bool(mine["negative_asymmetry"].iloc[0])
                             if mine is not None and len(mine) and "negative_asymmetry" in mine else None)

@@ -209,6 +209,37 @@ def show_scorecard(out, profile: str | None) -> None:
                          "markdown": "\n".join(c["markdown"] for c in cards)}, out)
 
 
+def show_calibration(found, figures, draws: int = 1000) -> pd.DataFrame:
+    """How far each collected setup's verdicts can be trusted: the verdict rule's rate of "supported" when KD does
+    nothing (KD and its controls exchanged within pairs) with its 95% interval, and its power at 10 seeds for planted
+    improvements (:func:`kdlib.analysis.evidence.calibrate`, as ``kdlib calibrate`` stores it), with the power
+    figure; computed and stored where a setup has none yet."""
+    from ..analysis import options
+    from ..analysis.evidence import calibration_summary
+    from ..report import CALIBRATION, NULL_LEVEL, calibration_report
+    rows = []
+    for name, prof, stem in found:
+        runs = read_table(stem)
+        if runs.empty or not (runs["condition"] == "kd").any():
+            continue
+        path = stem.parent / "analysis" / CALIBRATION
+        dest = Path(figures) / name / prof
+        if path.exists() and (dest / "power.png").exists():
+            summary = calibration_summary(pd.read_csv(path))
+        else:
+            setup = setups.get(name, prof)
+            summary = calibration_report(setup, runs, stem.parent, dest, options(setup)["rule"], draws)[1]
+        at10 = {e: p for (n, e), p in summary["power"].items() if n == 10}
+        rows.append({"setup": name, "profile": prof, "null rate of supported": f"{summary['null']:.3f}",
+                     "calibrated": "yes" if summary["null"] <= NULL_LEVEL else "NO: above 0.05",
+                     **{f"power at 10 seeds, gain {e:g}": f"{p:.2f}" for e, p in sorted(at10.items()) if e > 0}})
+        show_png([dest / "power.png"])
+    table = pd.DataFrame(rows)
+    if len(table):
+        display(table.style.hide(axis="index"))
+    return table
+
+
 def show_setups(found, figures, data_dir=None) -> None:
     """Every collected setup's report, the paper beside it where the paper has it. Figures the setup's own report
     drew after its runs were last collected are shown as they are, not drawn again."""

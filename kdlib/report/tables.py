@@ -96,7 +96,7 @@ def tick_table(tests: pd.DataFrame) -> pd.DataFrame:
 
 def overview(analyses: list[tuple[str, str, dict]]) -> pd.DataFrame:
     """One row per (setup, profile, variant, teacher seed, alpha) across setups, from their analyses: the transfer
-    verdict, the agreement deltas against the best control (± 1 SEM) and their shares of the control's headroom."""
+    verdict (and its stability, fragile ones marked), the agreement deltas against the best control (± 1 SEM) and their shares of the control's headroom."""
     rows = []
     for name, prof, analysis in analyses:
         for _, v in analysis["verdicts"].iterrows():
@@ -106,6 +106,8 @@ def overview(analyses: list[tuple[str, str, dict]]) -> pd.DataFrame:
             rows.append({"setup": name if variant is None or pd.isna(variant) else f"{name} [{variant}]",
                          "profile": prof, "teacher seed": int(v["teacher_seed"]), "α": f"{v['alpha']:g}",
                          "verdict": v["verdict"],
+                         **({"stability": stability_mark(v["verdict_stability"])} if "verdict_stability" in v
+                            else {}),
                          "Δ correct": format_mean_sem(v["delta_correct"], v["delta_correct_sem"]),
                          "Δ incorrect": format_mean_sem(v["delta_incorrect"], v["delta_incorrect_sem"]),
                          "Δ correct / headroom": f"{v['delta_correct_normalised']:.3f}",
