@@ -273,14 +273,14 @@ def cmd_collect(args) -> int:
 
 def cmd_report(args) -> int:
     from .analysis import collected_analysis
-    from .report import build_report
+    from .report import build_report, calibration_warning
     from .store import figures_dir, setup_dir
     setup = setups.get(args.setup, args.profile, args.reading)
     students, teachers = _collected(setup, args.out, fresh=False)  # what run/collect collected, and its analysis
     rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers,
                        analysis=collected_analysis(setup_dir(args.out, setup)))
     print(f"{setup.label} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
-    for line in rep["verdicts"]:
+    for line in rep["verdicts"] + calibration_warning(setup_dir(args.out, setup), setup.label):
         print("  " + line)
     return 0
 

@@ -155,3 +155,19 @@ def test_analysis_readings_reanalyse_collected_runs_beside_the_default(smoke_sto
     assert set(table["kind"]) == {"null_rate", "power"} and set(table["n_seeds"]) >= {5, 10, 20}
     assert (tmp_path / "fig" / name / "smoke" / "power.pdf").exists()
     assert (tmp_path / "fig" / name / "smoke" / "power.png").exists()
+
+
+def test_an_uncalibrated_rule_is_said_so_where_the_verdicts_are_shown(smoke_store, tmp_path, capsys):
+    name = "tinyshakespeare-nanogpt"
+    setup = setups.get(name, "smoke")
+    copy_runs(setup, smoke_store, tmp_path)
+    collect(setup, tmp_path)
+    assert main(["summary", "--profile", "smoke", "--out", str(tmp_path)]) == 0
+    assert "WARNING" not in capsys.readouterr().out  # not calibrated yet: nothing said
+    pd.DataFrame([{"teacher_seed": 0, "alpha": 0.5, "kind": "null_rate", "n_seeds": 2, "effect": 0.0, "draws": 100,
+                   "p_supported": 0.2, "low": 0.13, "high": 0.29, "p_supported_or_marginal": 0.3}]).to_csv(
+        setup_dir(tmp_path, setup) / "analysis" / "calibration.csv", index=False)
+    assert main(["summary", "--profile", "smoke", "--out", str(tmp_path)]) == 0
+    assert f'{name}: WARNING: its verdict rule says "supported" in 20.0% of runs' in capsys.readouterr().out
+    assert main(["report", name, "--profile", "smoke", "--out", str(tmp_path), "--figures", str(tmp_path / "f")]) == 0
+    assert "WARNING" in capsys.readouterr().out

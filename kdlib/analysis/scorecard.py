@@ -280,7 +280,7 @@ def collected_labels(out, profile: str) -> dict[str, list[str]]:
 def scorecard(names: list[str] | None, profile: str, out) -> dict:
     """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
     ``profile``; a label, ``name+id=choice``, names one set of readings), under every set of readings collected for
-    it, a "k of n reproduced" line per setup and overall,
+    it (the headline counts one per setup, its default readings where collected; the others are compared), a "k of n reproduced" line per setup and overall,
     and a Markdown summary; where a setup was run under several readings, which agrees with more claims."""
     collected = collected_labels(out, profile)
     names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
@@ -289,18 +289,22 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
     for name in names:
         labels = [name] if "+" in name else collected.get(name) or [setups.get(name, profile).label]
         name = name.split("+")[0]
+        headline_label = name if name in labels else labels[0]  # other readings are compared, not counted again
         outcomes = []
         for label_ in labels:
             setup = setups.get(label_, profile)
             students, teachers, analysis = _runs_of(setup, out)
             claims = setup_claims(setup, students, teachers, analysis) if name in paper.SETUP_TABLES else []
+            own = headline(pd.DataFrame(claims, columns=COLUMNS))  # this label's figures, for its line
+            for c in claims:
+                c["counted"] = c["counted"] and label_ == headline_label
             for c in claims:
                 if c["claim"] == "teacher_regime" and c["status"] != "not run":
                     teacher = teacher_spec(setup, c["teacher_seed"]).run_id
                     c["counted"] = teacher not in regimes_counted
                     regimes_counted.add(teacher)
             rows += claims
-            h = headline(pd.DataFrame(claims, columns=COLUMNS))
+            h = own
             not_run = sum(c["status"] == "not run" for c in claims)
             rel = [abs(c["relative_difference"]) for c in claims if c["claim"] == "mean"
                    and not math.isnan(c["relative_difference"])]
