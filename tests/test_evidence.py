@@ -171,3 +171,38 @@ def test_an_uncalibrated_rule_is_said_so_where_the_verdicts_are_shown(smoke_stor
     assert f'{name}: WARNING: its verdict rule says "supported" in 20.0% of runs' in capsys.readouterr().out
     assert main(["report", name, "--profile", "smoke", "--out", str(tmp_path), "--figures", str(tmp_path / "f")]) == 0
     assert "WARNING" in capsys.readouterr().out
+
+
+def test_the_asymmetry_bootstrap_leaves_out_the_excluded_controls():
+    runs = runs_with(np.full(10, 0.2), noise=0.001, seed=1)
+    rcd9 = runs[runs.condition == "rcd"].assign(alpha=0.9, incorrect_agreement=0.9)  # the best incorrect agreement
+    runs = pd.concat([runs, rcd9], ignore_index=True)
+    observed = analysis.analyse(runs, exclude=[("rcd", 0.9)], n_boot=300)["verdicts"].iloc[0]
+    assert observed["negative_asymmetry"] and observed["asymmetry_stability"] == 1.0
+    assert not analysis.analyse(runs, n_boot=300)["verdicts"].iloc[0]["negative_asymmetry"]  # with RCD 0.9 best
+
+
+def test_a_missing_value_gives_no_p_value_and_breaks_nothing():
+    assert np.isnan(signed_rank_p(np.array([[1.0, np.nan, 2.0, 3.0]]))[0])
+    assert math.isnan(mde(float("nan"), 5, 0.05))
+    runs = runs_with(np.full(10, 0.2), noise=0.01)
+    runs.loc[runs.index[2], "js_divergence"] = np.nan
+    verdicts = analysis.analyse(runs, n_boot=200)["verdicts"]
+    assert len(verdicts) == 1 and 0 <= verdicts["verdict_stability"].iloc[0] <= 1
+
+
+def test_a_verdicts_mde80_is_detected_by_the_whole_rule_about_80_percent_of_the_time():
+    from kdlib.analysis.evidence import _group, rule_verdicts, transfer_mde
+    runs = runs_with(np.zeros(10), noise=0.01, seed=5)  # no transfer: "not supported"
+    delta = transfer_mde(runs, 0, 0.5)
+    assert 0 < delta < 0.05
+    kd, ctrl, seeds = _group(runs, 0, 0.5, FUNCTIONAL_METRICS)
+    values = np.stack([kd, *ctrl.values()], axis=1)
+    centred = values - values.mean(0, keepdims=True) + values.mean((0, 1), keepdims=True)
+    fresh = centred[np.random.default_rng(99).integers(0, 10, size=(2000, 10))]  # other resamples than its own
+    for scale, low, high in ((1.0, 0.7, 0.9), (2.0, 0.97, 1.0), (0.25, 0.0, 0.3)):
+        planted = fresh.copy()
+        planted[..., 0, :] += scale * delta
+        labels = rule_verdicts(planted[..., 0, :], {"siddo": planted[..., 1, :], "rcd": planted[..., 2, :]},
+                               Rule(), len(FUNCTIONAL_METRICS))
+        assert low <= np.mean(labels != "not supported") <= high, (scale, np.mean(labels != "not supported"))

@@ -118,10 +118,14 @@ def test_the_baseline_kappa_and_no_effect_line_recomputed_by_hand():
     h = headline(claims)
     assert (h["n"], h["ours"]) == (8, 5)  # agree: tick 1, tick 3, both verdicts, direction 1
     assert h["baseline"] == 4  # kd-always-wins: ticks 1, 2, verdict 1, direction 1
-    # kappa over the 8 values: observed 5/8; paper's categories True 3, False 3, supported 1, not supported 1;
-    # ours True 4, False 2, supported 1, not supported 1; chance = (3*4 + 3*2 + 1 + 1) / 64 = 20/64
-    assert h["kappa"] == pytest.approx((5 / 8 - 20 / 64) / (1 - 20 / 64))
-    assert h["kappa"] == pytest.approx(cohen_kappa(claims["paper"][:8], claims["ours"][:8]))
+    # kappa over the 8 values, chance agreement within each kind: observed 5/8; ticks (4 of 8): paper T, T, F, F and
+    # ours T, F, F, T give chance 1/2 * 1/2 + 1/2 * 1/2 = 1/2; verdicts (2 of 8): 1/2; directions (2 of 8): paper
+    # T, F, ours T, T give 1/2 * 1 + 1/2 * 0 = 1/2; chance = 1/2, kappa = (5/8 - 1/2) / (1 - 1/2) = 1/4
+    assert h["kappa"] == pytest.approx(0.25)
+    assert h["kappa"] == pytest.approx(cohen_kappa(claims["paper"][:8], claims["ours"][:8], claims["claim"][:8]))
+    # pooled over kinds, "supported" and True would look like agreement beyond chance: chance = 20/64, kappa 0.45
+    assert cohen_kappa(claims["paper"][:8], claims["ours"][:8]) == pytest.approx((5 / 8 - 20 / 64) / (1 - 20 / 64))
+    assert h["kinds"]["tick"]["kappa"] == pytest.approx(0.0)  # ticks: observed 1/2, chance 1/2
     assert (h["no_effect"], h["no_effect_ours"]) == (4, 2)  # ticks 3, 4, verdict 2, direction 2: ours agree on 3, v2
     assert h["kinds"]["tick"]["n"] == 4 and h["kinds"]["tick"]["baseline"] == 2
     assert (h["verdicts"], h["fragile"]) == (2, 1)  # the first verdict's stability 0.55 is below 0.8

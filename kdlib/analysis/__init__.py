@@ -17,6 +17,7 @@ From a setup's runs table (per student variant where a setup has several, e.g. w
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ import pandas as pd
 
 from ..conditions import CONDITIONS, label, student_conditions
 from ..metrics import lower_is_better, table_metrics
-from .evidence import FRAGILE, detectable, stability
-from .stats import Rule, agreement_deltas, enough_ticks, sem, transfer_tests, verdict_label
+from .evidence import FRAGILE, detectable, stability, transfer_mde
+from .stats import Rule, agreement_deltas, sem, transfer_tests, verdict_label
 from ..store import read_table, write_csv
 
 FILES = ("tests", "deltas", "verdicts", "means")
@@ -124,11 +125,12 @@ def analyse(runs: pd.DataFrame, exclude=(), rule: Rule = Rule(), best_control: s
                                on_missing="drop", fdr_family=rule.fdr_family, majority=rule.majority)
         deltas = agreement_deltas(runs_v, exclude=exclude, best_control=best_control)
         verdicts = _verdicts(tests, deltas, rule)
-        verdicts = verdicts.merge(stability(runs_v, verdicts, rule, best_control, n_boot),
+        verdicts = verdicts.merge(stability(runs_v, verdicts, rule, best_control, n_boot, exclude=exclude),
                                   on=["teacher_seed", "alpha"], how="left")
         tests = detectable(runs_v, tests, rule).merge(
             verdicts[["teacher_seed", "alpha", "verdict_stability"]], on=["teacher_seed", "alpha"], how="left")
-        verdicts = verdicts.merge(_detectable_transfer(tests, rule), on=["teacher_seed", "alpha"], how="left")
+        verdicts = verdicts.merge(_detectable_transfer(runs_v, verdicts, rule), on=["teacher_seed", "alpha"],
+                                  how="left")
         frames["tests"].append(tests.assign(variant=v))
         frames["deltas"].append(deltas.assign(variant=v))
         frames["verdicts"].append(verdicts.assign(variant=v))
@@ -138,17 +140,14 @@ def analyse(runs: pd.DataFrame, exclude=(), rule: Rule = Rule(), best_control: s
     return {k: pd.concat(f, ignore_index=True) if f else pd.DataFrame() for k, f in frames.items()}
 
 
-def _detectable_transfer(tests: pd.DataFrame, rule: Rule) -> pd.DataFrame:
-    """Per (teacher seed, alpha): ``mde80`` of the transfer, the improvement over the controls a majority of the
-    functional metrics would need for the seeds to detect it with 80% power (the majority-th smallest of the
-    metrics' ``mde80``, 0 where a metric is ticked already; in each metric's units; inf where these seeds cannot
-    reach the FDR level at all)."""
-    rows = []
-    for (seed, alpha), g in tests[tests["family"] == "functional"].groupby(["teacher_seed", "alpha"]):
-        needed = np.sort(np.where(g["tick"].astype(bool), 0.0, g["mde80"].fillna(np.inf).to_numpy(float)))
-        k = next(k for k in range(1, len(needed) + 1) if enough_ticks(k, len(needed), rule.majority))
-        rows.append({"teacher_seed": seed, "alpha": alpha, "mde80": float(needed[k - 1])})
-    return pd.DataFrame(rows, columns=["teacher_seed", "alpha", "mde80"])
+def _detectable_transfer(runs: pd.DataFrame, verdicts: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """Per (teacher seed, alpha) whose verdict is "not supported": ``mde80`` of the transfer, the improvement over
+    the controls on every functional metric that the whole rule would detect with 80% power at these seeds
+    (:func:`kdlib.analysis.evidence.transfer_mde`); NaN where transfer was found."""
+    return pd.DataFrame([{"teacher_seed": v["teacher_seed"], "alpha": v["alpha"],
+                          "mde80": transfer_mde(runs, v["teacher_seed"], v["alpha"], rule)
+                          if v["verdict"] == "not supported" else math.nan} for _, v in verdicts.iterrows()],
+                        columns=["teacher_seed", "alpha", "mde80"])
 
 
 def fragile(stability_value) -> bool:

@@ -56,10 +56,12 @@ def _tails(doubled: np.ndarray) -> np.ndarray:
 
 def signed_rank_p(d: np.ndarray) -> np.ndarray:
     """One-sided p-values of H_a "the differences are positive" for each row of ``d`` ``[..., n]``: P(W+ >= w)
-    under the exact sign-flip distribution of the row's ranks; 1 for a row of zeros."""
+    under the exact sign-flip distribution of the row's ranks; 1 for a row of zeros, NaN for a row with a NaN."""
     d = np.asarray(d, dtype=float)
     shape, n = d.shape[:-1], d.shape[-1]
     d = d.reshape(-1, n)
+    missing = ~np.isfinite(d).all(-1)  # a pair with no value: no p-value (NaN), as scipy gives
+    d = np.where(missing[:, None], 0.0, d)
     a = np.abs(d)
     zeros = (a == 0).sum(-1, keepdims=True)
     ranks = np.where(a > 0, rankdata(a, axis=-1) - zeros, 0.0)  # ranks among the nonzero differences
@@ -71,6 +73,7 @@ def signed_rank_p(d: np.ndarray) -> np.ndarray:
         p[plain] = _untied_tail(n)[w[plain]]
     if (~plain).any():
         p[~plain] = np.take_along_axis(_tails(doubled[~plain]), w[~plain, None], axis=-1)[:, 0]
+    p[missing] = np.nan
     return p.reshape(shape)
 
 
@@ -100,8 +103,8 @@ def rule_verdicts(kd: np.ndarray, ctrl: dict, rule: Rule, n_metrics: int) -> np.
     ``ctrl[c]`` of the same shape: Wilcoxon per (metric, control), BH per :class:`Rule`, ticks, majority and the
     marginal threshold on the mean improvement over the better control."""
     names = list(ctrl)
-    p = np.stack([np.stack([signed_rank_p(np.moveaxis(kd[..., m] - ctrl[c][..., m], -1, -1))
-                            for c in names], -1) for m in range(n_metrics)], -2)  # [..., metric, control]
+    p = np.stack([np.stack([signed_rank_p(kd[..., m] - ctrl[c][..., m]) for c in names], -1)
+                  for m in range(n_metrics)], -2)  # [..., metric, control]
     significant = adjust(p, rule.fdr_family) < rule.alpha_level
     ticks = significant.all(-1).sum(-1)
     best = np.max(np.stack([ctrl[c].mean(-2) for c in names], -1), -1)  # oriented: higher is better
@@ -119,10 +122,11 @@ def _asymmetry(kd: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return delta[..., 1] > delta[..., 0]
 
 
-def _candidates(runs: pd.DataFrame, teacher_seed, alpha: float, seeds: list, best_control: str) -> np.ndarray | None:
+def _candidates(runs: pd.DataFrame, teacher_seed, alpha: float, seeds: list, best_control: str,
+                exclude=()) -> np.ndarray | None:
     """The controls the agreement deltas choose their best from (:func:`kdlib.analysis.stats.control_candidates`),
     ``[control, seed, 2]`` (correct, incorrect agreement) on ``seeds``; None where one lacks a seed."""
-    candidates = control_candidates(runs, teacher_seed, alpha, best_control=best_control)
+    candidates = control_candidates(runs, teacher_seed, alpha, exclude, best_control)
     if not candidates or any(not set(seeds) <= set(df.index) for df in candidates.values()):
         return None
     return np.stack([df.loc[seeds, ["correct_agreement", "incorrect_agreement"]].to_numpy(float)
@@ -130,10 +134,12 @@ def _candidates(runs: pd.DataFrame, teacher_seed, alpha: float, seeds: list, bes
 
 
 def stability(runs: pd.DataFrame, verdict_table: pd.DataFrame, rule: Rule = Rule(), best_control: str =
-              "per-quantity", n_boot: int = 1000, seed: int = 0, metrics=FUNCTIONAL_METRICS) -> pd.DataFrame:
+              "per-quantity", n_boot: int = 1000, seed: int = 0, metrics=FUNCTIONAL_METRICS,
+              exclude=()) -> pd.DataFrame:
     """``verdict_stability`` and ``asymmetry_stability`` per (teacher seed, alpha) of ``verdict_table`` (the
     analysis' verdicts: ``verdict``, ``negative_asymmetry``): the shares of ``n_boot`` resamples of the paired
-    student seeds that give the same verdict and the same sign of the asymmetry."""
+    student seeds that give the same verdict and the same sign of the asymmetry (its best control chosen as the
+    agreement deltas choose it: ``best_control``, less ``exclude``)."""
     runs = _validate(runs, list(metrics) + ["correct_agreement", "incorrect_agreement"])
     rng = np.random.default_rng(seed)
     rows = []
@@ -145,7 +151,7 @@ def stability(runs: pd.DataFrame, verdict_table: pd.DataFrame, rule: Rule = Rule
             idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
             again = rule_verdicts(kd[idx], {c: x[idx] for c, x in ctrl.items()}, rule, len(metrics))
             row["verdict_stability"] = float(np.mean(again == v["verdict"]))
-            candidates = _candidates(runs, v["teacher_seed"], v["alpha"], seeds, best_control)
+            candidates = _candidates(runs, v["teacher_seed"], v["alpha"], seeds, best_control, exclude)
             kd_rows = runs[(runs["teacher_seed"] == v["teacher_seed"]) & (runs["condition"] == "kd")
                            & np.isclose(runs["alpha"], v["alpha"])].set_index("student_seed")
             if candidates is not None and "negative_asymmetry" in v and not pd.isna(v["negative_asymmetry"]):
@@ -159,22 +165,61 @@ def stability(runs: pd.DataFrame, verdict_table: pd.DataFrame, rule: Rule = Rule
 def mde(spread: float, n: int, p_star: float, power: float = POWER, draws: int = 1000, seed: int = 0) -> float:
     """The smallest mean improvement that ``n`` pairs with paired standard deviation ``spread`` detect with
     ``power`` by a one-sided signed-rank p-value at most ``p_star`` (pairs drawn normal; the same draws at every
-    effect, so power grows with it); inf where no effect can (n pairs give no p below 2^-n)."""
+    effect, so power grows with it); inf where no effect can (n pairs give no p below 2^-n), NaN without a
+    spread. The signed-rank test is scale-free, so this is ``spread`` times the answer at spread 1."""
+    if not np.isfinite(spread):
+        return math.nan
     if n < 1 or not p_star >= 0.5 ** n:
         return math.inf
-    if not spread > 0:
+    if spread == 0:
         return 0.0
-    z = np.random.default_rng(seed).standard_normal((draws, n))
+    return spread * _unit_mde(n, p_star, power, draws, seed)
 
-    def reached(delta: float) -> bool:
-        return float(np.mean(signed_rank_p(delta + spread * z) <= p_star)) >= power
-    lo, hi = 0.0, spread
-    while not reached(hi):
+
+@functools.lru_cache(maxsize=256)
+def _unit_mde(n: int, p_star: float, power: float, draws: int, seed: int) -> float:
+    z = np.random.default_rng(seed).standard_normal((draws, n))
+    return _smallest(lambda delta: float(np.mean(signed_rank_p(delta + z) <= p_star)) >= power, 1.0)
+
+
+def _smallest(reached, start: float, steps: int = 30) -> float:
+    """The smallest effect at which the monotone test ``reached`` holds (doubling from ``start``, then bisection);
+    inf where it does not hold 2^40 times further."""
+    lo, hi = 0.0, start
+    for _ in range(40):
+        if reached(hi):
+            break
         lo, hi = hi, 2 * hi
-    for _ in range(30):
+    else:
+        return math.inf
+    for _ in range(steps):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if reached(mid) else (mid, hi)
     return hi
+
+
+def transfer_mde(runs: pd.DataFrame, teacher_seed, alpha: float, rule: Rule = Rule(), power: float = POWER,
+                 draws: int = 200, seed: int = 0, metrics=FUNCTIONAL_METRICS) -> float:
+    """The smallest improvement over the controls, the same on every functional metric (in its units), that the
+    whole rule detects (a verdict other than "not supported") with ``power`` at this (teacher seed, alpha)'s seeds:
+    planted into KD after every condition's mean effect is removed, over ``draws`` resamples of the paired seeds
+    (the same at every effect); inf where none does, NaN without two seeds."""
+    kd, ctrl, seeds = _group(_validate(runs, list(metrics)), teacher_seed, alpha, metrics)
+    if len(seeds) < 2:
+        return math.nan
+    values = np.stack([kd, *ctrl.values()], axis=1)  # [seed, condition, metric]
+    centred = values - values.mean(0, keepdims=True) + values.mean((0, 1), keepdims=True)
+    picked = centred[np.random.default_rng(seed).integers(0, len(seeds), size=(draws, len(seeds)))]
+    names = list(ctrl)
+
+    def reached(delta: float) -> bool:
+        planted = picked.copy()
+        planted[..., 0, :] += delta
+        labels = rule_verdicts(planted[..., 0, :], {c: planted[..., i + 1, :] for i, c in enumerate(names)}, rule,
+                               len(metrics))
+        return float(np.mean(labels != "not supported")) >= power
+    spread = float(np.nanmax(np.std(kd[:, None, :] - np.stack(list(ctrl.values()), 1), axis=0, ddof=1)))
+    return _smallest(reached, spread if spread > 0 else 1e-3, steps=16)
 
 
 def mde_normal(spread: float, n: int, p_star: float, power: float = POWER) -> float:

@@ -22,8 +22,8 @@ paper's; at ``cpu`` and ``smoke`` the comparison is labelled as a different scal
 A count of agreements alone measures the paper's base rate (it mostly finds that KD wins), so beside ours every
 count shows what a predictor that never looks at our runs gets on the same claims (``baseline``, the
 ``kd-always-wins`` predictor: every tick, every direction and the asymmetry true, every verdict "supported", the
-best accuracy at KD alpha 0.5, every teacher "high"), Cohen's kappa between the paper and ours (chance-corrected,
-over ticks, verdicts, directions and asymmetry), and how many of the claims where the paper finds *no* effect
+best accuracy at KD alpha 0.5, every teacher "high"), Cohen's kappa between the paper and ours (chance-corrected
+within each claim kind, over ticks, verdicts, directions and asymmetry), and how many of the claims where the paper finds *no* effect
 (a missing tick, "not supported", KD no better than a control), which that predictor gets wrong, we reproduce. A
 fact counts once (``counted``): a functional metric's tick stands for its KD-vs-control directions, and a teacher
 shared by several setups has its regime counted for the first; a setup whose KD students did not run adds no claim.
@@ -76,14 +76,22 @@ def no_effect(claim: str, paper_value) -> bool:
                                                                           and paper_value == "not supported")
 
 
-def cohen_kappa(a, b) -> float:
-    """Cohen's kappa of two raters' categorical values over the same items (NaN where chance agreement is 1)."""
+def cohen_kappa(a, b, strata=None) -> float:
+    """Cohen's kappa of two raters' categorical values over the same items (NaN where chance agreement is 1). With
+    ``strata`` (e.g. the claim kind of each item), chance agreement is computed within each stratum and weighted by
+    its share of the items, so that values of different kinds (True, "supported") never count as agreement beyond
+    chance for being of one kind."""
     a, b = [str(v) for v in a], [str(v) for v in b]
     if not a:
         return math.nan
+    strata = [0] * len(a) if strata is None else list(strata)
     observed = float(np.mean([x == y for x, y in zip(a, b)]))
-    chance = sum((a.count(c) / len(a)) * (b.count(c) / len(b)) for c in set(a) | set(b))
-    return math.nan if chance == 1 else (observed - chance) / (1 - chance)
+    chance = 0.0
+    for s in set(strata):
+        x = [v for v, t in zip(a, strata) if t == s]
+        y = [v for v, t in zip(b, strata) if t == s]
+        chance += len(x) / len(a) * sum((x.count(c) / len(x)) * (y.count(c) / len(y)) for c in set(x) | set(y))
+    return math.nan if chance >= 1 - 1e-12 else (observed - chance) / (1 - chance)
 
 
 def headline(claims: pd.DataFrame) -> dict:
@@ -99,7 +107,8 @@ def headline(claims: pd.DataFrame) -> dict:
         return {"n": len(c), "ours": int((c["status"] == "agree").sum()),
                 "verdicts": len(judged), "fragile": int((judged["stability"].astype(float) < FRAGILE).sum()),
                 "baseline": int(sum(_same(b, p) for b, p in zip(c["baseline"], c["paper"]))),
-                "kappa": cohen_kappa(kappa_rows["paper"], kappa_rows["ours"]) if len(kappa_rows) else math.nan,
+                "kappa": (cohen_kappa(kappa_rows["paper"], kappa_rows["ours"], kappa_rows["claim"]) if len(kappa_rows)
+                          else math.nan),
                 "no_effect": len(none), "no_effect_ours": int((none["status"] == "agree").sum())}
     tested = claims[claims["status"].isin(["agree", "disagree"]) & claims["counted"].astype(bool)]
     out = figures(tested)
@@ -299,7 +308,7 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
             for c in claims:
                 c["counted"] = c["counted"] and label_ == headline_label
             for c in claims:
-                if c["claim"] == "teacher_regime" and c["status"] != "not run":
+                if c["claim"] == "teacher_regime" and c["status"] != "not run" and c["counted"]:
                     teacher = teacher_spec(setup, c["teacher_seed"]).run_id
                     c["counted"] = teacher not in regimes_counted
                     regimes_counted.add(teacher)
