@@ -29,7 +29,7 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
               readings=(), summary: bool = True, notebook_jobs: int = 2, threads: int | None = 1,
               **launcher_options) -> int:
     """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.runs.suites.suite`) end to end; returns the
-    exit status (1 if a setup or notebook failed). ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that
+    exit status (1 if a setup or notebook failed, 2 if nothing was collected at all: no summary is written then). ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that
     uses them. ``threads``: torch CPU threads of this process (:class:`~kdlib.runs.workspace.Workspace`)."""
     from .report import verdict_summary
     from .analysis.scorecard import scorecard, write_scorecard
@@ -50,7 +50,7 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
             print(f"-- skipping {setup.name}: its data is missing")
             print(f"{setup.name:42s} {setup.modality:9s} {data_status(setup.dataset, root)}\n"
                   f"{'':52s}{setup.description}", flush=True)
-    failed, notebooks = [], []
+    failed, notebooks, collected = [], [], 0
     for setup in (s for s in plan if ready(s, root)):
         print(f"== {setup.label} ({profile})", flush=True)
         try:
@@ -60,6 +60,7 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
             print(f"{setup.label}: {type(e).__name__}: {e}", flush=True)
             failed.append(setup.label)
             continue
+        collected += len(students)
         print(f"{setup.label} ({profile}): {_count(len(students), 'student run')} and "
               f"{_count(len(teachers), 'teacher')} collected in {out / setup.label / profile}", flush=True)
         notebook = REPO / notebook_for(setup)
@@ -72,6 +73,11 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
             "pack": pack, "compile": compile, "readings": " ".join(f"{r}={c}" for r, c in setup.readings
                                                                    if r in chosen)})))
     _throttle(notebooks, 1, failed)  # every study notebook has run
+    if not collected:  # nothing to summarise: say why in one line, and write no empty summary or scorecard
+        why = ("the data of every named setup is missing (see above)" if not any(ready(s, root) for s in plan)
+               else "no setup trained or collected a student run (see above)")
+        print(f"kdlib study: error: nothing to summarise: {why}", file=sys.stderr, flush=True)
+        return 2
     if summary:
         dest = out / f"summary-{profile}.ipynb"
         print(f"== summary ({profile}) -> {dest}", flush=True)

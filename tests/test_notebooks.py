@@ -67,3 +67,21 @@ def test_run_all_smoke_produces_tables_ticks_and_charts(tmp_path, data_dir, smok
     assert (tmp_path / "results" / "summary-smoke.ipynb").exists()
     for artefact in ("vs_paper_teacher0.csv", "ticks_vs_paper.csv", "teachers_vs_paper.csv", "vs_paper.pdf"):
         assert (tmp_path / "figures" / "tinyshakespeare-nanogpt-to-picogpt" / "smoke" / artefact).exists(), artefact
+
+
+def test_papermill_lists_every_parameter_with_its_type_and_default():
+    """`papermill --help-notebook` reads each parameters cell: every assignment is listed, typed, with its default
+    (a line with a second '=' in its comment, or no annotation, would drop or leave it untyped)."""
+    import ast
+
+    import papermill
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cell = next(c for c in json.loads(path.read_text())["cells"]
+                    if "parameters" in c.get("metadata", {}).get("tags", []))
+        assigned = {node.target.id for node in ast.parse("".join(cell["source"])).body
+                    if isinstance(node, ast.AnnAssign)}
+        plain = [node for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)]
+        assert not plain, f"{path.name}: untyped parameters"
+        listed = papermill.inspect_notebook(str(path))
+        assert set(listed) == assigned, path.name
+        assert all(p["inferred_type_name"] not in ("None", "") and p["default"] for p in listed.values()), listed

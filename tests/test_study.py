@@ -67,3 +67,14 @@ def test_run_all_is_kdlib_study_with_its_knobs_as_flags(tmp_path):
     subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, check=True)
     assert (tmp_path / "argv").read_text().splitlines()[:5] == ["-m", "kdlib", "study", "language:tinyshakespeare-nanogpt",
                                                                  "vision:cifar10-resnet18"]
+
+
+def test_a_study_that_collects_nothing_fails_in_one_line_and_writes_no_summary(tmp_path, capsys):
+    from kdlib.__main__ import main
+    out = tmp_path / "results"
+    code = main(["study", "tinyshakespeare-nanogpt", "--profile", "smoke", "--data-dir", str(tmp_path / "no-data"),
+                 "--out", str(out), "--figures", str(tmp_path / "figures"), "--launcher", "serial"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["kdlib study: error: nothing to summarise: the data of every named setup is "
+                                 "missing (see above)"]
+    assert not (out / "summary-smoke.ipynb").exists() and not (out / "scorecard.md").exists()
