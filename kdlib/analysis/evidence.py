@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
-from ..conditions import CONDITIONS, controls
+from ..conditions import controls
 from ..metrics import FUNCTIONAL_METRICS, lower_is_better
-from .stats import Rule, _validate, adjust, control_candidates, verdicts
+from .stats import Rule, _paired, _validate, adjust, control_candidates, verdicts
 
 FRAGILE = 0.8  # a verdict whose stability is below this is fragile
 POWER = 0.8
@@ -83,19 +83,12 @@ def _oriented(metric: str) -> float:
 
 
 def _group(runs: pd.DataFrame, teacher_seed, alpha: float, metrics) -> tuple[np.ndarray, dict, list]:
-    """KD(alpha)'s and each control's values ``[seed, metric]`` on the seeds they all share, oriented so that
-    higher is better; and the shared seeds."""
-    t = runs[runs["teacher_seed"] == teacher_seed]
-    rows = {}
-    for name in ("kd", *controls()):
-        chosen = t["condition"] == name
-        if name == "kd" or CONDITIONS[name].weighted:
-            chosen &= np.isclose(t["alpha"], alpha)
-        rows[name] = t[chosen].set_index("student_seed")
-    seeds = sorted(set.intersection(*(set(df.index) for df in rows.values())))
+    """KD(alpha)'s and each control's values ``[seed, metric]`` on the seeds they all share (the tests' pairing,
+    :func:`kdlib.analysis.stats._paired`), oriented so that higher is better; and the shared seeds."""
+    rows, _ = _paired(runs, teacher_seed, alpha, on_missing="drop")
     sign = np.array([_oriented(m) for m in metrics])
-    values = {name: df.loc[seeds, list(metrics)].to_numpy(float) * sign for name, df in rows.items()}
-    return values.pop("kd"), values, seeds
+    values = {name: df[list(metrics)].to_numpy(float) * sign for name, df in rows.items()}
+    return values.pop("kd"), values, list(rows["kd"].index)
 
 
 def rule_verdicts(kd: np.ndarray, ctrl: dict, rule: Rule, n_metrics: int) -> np.ndarray:
