@@ -85,3 +85,18 @@ def test_papermill_lists_every_parameter_with_its_type_and_default():
         listed = papermill.inspect_notebook(str(path))
         assert set(listed) == assigned, path.name
         assert all(p["inferred_type_name"] not in ("None", "") and p["default"] for p in listed.values()), listed
+
+
+def test_tracked_notebooks_are_stored_as_jupyterlab_saves_them():
+    """nbformat 4.5 with a cell id on every cell, the kernelspec, no outputs, and nbformat's own serialisation
+    (what JupyterLab 4 writes on save), so opening one changes nothing."""
+    import nbformat
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        text = path.read_text()
+        nb = nbformat.reads(text, as_version=4)
+        assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), path.name
+        ids = [cell.get("id") for cell in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), path.name
+        assert nb.metadata.get("kernelspec", {}).get("name") == "python3", path.name
+        nbformat.validate(nb)
+        assert text == nbformat.writes(nb) + "\n", f"{path.name} is not in nbformat's saved form"
