@@ -36,7 +36,8 @@ def beside_table14(students: pd.DataFrame) -> pd.DataFrame:
     for column in dict.fromkeys(both["column"]):
         rows = both[both["column"] == column].set_index("metric")
         cells[f"{column} ours"] = [format_mean_sem(m, s) for m, s in zip(rows["mean"], rows["sem"])]
-        cells[f"{column} paper"] = [format_mean_sem(m, s) for m, s in zip(rows["mean_paper"], rows["sem_paper"])]
+        cells[f"{column} paper"] = [format_mean_sem(m, s, keep_zero=True)
+                                   for m, s in zip(rows["mean_paper"], rows["sem_paper"])]
     return pd.DataFrame(cells, index=list(dict.fromkeys(both["metric"])))
 
 

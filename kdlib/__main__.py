@@ -1,5 +1,5 @@
 """The command line: python -m kdlib {list,launchers,plan,run,study,collect,report,calibrate,scorecard,summary,
-export,audit}.
+export,audit,lab}.
 
 Only ``--help`` and ``list`` answer without loading torch (at once). A user's
 mistake (an unknown setup, a missing dataset, nothing to report) prints one line and exits with status 2.
@@ -154,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     _setup_args(export)
     export.add_argument("--dest", required=True, help="folder for the exported outputs")
     _audit_args(sub.add_parser("audit", help="functional-transfer report for any teacher/student from saved logits"))
+    sub.add_parser("lab", help="JupyterLab on this checkout (notebooks/ stays as tracked, its runs kept beside it; as "
+                               "root too); other arguments go to jupyter lab")
     return p
 
 
@@ -377,13 +379,32 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    """``jupyter lab`` in the working directory with the project's contents manager
+    (:class:`kdlib.notebook.stored.RunCopies`: ``notebooks/`` stays as tracked, each run kept in a git-ignored copy
+    beside it), the tracked notebooks signed (no "not trusted" warning), ``--allow-root`` when run as root, and the
+    user's own arguments after these."""
+    import os
+    from .notebook import stored
+    from .paths import project_root
+    stored.trust(project_root())
+    root_user = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    os.execv(sys.executable, [sys.executable, "-m", "jupyterlab", *root_user,
+                              f"--ServerApp.contents_manager_class={stored.__name__}.RunCopies", *args.jupyter])
+
+
 COMMANDS = {"list": cmd_list, "launchers": cmd_launchers, "plan": cmd_plan, "run": cmd_run, "study": cmd_study,
             "collect": cmd_collect, "report": cmd_report, "calibrate": cmd_calibrate,
-            "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit}
+            "scorecard": cmd_scorecard, "summary": cmd_summary, "export": cmd_export, "audit": cmd_audit,
+            "lab": cmd_lab}
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and args.command != "lab":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter = extra
     user_errors = (UserError, DatasetMissing, UnknownSetup, UnknownReading)
     if args.command == "audit":  # the audit's input files are the user's: any problem with them is theirs
         user_errors += (ValueError, FileNotFoundError)

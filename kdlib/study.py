@@ -6,13 +6,12 @@ where to get them; the others still run. Nothing finished is trained again.
 """
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 from . import setups
 from .data.base import available, data_status
+from .notebook import executed
 from .runs.suites import DEFAULTS, notebook_for, suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +28,9 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
               readings=(), summary: bool = True, notebook_jobs: int = 2, threads: int | None = 1,
               **launcher_options) -> int:
     """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.runs.suites.suite`) end to end; returns the
-    exit status (1 if a setup or notebook failed, 2 if nothing was collected at all: no summary is written then). ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that
-    uses them. ``threads``: torch CPU threads of this process (:class:`~kdlib.runs.workspace.Workspace`)."""
+    exit status (1 if a setup or notebook failed, 2 if nothing was collected at all: no summary is written then).
+    ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that uses them. ``threads``: torch CPU threads of
+    this process (:class:`~kdlib.runs.workspace.Workspace`)."""
     from .report import verdict_summary
     from .analysis.scorecard import scorecard, write_scorecard
     from .analysis.collect import collect
@@ -67,11 +67,10 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
         dest = out / setup.label / profile / notebook.name
         print(f"   {notebook_for(setup)} -> {dest}", flush=True)
         _throttle(notebooks, notebook_jobs, failed)
-        notebooks.append((setup.label, _papermill(notebook, dest, {
-            "setup": setup.name, "profile": profile, "data_dir": str(data_dir) if data_dir is not None else None,
-            "out": str(out), "figures": str(figures), "device": device, "launcher": launcher, "workers": workers,
-            "pack": pack, "compile": compile, "readings": " ".join(f"{r}={c}" for r, c in setup.readings
-                                                                   if r in chosen)})))
+        notebooks.append((setup.label, dest, executed.start(notebook, dest, executed.portable({
+            "setup": setup.name, "profile": profile, "data_dir": data_dir, "out": out, "figures": figures,
+            "device": device, "launcher": launcher, "workers": workers, "pack": pack, "compile": compile,
+            "readings": " ".join(f"{r}={c}" for r, c in setup.readings if r in chosen)}, dest, out))))
     _throttle(notebooks, 1, failed)  # every study notebook has run
     if not collected:  # nothing to summarise: say why in one line, and write no empty summary or scorecard
         why = ("the data of every named setup is missing (see above)" if not any(ready(s, root) for s in plan)
@@ -81,16 +80,17 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
     if summary:
         dest = out / f"summary-{profile}.ipynb"
         print(f"== summary ({profile}) -> {dest}", flush=True)
-        _throttle([("summary", _papermill(REPO / "notebooks" / "summary.ipynb", dest, {
-            "out": str(out), "figures": str(figures), "profile": profile,
-            "data_dir": str(data_dir) if data_dir is not None else None}))], 1, failed)
+        _throttle([("summary", dest, executed.start(REPO / "notebooks" / "summary.ipynb", dest, executed.portable(
+            {"out": out, "figures": figures, "profile": profile, "data_dir": data_dir}, dest, out)))], 1, failed,
+            html=True)
     print(f"== verdicts ({profile})", flush=True)
     print("\n".join(verdict_summary(out, profile) or [f"nothing collected at the {profile} profile in {out}"]))
     card = scorecard(None, profile, out)
     paths = write_scorecard(card, out)
     print(f"{card['summary']}\nscorecard: {paths[0]} and {paths[1]}", flush=True)
     print(f"done: tables and figures in {figures}/, runs in {out}/"
-          + (f"; open {out}/summary-{profile}.ipynb (jupyter lab) for everything" if summary else ""), flush=True)
+          + (f"; open {out}/summary-{profile}.ipynb (python -m kdlib lab) for everything, or its .html twin in any "
+             f"browser" if summary else ""), flush=True)
     if failed:
         print(f"failed: {' '.join(failed)} (see the messages above)", flush=True)
         return 1
@@ -101,21 +101,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _papermill(notebook: Path, dest: Path, parameters: dict) -> tuple[subprocess.Popen, Path]:
-    """Start papermill on ``notebook`` -> ``dest``; its kernel's log goes beside the executed copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "papermill", "--no-progress-bar", "--log-level", "WARNING", str(notebook), str(dest)]
-    for key, value in parameters.items():
-        args += ["-p", key, value] if isinstance(value, str) else ["-y", f"{key}: {json.dumps(value)}"]
-    log = dest.with_suffix(".log")
-    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w")), log
-
-
-def _throttle(running: list, at_most: int, failed: list) -> None:
-    """Wait until fewer than ``at_most`` notebooks run (0 left when ``at_most`` is 1 and the list is drained);
-    a failed notebook's log tail is shown and its setup recorded."""
+def _throttle(running: list, at_most: int, failed: list, html: bool = False) -> None:
+    """Wait until fewer than ``at_most`` notebooks run (0 left when ``at_most`` is 1 and the list is drained); a
+    notebook that ran is signed (and, with ``html``, exported: :func:`kdlib.notebook.executed.finish`), a failed
+    one's log tail is shown and its setup recorded."""
     while len(running) >= at_most and running:
-        label_, (proc, log) = running.pop(0)
+        label_, dest, (proc, log) = running.pop(0)
         if proc.wait() != 0:
             print("\n".join(log.read_text().splitlines()[-20:]), flush=True)
             failed.append(label_)
+            continue
+        for written in executed.finish(dest, html):
+            print(f"   {written}", flush=True)

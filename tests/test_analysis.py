@@ -81,6 +81,10 @@ def test_every_reader_follows_a_changed_stored_analysis(collected, capsys):
     explorer.controls["alpha"].value = 0.9
     explorer.controls["view"].value = "agreement deltas"
     assert "0.777" in explorer.output.outputs[0]["data"]["text/html"]
+    bundle = explorer.bundle()  # the cell's output: the live widget, and the view as drawn for any other renderer
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.box.model_id
+    assert "0.777" in bundle["text/html"] and "view agreement deltas" in bundle["text/html"]
+    assert "VBox" not in bundle["text/plain"]
 
 
 def _synthetic_results(root):

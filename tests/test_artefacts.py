@@ -169,6 +169,7 @@ def test_agreement_delta_legend_covers_no_panel_and_names_controls_and_spread(no
     for ax in fig.axes:
         assert not _overlaps(legend, ax.get_window_extent(renderer))
     texts = " ".join(t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + [ax.yaxis.label])
+    texts += " ".join(t.get_text() for t in fig.legends[0].get_texts())  # the error bars' spread
     assert "vs " in texts and f"over {deltas['n_correct'].min()} seeds" in texts
     assert ("bootstrap SE" if normalised else "±1 SEM") in texts
 

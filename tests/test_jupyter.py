@@ -30,8 +30,10 @@ def test_the_project_root_is_the_checkout_kdlib_is_installed_from(monkeypatch, t
     assert paths.project_root() == REPO and paths.project_path("results", "out") == REPO / "results"
     assert paths.project_path(None, "figures") == REPO / "figures"
     assert paths.project_path(tmp_path / "x", "out") == tmp_path / "x"
+    assert paths.project_path("../moved/results", "out") == tmp_path.parent.resolve() / "moved" / "results"
+    assert paths.project_path("./results", "figures") == tmp_path.resolve() / "results"  # an executed copy's own
     monkeypatch.setenv("KDLIB_HOME", str(tmp_path))
-    monkeypatch.setenv("KDLIB_DATA_DIR", "../shared/data")
+    monkeypatch.setenv("KDLIB_DATA_DIR", "../shared/data")  # the environment's: under the project root, as ever
     assert paths.data_path() == tmp_path / "../shared/data"
 
 

@@ -1,4 +1,5 @@
 """The built-in suite end to end through papermill (run_all.sh at the smoke profile), and notebook hygiene."""
+import copy
 import json
 import os
 import subprocess
@@ -91,6 +92,7 @@ def test_tracked_notebooks_are_stored_as_jupyterlab_saves_them():
     """nbformat 4.5 with a cell id on every cell, the kernelspec, no outputs, and nbformat's own serialisation
     (what JupyterLab 4 writes on save), so opening one changes nothing."""
     import nbformat
+    from kdlib.notebook.stored import stored_text
     for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         text = path.read_text()
         nb = nbformat.reads(text, as_version=4)
@@ -98,5 +100,51 @@ def test_tracked_notebooks_are_stored_as_jupyterlab_saves_them():
         ids = [cell.get("id") for cell in nb.cells]
         assert all(ids) and len(set(ids)) == len(ids), path.name
         assert nb.metadata.get("kernelspec", {}).get("name") == "python3", path.name
+        assert not any(cell.get("outputs") or cell.get("execution_count") for cell in nb.cells), path.name
         nbformat.validate(nb)
         assert text == nbformat.writes(nb) + "\n", f"{path.name} is not in nbformat's saved form"
+        assert text == stored_text(json.loads(text)), f"{path.name} is not in the tracked form"
+
+
+def _run_copy(text: str) -> dict:
+    """A tracked notebook as JupyterLab saves it after Run All: outputs, counts, widget state, session metadata."""
+    run = json.loads(text)
+    run["metadata"]["kernelspec"]["display_name"] = "Python 3"
+    run["metadata"]["language_info"] = {"name": "python", "version": "3.11.7", "mimetype": "text/x-python"}
+    run["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    for i, cell in enumerate(c for c in run["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = i + 1
+        cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x\n"}]
+        cell["metadata"].update({"execution": {"iopub.status.idle": "2026-12-07"}, "scrolled": True})
+    return run
+
+
+def test_jupyterlab_keeps_a_tracked_notebook_as_tracked_and_its_run_beside_it(tmp_path):
+    """The contents manager `kdlib lab` starts JupyterLab with: after Run All and save, the tracked file is byte for
+    byte as committed and the run (outputs) is in notebooks/.runs/, which opening the notebook shows; once the
+    tracked notebook changes (a pull), the stale run is not shown; a notebook elsewhere keeps its outputs."""
+    import asyncio
+    import nbformat
+    from kdlib.notebook.stored import RUNS, RunCopies
+    (tmp_path / "notebooks").mkdir()
+    tracked = (REPO / "notebooks" / "summary.ipynb").read_text()
+    (tmp_path / "notebooks" / "summary.ipynb").write_text(tracked)
+    manager = RunCopies(root_dir=str(tmp_path))
+    run = _run_copy(tracked)
+
+    async def steps():
+        for where in ("notebooks/summary.ipynb", "elsewhere.ipynb"):
+            await manager.save({"type": "notebook", "format": "json", "content": copy.deepcopy(run)}, where)
+        assert (tmp_path / "notebooks" / "summary.ipynb").read_text() == tracked
+        opened = await manager.get("notebooks/summary.ipynb")
+        (tmp_path / "notebooks" / "summary.ipynb").write_text(tracked.replace("## Explore", "## Explore it"))
+        return opened, await manager.get("notebooks/summary.ipynb")
+
+    opened, after_pull = asyncio.run(steps())
+    kept = nbformat.read(tmp_path / "notebooks" / RUNS / "summary.ipynb", as_version=4)
+    assert all(cell.outputs for cell in kept.cells if cell.cell_type == "code")
+    assert all(cell["outputs"] for cell in opened["content"]["cells"] if cell["cell_type"] == "code")
+    assert not any(cell["outputs"] for cell in after_pull["content"]["cells"] if cell["cell_type"] == "code")
+    assert any(cell.outputs for cell in nbformat.read(tmp_path / "elsewhere.ipynb", as_version=4).cells
+               if cell.cell_type == "code")
+    assert not (tmp_path / RUNS).exists()

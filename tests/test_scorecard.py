@@ -78,9 +78,31 @@ def test_scorecard_of_a_smoke_run_counts_claims_and_writes_csv_and_markdown(tmp_
     assert "kd-always-wins, which ignores our runs" in card["summary"] and "finds no effect" in card["summary"]
     assert "a different scale" in card["summary"]
     assert "| tinyshakespeare-nanogpt |" in card["markdown"]
+    first_cells = [line.split("|")[1].strip() for line in card["markdown"].splitlines() if line.startswith("| ")]
+    assert [c for c in first_cells if c in setups.names()] == [NANOGPT]  # a row per setup that ran, none for others
+    idle = [line for line in card["markdown"].splitlines() if "svhn-resnet18" in line]
+    assert len(idle) == 1 and idle[0].startswith("Not run here: ")
     csv_path, md_path = write_scorecard(card, tmp_path)
     assert csv_path.name == "scorecard.csv" and len(pd.read_csv(csv_path)) == len(claims)
     assert md_path.read_text().startswith("# Reproduction scorecard: smoke profile")
+
+
+def test_a_scorecard_of_nothing_run_names_the_setups_in_one_line_under_the_notebooks_heading(tmp_path):
+    card = scorecard(None, "smoke", tmp_path)
+    lines = card["markdown"].splitlines()
+    assert lines[0] == "### Reproduction scorecard: smoke profile"  # shown under the notebook's "## ..." heading
+    assert not any(line.startswith(("# ", "## ")) for line in lines)
+    assert not any(line.startswith("| ") for line in lines)  # no table of setups with nothing in it
+    idle = [line for line in lines if line.startswith("Not run here: ")]
+    assert len(idle) == 1 and idle[0].startswith(f"Not run here: {len(paper.SETUP_TABLES)} setups "
+                                                 f"({len(card['claims'])} claims of the paper): ")
+    assert all(name in idle[0] for name in paper.SETUP_TABLES) and "`python -m kdlib study SETUP" in idle[0]
+    assert card["summary"].endswith(f"{len(card['claims'])} claims not run here: {len(card['claims'])} of the "
+                                    f"{len(paper.SETUP_TABLES)} setups with no runs (the smoke profile: a different "
+                                    "scale from the paper's, so differences are expected)")
+    assert scorecard([NANOGPT], "smoke", tmp_path, level=2)["markdown"].startswith("## Reproduction scorecard")
+    _, md_path = write_scorecard(card, tmp_path)
+    assert md_path.read_text() == card["markdown"].replace("### ", "# ", 1)  # the file's title is level 1
 
 
 @pytest.mark.parametrize("loss, expected", [(0.000646, "near zero"), (0.2, "low"), (0.86, "high"),
@@ -90,14 +112,14 @@ def test_teacher_regimes(loss, expected):
 
 
 def test_the_notebook_scorecard_of_every_profile_writes_them_all(tmp_path, monkeypatch):
-    from kdlib import notebook
+    from kdlib.notebook import show
     from kdlib.analysis import scorecard as card_module
-    monkeypatch.setattr(notebook, "find_collected", lambda out: [("a", "cpu", None), ("a", "smoke", None)])
+    monkeypatch.setattr(show, "find_collected", lambda out: [("a", "cpu", None), ("a", "smoke", None)])
     monkeypatch.setattr(card_module, "scorecard", lambda names, profile, out: {
-        "claims": pd.DataFrame({"profile": [profile], "status": ["agrees"]}), "markdown": f"# {profile}"})
-    notebook.show_scorecard(tmp_path, None)
+        "claims": pd.DataFrame({"profile": [profile], "status": ["agrees"]}), "markdown": f"### {profile}"})
+    show.show_scorecard(tmp_path, None)
     assert sorted(pd.read_csv(tmp_path / "scorecard.csv")["profile"]) == ["cpu", "smoke"]
-    assert (tmp_path / "scorecard.md").read_text().splitlines() == ["# cpu", "# smoke"]
+    assert (tmp_path / "scorecard.md").read_text().splitlines() == ["# cpu", "# smoke"]  # the file's titles
 
 
 def _claim(kind, paper_value, ours, **extra):

@@ -23,17 +23,19 @@ A count of agreements alone measures the paper's base rate (it mostly finds that
 count shows what a predictor that never looks at our runs gets on the same claims (``baseline``, the
 ``kd-always-wins`` predictor: every tick, every direction and the asymmetry true, every verdict "supported", the
 best accuracy at KD alpha 0.5, every teacher "high"), Cohen's kappa between the paper and ours (chance-corrected
-within each claim kind, over ticks, verdicts, directions and asymmetry), and how many of the claims where the paper finds *no* effect
-(a missing tick, "not supported", KD no better than a control), which that predictor gets wrong, we reproduce. A
-fact counts once (``counted``): a functional metric's tick stands for its KD-vs-control directions, and a teacher
-shared by several setups has its regime counted for the first; a setup whose KD students did not run adds no claim.
-Beside each of our verdicts stands its ``stability`` (:mod:`kdlib.analysis.evidence`; the headline counts the
-fragile ones), and beside the paper's mean improvement (``paper_improvement``) the improvement our seeds could have
-detected (``mde80``, per tick and per verdict), so a verdict of no transfer reads "no transfer larger than this".
+within each claim kind, over ticks, verdicts, directions and asymmetry), and how many of the claims where the paper
+finds *no* effect (a missing tick, "not supported", KD no better than a control), which that predictor gets wrong,
+we reproduce. A fact counts once (``counted``): a functional metric's tick stands for its KD-vs-control directions,
+and a teacher shared by several setups has its regime counted for the first; a setup whose KD students did not run
+adds no claim. Beside each of our verdicts stands its ``stability`` (:mod:`kdlib.analysis.evidence`; the headline
+counts the fragile ones), and beside the paper's mean improvement (``paper_improvement``) the improvement our seeds
+could have detected (``mde80``, per tick and per verdict), so a verdict of no transfer reads "no transfer larger
+than this".
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -286,14 +288,16 @@ def collected_labels(out, profile: str) -> dict[str, list[str]]:
     return {name: sorted(labels) for name, labels in found.items()}
 
 
-def scorecard(names: list[str] | None, profile: str, out) -> dict:
+def scorecard(names: list[str] | None, profile: str, out, level: int = 3) -> dict:
     """The claims of every named setup (default: every setup in the paper or collected under ``out`` at
     ``profile``; a label, ``name+id=choice``, names one set of readings), under every set of readings collected for
-    it (the headline counts one per setup, its default readings where collected; the others are compared), a "k of n reproduced" line per setup and overall,
-    and a Markdown summary; where a setup was run under several readings, which agrees with more claims."""
+    it (the headline counts one per setup, its default readings where collected; the others are compared), a "k of
+    n reproduced" line per setup that ran and overall, one line naming the setups not run, and a Markdown summary
+    whose headings start at ``level`` (a notebook shows it under its own; :func:`write_scorecard` makes the file's
+    first heading its title); where a setup was run under several readings, which agrees with more claims."""
     collected = collected_labels(out, profile)
     names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
-    rows, lines, compared = [], [], []
+    rows, lines, compared, idle = [], [], [], {}
     regimes_counted: set[str] = set()  # teachers whose regime is counted already (shared by several setups)
     for name in names:
         labels = [name] if "+" in name else collected.get(name) or [setups.get(name, profile).label]
@@ -318,13 +322,15 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
             rel = [abs(c["relative_difference"]) for c in claims if c["claim"] == "mean"
                    and not math.isnan(c["relative_difference"])]
             outcomes.append((label_, h, float(np.mean(rel)) if rel else math.nan))
-            if name not in paper.SETUP_TABLES:
+            if name not in paper.SETUP_TABLES and students is not None:
                 lines.append(f"| {label_} | {readings_text(setup)} | not in the paper "
                              f"({paper.NOT_IN_PAPER.get(name, '')}) | | | | |")
-            elif h["n"] or not_run < len(claims):
+            elif not_run < len(claims):  # ran: a claim of it is tested (or measured)
                 lines.append(f"| {label_} | {readings_text(setup)} | {h['ours']} of {h['n']} | {h['baseline']} of "
-                             f"{h['n']} | {h['no_effect_ours']} of {h['no_effect']} | {not_run} not run | "
+                             f"{h['n']} | {h['no_effect_ours']} of {h['no_effect']} | {not_run} | "
                              f"{_disagreements(claims)} |")
+            else:
+                idle[label_] = len(claims)
         ran = [o for o in outcomes if o[1]["n"]]
         if len(ran) > 1:
             compared.append(_compare_readings(name, ran))
@@ -333,21 +339,29 @@ def scorecard(names: list[str] | None, profile: str, out) -> dict:
     scale = ("" if profile == "paper" else f" (the {profile} profile: a different scale from the paper's, "
                                            f"so differences are expected)")
     not_run = int((table["status"] == "not run").sum())
-    summary = f"{headline_text(overall)}; {not_run} not run{scale}"
+    idle_claims = sum(idle.values())
+    where = [f"{idle_claims} of the {len(idle)} setups with no runs"] if idle else []
+    if not_run > idle_claims:
+        where.append(f"{not_run - idle_claims} of teacher seeds or conditions the setups that ran lack")
+    summary = f"{headline_text(overall)}; {not_run} claims not run here{': ' if where else ''}{', '.join(where)}{scale}"
     kinds = [f"| {kind} | {f['n']} | {f['ours']} | {f['baseline']} | "
              f"{'n/a' if math.isnan(f['kappa']) else format(f['kappa'], '.2f')} | "
              f"{f['no_effect_ours']} of {f['no_effect']} |" for kind, f in overall["kinds"].items()]
-    markdown = [f"# Reproduction scorecard: {profile} profile", "", summary + ".", "",
+    markdown = [f"{'#' * level} Reproduction scorecard: {profile} profile", "", summary + ".", "",
                 f"Each count beside what `{BASELINE}`, a predictor that never looks at our runs, gets on the same "
-                "claims; kappa is Cohen's, paper vs ours (chance-corrected); a fact counts once.", "",
-                f"| claim | counted | ours agree | {BASELINE} agrees | kappa | no effect in the paper: ours |",
-                "|---|---|---|---|---|---|", *kinds, "",
-                f"| setup | readings | reproduced | {BASELINE} | no effect reproduced | not run | "
-                "disagreements (claim: paper / ours) |",
-                "|---|---|---|---|---|---|---|", *lines, ""]
+                "claims; kappa is Cohen's, paper vs ours (chance-corrected); a fact counts once.", ""]
+    if kinds:
+        markdown += [f"| claim | counted | ours agree | {BASELINE} agrees | kappa | no effect in the paper: ours |",
+                     "|---|---|---|---|---|---|", *kinds, ""]
+    if lines:
+        markdown += [f"| setup | readings | reproduced | {BASELINE} | no effect reproduced | claims not run | "
+                     "disagreements (claim: paper / ours) |", "|---|---|---|---|---|---|---|", *lines, ""]
+    if idle:
+        markdown += [f"Not run here: {len(idle)} setups ({idle_claims} claims of the paper): "
+                     f"{', '.join(idle)}; run one with `python -m kdlib study SETUP --profile {profile}`.", ""]
     if compared:
-        markdown += ["## Readings compared", "", "Where a setup ran under several readings of the paper "
-                     "(`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
+        markdown += [f"{'#' * (level + 1)} Readings compared", "", "Where a setup ran under several readings of the "
+                     "paper (`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
     markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
                  "teacher regime, as described in `kdlib/analysis/scorecard.py`; every claim is a row of "
                  "`scorecard.csv`.", ""]
@@ -391,8 +405,11 @@ def _disagreements(claims: list[dict], most: int = 4) -> str:
 
 
 def write_scorecard(card: dict, out) -> list[Path]:
-    """``out/scorecard.csv`` (every claim; its ``profile`` column says which run) and ``out/scorecard.md``."""
+    """``out/scorecard.csv`` (every claim; its ``profile`` column says which run) and ``out/scorecard.md`` (its
+    headings raised so that the first is the file's level-1 title)."""
     paths = [Path(out) / "scorecard.csv", Path(out) / "scorecard.md"]
     write_csv(card["claims"], paths[0])
-    write_text(paths[1], card["markdown"])
+    levels = [len(h) for h in re.findall(r"^(#+) ", card["markdown"], flags=re.M)]
+    lift = min(levels, default=1) - 1
+    write_text(paths[1], re.sub(r"^(#+) ", lambda h: "#" * (len(h[1]) - lift) + " ", card["markdown"], flags=re.M))
     return paths

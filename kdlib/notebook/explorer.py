@@ -4,11 +4,14 @@ ipywidgets controls choose the setup, profile, reading (the setup's label: the d
 collected set), teacher seed, alpha and view; every change redraws from the stored analysis
 (:mod:`kdlib.analysis`), the runs' stored train curves and the paper's tables, so nothing is trained or tested
 again. :meth:`Explorer.render` is the drawing as a pure function of the controls' values (a MIME bundle), and the
-output widget holds what it returns, in the kernel and in the browser alike.
+output widget holds what it returns, in the kernel and in the browser alike. The cell's output also carries the view
+as it was drawn, as plain HTML (:meth:`Explorer.bundle`): what GitHub, nbconvert's HTML and any page without the
+widgets show instead of a line of text.
 """
 from __future__ import annotations
 
 import base64
+import html
 import io
 from pathlib import Path
 
@@ -16,10 +19,10 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import paper, setups
-from ..analysis import collected_analysis, part, variants
+from ..analysis import collected_analysis, options, part, variants
 from ..report.figures import plot_agreement_deltas, plot_curves, plot_scaling, plot_vs_paper, styled
 from ..report import find_collected
-from ..report.tables import format_mean_sem, style_deltas, style_means, tick_table
+from ..report.tables import format_mean_sem, readable, style_deltas, style_means, tick_legend, tick_table
 
 VIEWS = ("means", "ticks", "agreement deltas", "agreement deltas (normalised)", "paper beside ours",
          "training curves")
@@ -46,11 +49,25 @@ class Explorer:
         for name, control in self.controls.items():
             control.observe(lambda change, name=name: None if self._hold else self._changed(name), names="value")
         self._changed("setup")
-
-    def widget(self) -> widgets.Widget:
         c = self.controls
-        return widgets.VBox([widgets.HBox([c["setup"], c["profile"], c["reading"]]),
-                             widgets.HBox([c["teacher_seed"], c["alpha"], c["view"]]), self.output])
+        self.box = widgets.VBox([widgets.HBox([c["setup"], c["profile"], c["reading"]]),
+                                 widgets.HBox([c["teacher_seed"], c["alpha"], c["view"]]), self.output])
+
+    def bundle(self) -> dict:
+        """The widget's MIME bundle with a static fallback: the current view as HTML, for renderers that cannot
+        show the live widget (GitHub, nbconvert, a notebook not trusted), and one plain line saying how to get it."""
+        view, state = self.render(self.state()), self.state()
+        if "text/html" in view:
+            body = view["text/html"]
+        elif "image/png" in view:
+            body = f"<img src='data:image/png;base64,{view['image/png']}'/>"
+        else:
+            body = f"<p>{html.escape(view['text/plain'])}</p>"
+        shown = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in state.items())
+        return {**self.box._repr_mimebundle_(),
+                "text/plain": "The explorer: run this cell with a kernel to show its controls.",
+                "text/html": f"<p><i>The explorer as drawn ({html.escape(shown)}); run this cell with a kernel to "
+                             f"use its controls.</i></p>{body}"}
 
     def state(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
@@ -100,7 +117,10 @@ class Explorer:
             tests = analysis["tests"][analysis["tests"]["teacher_seed"] == seed]
             ticks = [tick_table(part(tests, v)).rename(index=lambda i: i if v is None else f"{i} [{v}]")
                      for v in names]
-            return _html(pd.concat(ticks), title)
+            setup = setups.get(state["reading"], state["profile"])
+            bundle = _html(readable(pd.concat(ticks)), title)
+            bundle["text/html"] += f"<p>{html.escape(tick_legend(options(setup)['rule']))}</p>"
+            return bundle
         if view.startswith("agreement deltas"):
             deltas = analysis["deltas"][analysis["deltas"]["teacher_seed"] == seed]
             if names != [None]:  # Figure 11 style: the deltas across student variants
@@ -124,8 +144,10 @@ class Explorer:
                           on=["metric", "column"], suffixes=("", "_paper"))
         table = pd.DataFrame({"metric": both["metric"], "condition": both["column"],
                               "ours": [format_mean_sem(m, s) for m, s in zip(both["mean"], both["sem"])],
-                              "paper": [format_mean_sem(m, s) for m, s in zip(both["mean_paper"], both["sem_paper"])]})
-        return _both(table, plot_vs_paper({seed: both}, setup.label), f"{setup.label}: ours beside the paper's")
+                              "paper": [format_mean_sem(m, s, keep_zero=True)  # the paper's 0.000: rounded, not none
+                                        for m, s in zip(both["mean_paper"], both["sem_paper"])]})
+        return _both(readable(table), plot_vs_paper({seed: both}, setup.label),
+                     f"{setup.label}: ours beside the paper's")
 
     def _curves(self, state: dict, seed, title: str) -> dict:
         from ..analysis.collect import curves  # reads the runs' stored results; nothing is trained
@@ -152,8 +174,12 @@ def _text(message: str) -> dict:
 
 
 def _html(table, title: str) -> dict:
-    html = table.to_html() if hasattr(table, "to_html") else str(table)
-    return {"text/html": f"<p><b>{title}</b></p>{html}", "text/plain": f"{title}\n{table}"}
+    return {"text/html": f"<p><b>{title}</b></p>{table.to_html()}", "text/plain": f"{title}\n{_plain(table)}"}
+
+
+def _plain(table) -> str:
+    """A table (a DataFrame or its Styler) as text."""
+    return getattr(table, "data", table).to_string()
 
 
 @styled
@@ -168,14 +194,13 @@ def _png(fig) -> dict:
 
 
 def _both(table, fig, title: str) -> dict:
-    html = table.to_html() if hasattr(table, "to_html") else str(table)
-    return {"text/html": f"<p><b>{title}</b></p>{html}<img src='data:image/png;base64,{_figure_png(fig)}'/>",
-            "text/plain": f"{title}\n{table}"}
+    return {"text/html": f"<p><b>{title}</b></p>{table.to_html()}<img src='data:image/png;base64,{_figure_png(fig)}'/>",
+            "text/plain": f"{title}\n{_plain(table)}"}
 
 
 def explore(out) -> Explorer:
     """Show the explorer of everything collected under ``out``; returns it (its ``controls`` can be set)."""
     from IPython.display import display
     explorer = Explorer(out)
-    display(explorer.widget())
+    display(explorer.bundle(), raw=True)
     return explorer

@@ -24,7 +24,7 @@ from ..metrics import table_metrics
 from .paper_beside import paper_beside
 from ..analysis.stats import agreement_deltas  # noqa: F401  (public: what the delta charts show)
 from ..store import write_csv, write_text
-from .tables import format_mean_sem, tick_table, wide_means  # noqa: F401
+from .tables import format_mean_sem, human, readable, tick_legend, tick_table, wide_means  # noqa: F401
 
 CALIBRATION = "calibration.csv"
 NULL_LEVEL = 0.05  # a verdict rule whose null rate of "supported" is above this is said to be uncalibrated
@@ -109,7 +109,7 @@ def build_report(runs: pd.DataFrame, name: str, dest: Path, exclude=(), extended
                 continue
             table = stored[stored["metric"].isin(metrics)].drop(columns=["teacher_seed", "variant"])
             table = table.reset_index(drop=True)
-            write_csv(wide_means(table), dest / f"{kind}_teacher{seed}.csv", index=True)
+            write_csv(wide_means(table, keep_zero=True), dest / f"{kind}_teacher{seed}.csv", index=True)
             n = int(table["n"].max())
             write_text(dest / f"{kind}_teacher{seed}.tex", means_latex(
                 table, f"{_latex_escape(name)}, teacher seed {seed}: {n} student seeds per condition"))

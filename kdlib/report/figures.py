@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -56,6 +58,11 @@ def drawn(stem: Path) -> list[Path]:
     return [p for p in (Path(stem).with_suffix(".pdf"), Path(stem).with_suffix(".png")) if p.exists()]
 
 
+def _seed_title(title: str, seed) -> str:
+    """A panel's title: its teacher seed, or nothing where the figure's title already names that seed."""
+    return "" if re.search(rf"\bteacher seed {seed}\b", title) else f"teacher seed {seed}"
+
+
 def _control_name(control: str) -> str:
     cond, _, alpha = str(control).partition(" ")
     return label(cond, float(alpha) if alpha else None) if cond in CONDITIONS else str(control)
@@ -65,9 +72,11 @@ def _control_name(control: str) -> str:
 def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: bool = False):
     """Figure 7 style: per teacher seed, bars of Δ correct (blue) and Δ incorrect (red) agreement per alpha,
     against the best control of each quantity (named under each bar group), with error bars of ±1 SEM over
-    the student seeds (normalised: ±1 bootstrap SE of the ratio of means). The legend sits below the panels."""
+    the student seeds (normalised: ±1 bootstrap SE of the ratio of means). The legend (the error bars' spread
+    too) sits below the panels, the title above them all (a panel names its teacher seed unless the title does);
+    the y label is short enough to fit beside one panel."""
     seeds = sorted(deltas["teacher_seed"].unique())
-    fig = new_figure(2.6 * len(seeds) + 0.4, 2.6)
+    fig = new_figure(2.6 * len(seeds) + 0.4, 2.9)
     axes = fig.subplots(1, len(seeds), squeeze=False, sharey=True)
     suffix = "_normalised" if normalised else ""
     for ax, seed in zip(axes[0], seeds):
@@ -81,13 +90,15 @@ def plot_agreement_deltas(deltas: pd.DataFrame, title: str = "", normalised: boo
                     for a, c, i in zip(d["alpha"], d["control_correct"], d["control_incorrect"])]
         ax.set_xticks(x, controls)
         ax.set_xlabel("α (best control: correct / incorrect)")
-        ax.set_title(f"teacher seed {seed}" if len(seeds) > 1 or not title else f"{title} (teacher seed {seed})")
+        ax.set_title(_seed_title(title, seed))
     n = int(deltas[["n_correct", "n_incorrect"]].min().min()) if "n_correct" in deltas else None
     spread = "±1 bootstrap SE" if normalised else "±1 SEM"
-    axes[0][0].set_ylabel(("Δ agreement / control headroom" if normalised else "Δ agreement vs best control")
-                          + (f"\n({spread} over {n} seeds)" if n else ""))
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
-    if title and len(seeds) > 1:
+    axes[0][0].set_ylabel("Δ agreement /\ncontrol headroom" if normalised else "Δ agreement vs\nbest control")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="|", ms=8, mew=0.8, color="black"))
+    labels.append(f"error bar: {spread}" + (f" over {n} seeds" if n else ""))
+    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(seeds) > 1 else 2)
+    if title:
         fig.suptitle(title, fontsize=9)
     return fig
 
@@ -113,7 +124,7 @@ def plot_vs_paper(means: dict, title: str):
             hi = max(both["mean"].max(), both["mean_paper"].max())
             ax.plot([lo, hi], [lo, hi], color="black", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel("paper's mean")
-        ax.set_title(f"teacher seed {seed}")
+        ax.set_title(_seed_title(title, seed))
     axes[0][0].set_ylabel("our mean")
     handles = [Line2D([], [], ls="", marker="o", color=colours[c], label=c) for c in columns]
     handles += [Line2D([], [], ls="", marker=mk, color="grey", label=display_name(m, short=True))
@@ -123,24 +134,37 @@ def plot_vs_paper(means: dict, title: str):
     return fig
 
 
+#: What each objective (:attr:`kdlib.conditions.Condition.objective`) is called in the curves' legend.
+OBJECTIVE_NAMES = {"ce": "CE", "kd": "Eq. 1", "rcd": "Eq. 1, uniform teacher", "ls": "smoothed CE"}
+CURVES_NOTE = ("Each curve is its condition's own training objective, so the curves differ in scale: compare their "
+               "shapes, not their heights. CE: cross-entropy. Eq. 1: (1−α)·CE + α·T²·KL(teacher ‖ student) (a "
+               "feature-map setup: α·MSE to the teacher's features). RCD: Eq. 1 against a uniform teacher (zero "
+               "features). LS: CE against labels smoothed by ε = α.")
+
+
 @styled
 def plot_curves(curves: pd.DataFrame, title: str = ""):
     """Train-loss curves: teachers and each student condition (mean over student seeds), one panel per teacher
-    seed, the legend to the right of the panels."""
+    seed, the legend (each condition with the objective it trains) to the right of the panels and, beneath, a
+    note on the objectives: their scales differ."""
     seeds = sorted(curves["teacher_seed"].unique())
-    fig = new_figure(3.2 * len(seeds) + 1.3, 2.6)
+    width = 3.2 * len(seeds) + 1.9
+    fig = new_figure(width, 3.0)
     axes = fig.subplots(1, len(seeds), squeeze=False, sharey=True)
     for ax, seed in zip(axes[0], seeds):
         c = curves[curves["teacher_seed"] == seed]
         for (cond, alpha), g in c.groupby(["condition", c["alpha"].fillna(-1)], sort=True):
             m = g.groupby("step")["loss"].mean()
-            ax.plot(m.index, m.values, label=label(cond, None if alpha == -1 else alpha),
+            objective = CONDITIONS[cond].objective
+            ax.plot(m.index, m.values, label=f"{label(cond, None if alpha == -1 else alpha)}: "
+                                             f"{OBJECTIVE_NAMES.get(objective, objective)}",
                     lw=2.0 if cond == "teacher" else 0.9, color="black" if cond == "teacher" else None)
         ax.set_xlabel("step")
-        ax.set_title(f"teacher seed {seed}" if len(seeds) > 1 or not title else f"{title} (teacher seed {seed})")
-    axes[0][0].set_ylabel("train loss (objective; mean over seeds)")
+        ax.set_title(_seed_title(title, seed))
+    axes[0][0].set_ylabel("training objective (mean over seeds;\nscales differ between objectives)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center")
-    if title and len(seeds) > 1:
+    fig.supxlabel(textwrap.fill(CURVES_NOTE, int(width * 17)), fontsize=6)
+    if title:
         fig.suptitle(title, fontsize=9)
     return fig
 
@@ -196,7 +220,8 @@ def plot_examples(x, captions: list[str], key: str, spectrogram: bool = False, c
 @styled
 def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
     """Figure 11 style: delta correct and delta incorrect agreement (vs best control) across student variants,
-    one line per alpha with ±1 SEM bands; one row of panels per teacher seed, the legend below."""
+    one line per alpha with ±1 SEM bands; one row of panels per teacher seed (named beside it unless the title
+    does), a column per quantity (named above it), the legend below."""
     seeds = sorted(deltas["teacher_seed"].unique())
     fig = new_figure(6.0, 2.4 * len(seeds) + 0.4)
     axes = fig.subplots(len(seeds), 2, squeeze=False, sharey="row")
@@ -211,9 +236,10 @@ def plot_scaling(deltas: pd.DataFrame, variants: list, title: str = ""):
                 ax.fill_between(x, mean - sem, mean + sem, alpha=0.25)
             ax.axhline(0, color="black", lw=0.6)
             ax.set_xticks(x, [str(v) for v in variants])
-            ax.set_title(f"Δ teacher-{q} agreement (teacher seed {seed})")
             ax.set_xlabel("student variant")
-        row[0].set_ylabel("Δ agreement vs best control (±1 SEM)")
+        row[0].set_ylabel("\n".join(filter(None, [_seed_title(title, seed), "Δ agreement vs best control (±1 SEM)"])))
+    for ax, q in zip(axes[0], ("correct", "incorrect")):
+        ax.set_title(f"Δ teacher-{q} agreement")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     if title:
         fig.suptitle(title, fontsize=9)

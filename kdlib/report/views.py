@@ -61,9 +61,10 @@ def plot_transfer_proportions(deltas_by_temperature: dict[float, pd.DataFrame], 
     return fig
 
 
-def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed=0) -> pd.DataFrame:
+def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed=0,
+                        keep_zero: bool = False) -> pd.DataFrame:
     """Table 30 style: greedy completions of clean "th" prompts to "tha" / "the", teacher and mean +- SEM per
-    condition (student seeds)."""
+    condition (student seeds; ``keep_zero``: :func:`kdlib.report.tables.format_mean_sem`'s)."""
     t = runs[runs["teacher_seed"] == teacher_seed]
     teacher = teachers[teachers["teacher_seed"] == teacher_seed].iloc[0]
     out = {}
@@ -72,7 +73,7 @@ def th_completion_table(runs: pd.DataFrame, teachers: pd.DataFrame, teacher_seed
         for cond, alpha in table_columns(t):
             sel = t[(t["condition"] == cond) & (t["alpha"].isna() if alpha is None else np.isclose(t["alpha"], alpha))]
             x = sel[col].to_numpy(float)
-            row[label(cond, alpha)] = format_mean_sem(x.mean(), sem(x))
+            row[label(cond, alpha)] = format_mean_sem(x.mean(), sem(x), keep_zero)
         out[f'"{word}"'] = row
     return pd.DataFrame(out).T
 
@@ -113,7 +114,7 @@ def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path,
     seeds = sorted(next(iter(runs_by_temperature.values()))["teacher_seed"].unique())
     for seed in seeds:
         table = temperature_table(runs_by_temperature, seed)
-        write_csv(wide_means(table), dest / f"temperature_teacher{seed}.csv", index=True)
+        write_csv(wide_means(table, keep_zero=True), dest / f"temperature_teacher{seed}.csv", index=True)
         temps = ", ".join(f"{t:g}" for t in sorted(runs_by_temperature))
         write_text(dest / f"temperature_teacher{seed}.tex",
                    means_latex(table, f"KD at temperatures {temps} beside SIDDO, teacher seed {seed}"))
@@ -136,14 +137,15 @@ def temperature_view(runs_by_temperature: dict[float, pd.DataFrame], dest: Path,
 
 
 def adversarial_view(runs: pd.DataFrame, teachers: pd.DataFrame, text: str | None, dest: Path) -> dict:
-    """Section 4.5's artefacts: Table 30 per teacher seed, and (given the text) Table 91 and Figure 15."""
+    """Section 4.5's artefacts: Table 30 per teacher seed (as written, and as shown: an SEM of 0 left out), and
+    (given the text) Table 91 and Figure 15."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = {"tables": {}, "figures": []}
     for seed in sorted(runs["teacher_seed"].unique()):
-        table = th_completion_table(runs, teachers, seed)
-        write_csv(table, dest / f"th_completions_teacher{seed}.csv", index=True)
-        out["tables"][seed] = table
+        write_csv(th_completion_table(runs, teachers, seed, keep_zero=True), dest / f"th_completions_teacher{seed}.csv",
+                  index=True)
+        out["tables"][seed] = th_completion_table(runs, teachers, seed)
     if text is not None:
         out["char_frequency"] = char_frequency(text)
         write_csv(out["char_frequency"], dest / "char_frequency.csv")
