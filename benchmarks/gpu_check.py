@@ -109,7 +109,7 @@ def step_flops(setup, task, device) -> float:
     x, y = dev.batch(x, device), dev.batch(y, device)
 
     def step():
-        with dev.autocast(device):
+        with dev.autocast(device, setup.precision):  # the setup's own training precision
             objective_loss(Objective("ce"), model(x), x, y, idx, None, None).backward()
     flops = _counted(step, causal)
     if not getattr(task.train, "fixed", False):
@@ -176,13 +176,13 @@ def pack_equals_one_by_one(device) -> list[str]:
     def flat(models):
         return [torch.cat([p.detach().double().flatten().cpu() for p in m.parameters()]) for m in models]
 
-    def trained(start, data, packed):
+    def trained(start, data, packed, precision=None):
         models = [copy.deepcopy(start) for _ in objectives]
         if packed:
-            train_together(models, data, objectives, recipe, seeds, device=device)
+            train_together(models, data, objectives, recipe, seeds, device=device, precision=precision)
         else:
             for model, objective, seed in zip(models, objectives, seeds):
-                train(model, data, objective, recipe, seed, device=device)
+                train(model, data, objective, recipe, seed, device=device, precision=precision)
         return flat(models)
 
     lines = []
@@ -201,7 +201,7 @@ def pack_equals_one_by_one(device) -> list[str]:
             continue
         with dev.full_precision():
             solo32 = trained(start, data, False)
-        solo16, packed16 = trained(start, data, False), trained(start, data, True)
+        solo16, packed16 = trained(start, data, False, "bf16"), trained(start, data, True, "bf16")
         worst = max(float((p - s).norm() / (s - s32).norm().clamp_min(1e-12))
                     for p, s, s32 in zip(packed16, solo16, solo32))
         lines.append(f"{family} bf16: {'PASS' if worst <= BF16_DRAWS else 'FAIL'}: |packed - solo| is {worst:.2f}x "

@@ -4,7 +4,8 @@ Layout under ``out``::
 
     out/runs/<run_id>/spec.json      what is trained (the hashed fields)
     out/runs/<run_id>/result.json    written last, atomically: its presence means the run is complete
-    out/runs/<run_id>/model.pt       final weights (teachers: also init.pt = M0, test_logits.pt, train_logits.pt)
+    out/runs/<run_id>/model.pt       final weights (teachers: also init.pt = M0, test_logits.pt, train_logits.pt;
+                                     students matching feature maps of another width: also projection.pt)
     out/runs/<run_id>/claim          held (O_EXCL) by the process training the run
     out/<setup>/<profile>/runs.csv   one row per student run of the setup (+ teachers.csv, failed.csv)
 
@@ -104,7 +105,10 @@ class RunResult:
 
     Every run: ``status`` ("ok" or "failed", then ``reason``), its ``spec`` (as a dict), and where it ran. A trained
     run: its ``train_curve`` (``{"step": [...], "loss": [...]}``), ``train_seconds``, ``notes`` on how it trained and
-    its ``probes``. A teacher: its test and train accuracy and loss. A student: its ``metrics`` against the teacher,
+    its ``probes``. A teacher: its test and train accuracy and loss (train: measured after training on the clean
+    training examples), and ``train_loss_augmented`` / ``train_accuracy_augmented``, the means over its last epoch
+    of training batches as the training loop saw them (train mode, augmented where the setup augments; absent in
+    results written before they existed). A student: its ``metrics`` against the teacher,
     its ``teacher``'s accuracies and losses, the ``pack`` it trained in or why its pack fell back
     (``pack_fallback``). Keys written by another kdlib version are kept in ``extra`` and written back.
 
@@ -114,6 +118,7 @@ class RunResult:
     status: str = "ok"
     spec: dict = field(default_factory=dict)
     device: str | None = None
+    precision: str | None = None  # how it computed (kdlib.engine.device.PRECISIONS); absent before 0.10
     torch: str | None = None
     host: str | None = None
     pid: int | None = None
@@ -126,6 +131,8 @@ class RunResult:
     test_loss: float | None = None
     train_accuracy: float | None = None
     train_loss: float | None = None
+    train_loss_augmented: float | None = None
+    train_accuracy_augmented: float | None = None
     probes: dict | None = None
     pack_fallback: str | None = None
     pack: list[str] | None = None
@@ -170,9 +177,17 @@ def read_result(out, spec) -> RunResult | None:
         record = json.loads((run_dir(out, spec) / RESULT).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("run_id") != spec.run_id:
+    if not isinstance(record, dict) or record.get("run_id") != spec.run_id or trained_as_bf16(record):
         return None
     return RunResult.from_json(record)
+
+
+def trained_as_bf16(record: dict) -> bool:
+    """A run trained on CUDA before results recorded their precision, under a spec without one: then the default
+    was bf16 autocast, which such a spec no longer means (it means float32), so the run is trained again."""
+    spec = record.get("spec") or {}
+    return str(record.get("device", "")).startswith("cuda") and spec.get("precision") is None \
+        and "precision" not in record
 
 
 def write_result(out, spec, result: RunResult) -> RunResult:

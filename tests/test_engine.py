@@ -192,13 +192,13 @@ def test_full_precision_turns_off_cuda_autocast_and_tf32_and_restores_them():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available" on a CPU machine
-        assert isinstance(dev.autocast("cuda"), torch.autocast)
+        assert isinstance(dev.autocast("cuda", "bf16"), torch.autocast)
         tf32 = torch.backends.cudnn.allow_tf32
         with dev.full_precision():
-            assert not isinstance(dev.autocast("cuda"), torch.autocast)
+            assert not isinstance(dev.autocast("cuda", "bf16"), torch.autocast)
             assert torch.backends.cudnn.allow_tf32 is False
-        assert isinstance(dev.autocast("cuda"), torch.autocast) and torch.backends.cudnn.allow_tf32 == tf32
-    assert not isinstance(dev.autocast("cpu"), torch.autocast)
+        assert isinstance(dev.autocast("cuda", "bf16"), torch.autocast) and torch.backends.cudnn.allow_tf32 == tf32
+    assert not isinstance(dev.autocast("cpu", "bf16"), torch.autocast)
 
 
 def test_a_pack_probe_that_raises_anything_stops_at_the_size_before_and_says_why():

@@ -156,12 +156,20 @@ def _spec_fields(setup):
 #: per reading and non-default choice: (a setup it touches, the spec fields it may change)
 CHANGES = {
     ("adversarial-replacement", "substring"): ("tinyshakespeare-adversarial", {"train_dataset_kwargs", "teacher_id"}),
-    ("gpt-architecture", "nanogpt"): ("tinyshakespeare-nanogpt", {"arch_kwargs", "recipe", "teacher_id"}),
+    ("gpt-architecture", "nanogpt"): ("tinyshakespeare-nanogpt", {"arch_kwargs", "teacher_id"}),
+    ("gpt-optimizer", "adam"): ("tinyshakespeare-nanogpt", {"recipe", "teacher_id"}),
     ("kd-temperature-squared", "without"): ("tinyshakespeare-nanogpt-to-picogpt-t2", {"kd_t_squared"}),
     ("imagenet-ffcv-extras", "ffcv"): ("imagenet-resnet50-to-resnet18", {"label_smoothing", "eval_flip",
                                                                          "teacher_id"}),
-    ("audio-front-end", "power-mel"): ("fsdd-vggish", {"dataset_kwargs", "teacher_id"}),
-    ("training-precision", "float32"): ("cifar10-resnet18", {"precision", "teacher_id"}),
+    ("audio-front-end", "log-mel"): ("fsdd-vggish", {"dataset_kwargs", "teacher_id"}),  # power-mel at paper
+    ("training-precision", "bf16"): ("cifar10-resnet18", {"precision", "teacher_id"}),
+    ("training-precision", "fp16-scaler"): ("cifar10-resnet18", {"precision", "teacher_id"}),
+    ("vgg19-head", "compact"): ("svhn-vgg19", {"arch_kwargs", "teacher_id"}),
+    ("ast-size", "tiny"): ("speechcommands-ast", {"arch_kwargs", "teacher_id"}),
+    ("student-init", "student-seed"): ("tinyshakespeare-nanogpt-to-picogpt", {"init"}),
+    ("featuremap-student", "nano"): ("tinyshakespeare-nanogpt-featuremap-block4", {"arch_kwargs", "init"}),
+    ("featuremap-blocks", "one-based"): ("tinyshakespeare-nanogpt-featuremap-block4", {"feature_layer"}),
+    ("featuremap-rcd-target", "teacher-init"): ("tinyshakespeare-nanogpt-featuremap-block4", {"feature_rcd_target"}),
     ("vgg19-batchnorm", "no-bn"): ("svhn-vgg19", {"arch", "teacher_id"}),
     ("vgg19-batchnorm", "all-bn"): ("tinyimagenet-vgg19", {"arch", "teacher_id"}),
     ("small-image-resnet-stem", "imagenet"): ("svhn-resnet18", {"arch_kwargs", "teacher_id"}),
@@ -170,15 +178,35 @@ CHANGES = {
 
 #: analysis readings: they re-analyse collected runs and change no run spec (tests/test_evidence.py: what they do)
 ANALYSIS = {("fdr-family", "per-control"), ("majority", "half"), ("marginal-threshold", "0.005"),
-            ("marginal-threshold", "0.03"), ("best-control", "same-alpha"), ("best-control", "exclude-collapsed")}
+            ("marginal-threshold", "0.03"), ("best-control", "same-alpha"), ("best-control", "exclude-collapsed"),
+            ("teacher-train-metrics", "augmented")}
+
+
+def _alternatives(r) -> set:
+    """A reading's choices off its default; a default by setup family, off the default of the setup CHANGES names."""
+    name = next((n for (i, _), (n, _) in CHANGES.items() if i == r.id), None)
+    default = r.default_of(setups.get(name, "paper")) if r.default_for and name else r.default
+    return {(r.id, c) for c in r.choices if c != default}
 
 
 def test_every_alternative_reading_is_listed_here():
-    alternatives = {(r.id, c) for r in READINGS.values() for c in r.choices if c != r.default}
+    alternatives = set().union(*(_alternatives(r) for r in READINGS.values()))
     assert alternatives == set(CHANGES) | ANALYSIS
-    assert {(r.id, c) for r in READINGS.values() for c in r.choices if c != r.default and r.analysis} == ANALYSIS
+    assert {a for r in READINGS.values() if r.analysis for a in _alternatives(r)} == ANALYSIS
     for r in READINGS.values():
         assert r.default in r.choices and set(r.evidence) == set(r.choices), r.id
+
+
+def test_defaults_that_differ_by_setup_family_follow_their_evidence():
+    precision = lambda name, profile="paper": dict(setups.get(name, profile).readings)["training-precision"]
+    assert precision("imagenet-resnet50-to-resnet18") == "fp16-scaler"  # FFCV's setup
+    assert setups.get("imagenet-resnet50-to-resnet18", "paper").precision == "fp16-scaler"
+    assert {precision(n) for n in ("tinyshakespeare-nanogpt", "svhn-vit", "tinyimagenet-resnet50", "fsdd-vggish")} \
+        == {"float32"}
+    assert setups.get("svhn-vit", "paper").precision is None  # float32 is a spec's None: earlier CPU runs keep ids
+    front_end = lambda profile: dict(setups.get("fsdd-vggish", profile).readings)["audio-front-end"]
+    assert (front_end("paper"), front_end("cpu"), front_end("smoke")) == ("power-mel", "log-mel", "log-mel")
+    assert setups.get("fsdd-vggish", "paper").dataset_kwargs["front_end"] == "power-mel"
 
 
 @pytest.mark.parametrize("reading, choice", sorted(CHANGES))
@@ -200,9 +228,10 @@ def test_a_reading_changes_the_run_ids_and_only_the_fields_it_should(reading, ch
 
 @pytest.mark.parametrize("reading, choice", sorted(ANALYSIS))
 def test_an_analysis_reading_changes_no_run_spec(reading, choice):
-    default = setups.get("fsdd-vggish", "paper")
-    chosen = setups.get("fsdd-vggish", "paper", [f"{reading}={choice}"])
-    assert chosen.label == f"fsdd-vggish+{reading}={choice}" and chosen != default
+    name = "tinyimagenet-resnet50-randaug" if reading == "teacher-train-metrics" else "fsdd-vggish"
+    default = setups.get(name, "paper")
+    chosen = setups.get(name, "paper", [f"{reading}={choice}"])
+    assert chosen.label == f"{name}+{reading}={choice}" and chosen != default
     assert _spec_fields(chosen) == _spec_fields(default)
     assert [s.run_id for s in plan(chosen)] == [s.run_id for s in plan(default)]
 
@@ -270,7 +299,7 @@ def test_ffcv_reading_smooths_labels_and_averages_flipped_logits():
     x = torch.randn(3, 3, 32, 32)
     flipped = predict(model, [(x, None)], flip=True)
     with torch.no_grad():
-        assert torch.allclose(flipped, (model(x) + model(x.flip(-1))) / 2, atol=1e-6)
+        assert torch.allclose(flipped, model(x) + model(x.flip(-1)), atol=1e-6)  # FFCV sums them
 
 
 def test_power_mel_reading_is_the_mel_spectrogram_without_log_or_standardisation(data_dir, tmp_path):
@@ -292,8 +321,9 @@ def test_precision_and_stem_readings_do_what_they_say():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available"
-        assert isinstance(dev.autocast("cuda"), torch.autocast)
+        assert not isinstance(dev.autocast("cuda"), torch.autocast)  # None: float32, PyTorch's default
         assert not isinstance(dev.autocast("cuda", "float32"), torch.autocast)
+        assert dev.autocast("cuda", "bf16").fast_dtype == torch.bfloat16
     chosen = setups.get("svhn-resnet18", "smoke", ["small-image-resnet-stem=imagenet"])
     model = build(chosen.teacher.arch, 10, **chosen.teacher.kwargs)
     assert model.conv1.kernel_size == (7, 7) and isinstance(model.maxpool, torch.nn.MaxPool2d)
@@ -303,3 +333,77 @@ def test_precision_and_stem_readings_do_what_they_say():
 def test_the_readme_table_is_the_register():
     readme = (REPO / "README.md").read_text()
     assert markdown_table() in readme, "regenerate the README's readings table from kdlib.setups.readings"
+
+
+# ----------------------------------------------------------------------------- the second pass (readings)
+
+def test_the_gpt_optimizer_is_its_own_reading():
+    printed = setups.get("tinyshakespeare-nanogpt", "paper", ["gpt-optimizer=adam"]).student_recipe
+    assert (printed.optimizer, printed.lr, printed.weight_decay) == ("adam", 3e-4, 0.0)  # the paper's "Adam"
+    lecture_model = setups.get("tinyshakespeare-nanogpt", "paper", ["gpt-optimizer=adam"]).teacher.kwargs
+    assert lecture_model["style"] == "lecture"  # the lecture's model with the printed optimiser
+    nano = setups.get("tinyshakespeare-nanogpt", "paper", ["gpt-architecture=nanogpt"])
+    assert "style" not in nano.teacher.kwargs and nano.student_recipe.optimizer == "adamw"
+
+
+def test_feature_map_readings_pick_the_student_the_blocks_and_rcds_target():
+    pico = setups.get("tinyshakespeare-nanogpt-featuremap-block4", "paper")
+    assert pico.student.kwargs["n_embd"] == 192 and pico.teacher.kwargs["n_embd"] == 384
+    picogpt = setups.get("tinyshakespeare-nanogpt-to-picogpt", "paper")
+    siddo = lambda s: [x for x in plan(s) if x.condition == "siddo"]
+    assert [x.run_id for x in siddo(pico)] == [x.run_id for x in siddo(picogpt)]  # Table 22's SIDDO is Table 20's
+    kd = [x for x in plan(pico) if x.condition in ("kd", "rcd")]
+    assert {x.feature_layer for x in kd} == {"blocks.4"} and {x.init for x in kd} == {"seed"}
+    nano = setups.get("tinyshakespeare-nanogpt-featuremap-block4", "paper", ["featuremap-student=nano"])
+    assert nano.self_distillation and {x.init for x in plan(nano) if x.role == "student"} == {"teacher"}
+    one = lambda b: setups.get(f"tinyshakespeare-nanogpt-featuremap-block{b}", "paper",
+                               ["featuremap-blocks=one-based"]).feature_layer
+    assert (one(4), one(5)) == ("blocks.3", "blocks.4")
+    m0 = setups.get("tinyshakespeare-nanogpt-featuremap-block5", "smoke", ["featuremap-rcd-target=teacher-init"])
+    targets = {(x.condition, x.feature_rcd_target) for x in plan(m0) if x.role == "student"}
+    assert targets == {("siddo", None), ("kd", None), ("rcd", "teacher-init")}
+
+
+def test_student_seed_init_draws_one_initialisation_per_student_seed_for_smaller_students_only():
+    chosen = setups.get("tinyshakespeare-nanogpt-to-picogpt", "smoke", ["student-init=student-seed"])
+    assert {x.init for x in plan(chosen) if x.role == "student"} == {"student-seed"}
+    with pytest.raises(UnknownReading, match="uses no reading"):
+        setups.get("tinyshakespeare-nanogpt", "smoke", ["student-init=student-seed"])  # self-distillation: M0
+
+
+def test_the_torchvision_vgg_head_is_torchvisions(tmp_path):
+    import torchvision
+    for arch, ours in (("vgg19", "svhn-vgg19+vgg19-batchnorm=no-bn"), ("vgg19_bn", "svhn-vgg19")):
+        setup = setups.get(ours, "paper")
+        assert setup.teacher.arch == arch and setup.teacher.kwargs["head"] == "torchvision"
+        model = build(arch, 1000, **{k: v for k, v in setup.teacher.kwargs.items() if k != "image_size"})
+        theirs = getattr(torchvision.models, arch)(num_classes=1000)
+        assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert sum(p.numel() for p in getattr(torchvision.models, "vgg19")(num_classes=1000).parameters()) == 143_667_240
+
+
+def test_teacher_train_metrics_under_augmentation_read_the_training_loops_numbers(tmp_path):
+    from kdlib.analysis.collect import gather
+    from kdlib.store import RunResult, write_result
+    clean = setups.get("tinyimagenet-resnet50-randaug", "smoke")
+    loop = setups.get("tinyimagenet-resnet50-randaug", "smoke", ["teacher-train-metrics=augmented"])
+    teacher = plan(clean)[0]
+    assert plan(loop)[0].run_id == teacher.run_id  # an analysis reading: the same teacher run
+    write_result(tmp_path, teacher, RunResult(run_id=teacher.run_id, spec={}, train_loss=0.1, train_accuracy=0.99,
+                                              test_loss=1.0, test_accuracy=0.5,
+                                              extra={"train_loss_augmented": 0.27, "train_accuracy_augmented": 0.93}))
+    assert gather(clean, tmp_path)[1][["train_loss", "train_accuracy"]].values.tolist() == [[0.1, 0.99]]
+    assert gather(loop, tmp_path)[1][["train_loss", "train_accuracy"]].values.tolist() == [[0.27, 0.93]]
+
+
+def test_a_cuda_run_stored_before_results_recorded_their_precision_is_trained_again(tmp_path):
+    """Before 0.10 a spec without a precision trained under bf16 on CUDA; now it means float32, so such a CUDA
+    result is not this spec's run. A CPU result of the same spec is (the CPU was float32 then too)."""
+    from kdlib.store import RunResult, read_result, write_result
+    spec = plan(setups.get("cifar10-resnet18", "smoke"))[0]
+    assert spec.precision is None
+    stored = lambda **fields: write_result(tmp_path, spec, RunResult(run_id=spec.run_id, spec={"precision": None},
+                                                                     **fields)) and read_result(tmp_path, spec)
+    assert stored(device="cuda:0") is None
+    assert stored(device="cuda:0", precision="float32") is not None  # recorded: trained as its spec says
+    assert stored(device="cpu") is not None

@@ -52,7 +52,7 @@ def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
                "train_seconds": math.nan if result.train_seconds is None else result.train_seconds,
                "pack_size": len(result.pack or [spec.run_id])}
         if spec.role == "teacher":
-            teachers.append({**row, "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+            teachers.append({**row, **_train_metrics(result, setup.teacher_train_metrics),
                              "test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
                              **(result.probes or {})})
         else:
@@ -64,6 +64,16 @@ def gather(setup: Setup, out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
                              "final_train_loss": result.final_train_loss})
     return pd.DataFrame(students), pd.DataFrame(teachers), pd.DataFrame(
         failed, columns=["run_id", "condition", "teacher_seed", "student_seed", "alpha", "reason"])
+
+
+def _train_metrics(result, measured: str) -> dict:
+    """A teacher's train loss and accuracy as the ``teacher-train-metrics`` reading reads them: ``clean`` (evaluated
+    after training) or ``augmented`` (the training loop's last epoch; NaN for a run stored before it was recorded)."""
+    if measured == "clean":
+        return {"train_loss": result.train_loss, "train_accuracy": result.train_accuracy}
+    loss, accuracy = result.get("train_loss_augmented"), result.get("train_accuracy_augmented")
+    return {"train_loss": math.nan if loss is None else loss, "train_accuracy": math.nan if accuracy is None
+            else accuracy}
 
 
 def curves(setup: Setup, out) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """Placement and precision, in one place: which device a model and its batches live on, in which layout and
 number format, how many CPU threads a process uses, and which GPU a worker process gets.
 
-- CUDA trains under bf16 autocast (the paper-scale GPU path); every evaluation, teacher output and probe is a
-  float32 forward pass (:func:`float32_forward`); the CPU stays float32 everywhere.
+- A run's ``precision`` (the ``training-precision`` reading) says how CUDA computes (:func:`amp`): float32 (None,
+  PyTorch's default), bf16 training steps, or FFCV's fp16 steps with a gradient scaler and fp16 evaluation; every
+  other evaluation, teacher output and probe is a float32 forward pass (:func:`float32_forward`); the CPU stays
+  float32 everywhere.
 - Convolutional models go channels-last (NHWC, cuDNN's fast layout) on CUDA only: torch 2.14.1's CPU
   channels-last backward of a 1x1 stride-2 convolution (4 -> 8 channels, 64 px: ResNet18's downsample at
   width 4) corrupts the heap, although other shapes ran 1.3-1.4x faster on CPU.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -28,17 +31,51 @@ def is_cuda(device) -> bool:
 _FULL_PRECISION = contextvars.ContextVar("kdlib_full_precision", default=False)
 
 
-PRECISIONS = ("bf16", "float32")
+#: A run's ``precision``: None is float32 (PyTorch's default).
+PRECISIONS = ("float32", "bf16", "fp16-scaler")
+
+
+@dataclass(frozen=True)
+class Amp:
+    """How a run computes on a device type: its training steps' autocast dtype (None: no autocast), whether a
+    GradScaler scales their loss (fp16's narrow range), and its evaluation forwards' autocast dtype (None: float32,
+    autocast off, whatever surrounds them)."""
+    device_type: str
+    step: torch.dtype | None = None
+    scaler: bool = False
+    evaluation: torch.dtype | None = None
+
+    def steps(self):
+        """The context a training step's forward and loss run in."""
+        return torch.autocast(self.device_type, dtype=self.step) if self.step else contextlib.nullcontext()
+
+    def evaluating(self):
+        """The context an evaluation forward runs in (test metrics, the teacher's cached logits)."""
+        if self.evaluation:
+            return torch.autocast(self.device_type, dtype=self.evaluation)
+        return float32_forward(self.device_type)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device_type) if self.scaler else None
+
+
+def amp(device, precision: str | None = None) -> Amp:
+    """The :class:`Amp` of ``precision`` on ``device``: None and ``"float32"`` no autocast; ``"bf16"`` bf16 training
+    steps and float32 evaluation; ``"fp16-scaler"`` (FFCV's ImageNet runs) fp16 steps with a GradScaler and fp16
+    evaluation forwards. On the CPU, and inside :func:`full_precision`, float32 throughout."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
+    device_type = torch.device(device).type
+    if not is_cuda(device) or _FULL_PRECISION.get() or precision in (None, "float32"):
+        return Amp(device_type)
+    if precision == "bf16":
+        return Amp(device_type, torch.bfloat16)
+    return Amp(device_type, torch.float16, True, torch.float16)
 
 
 def autocast(device, precision: str | None = None):
-    """Training's autocast: bf16 on CUDA (unless ``precision`` is ``"float32"`` or inside :func:`full_precision`);
-    a no-op on CPU."""
-    if precision not in (None, *PRECISIONS):
-        raise ValueError(f"precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
-    if is_cuda(device) and not _FULL_PRECISION.get() and precision != "float32":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Training's autocast context for ``precision`` on ``device`` (:func:`amp`)."""
+    return amp(device, precision).steps()
 
 
 def float32_forward(device):
@@ -50,8 +87,8 @@ def float32_forward(device):
 
 @contextlib.contextmanager
 def full_precision():
-    """Within this block CUDA trains in float32 throughout (no bf16 autocast, no TF32 convolutions): e.g. to check
-    a pack against one-by-one runs to float rounding, which bf16's and TF32's coarser rounding would blur."""
+    """Within this block CUDA trains in float32 throughout (no autocast, no TF32 convolutions): e.g. to check a pack
+    against one-by-one runs to float rounding, which bf16's, fp16's and TF32's coarser rounding would blur."""
     token, tf32 = _FULL_PRECISION.set(True), torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:

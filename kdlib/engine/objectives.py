@@ -63,11 +63,13 @@ class ObjectiveRow:
     ``teacher``: None, ``"logits"`` (the teacher's logits on the batch: a live teacher or a cache of them) or
     ``"features"`` (the live teacher's feature map at ``feature_layer``). ``feature_layer``: the student's feature
     map at ``feature_layer`` enters the loss. ``packable``: students can share one packed step (logit objectives;
-    feature maps need per-model hooks)."""
+    feature maps need per-model hooks). ``teacher_init``: the teacher is its untrained initialisation M0 (a
+    teacher without knowledge)."""
     loss: Callable[[Objective, torch.Tensor, torch.Tensor, Signals], torch.Tensor]
     teacher: str | None = None
     feature_layer: bool = False
     packable: bool = True
+    teacher_init: bool = False
     doc: str = ""
 
 
@@ -109,6 +111,9 @@ OBJECTIVES: dict[str, ObjectiveRow] = {
                             doc="(1-alpha) CE + alpha MSE between the student's and the teacher's feature_layer"),
     "feature_rcd": ObjectiveRow(_feature_rcd, feature_layer=True, packable=False,
                                 doc="the same with the teacher's features replaced by zeros of their shape"),
+    "feature_rcd_init": ObjectiveRow(_feature, teacher="features", feature_layer=True, packable=False,
+                                     teacher_init=True, doc="the same with the features of the teacher's untrained "
+                                                            "initialisation M0 as the target"),
 }
 
 
@@ -128,6 +133,19 @@ class Capture:
         self.handle = _module(model, name).register_forward_hook(lambda m, i, o: setattr(self, "out", o))
 
 
+@torch.no_grad()
+def feature_width(model: nn.Module, name: str, x: torch.Tensor) -> int:
+    """The width (last dimension) of ``model``'s output at module ``name`` on the batch ``x``: one forward pass in
+    eval mode (no dropout draw, no BatchNorm update), the model's mode restored."""
+    training, hook = model.training, Capture(model, name)
+    try:
+        model.eval()(x)
+    finally:
+        hook.handle.remove()
+        model.train(training)
+    return hook.out.shape[-1]
+
+
 def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cache) -> None:
     """Objectives that need a teacher get one in a form they can use (shared by train and train_together)."""
     for objective in objectives:
@@ -140,9 +158,10 @@ def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cac
 
 
 def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cache, student_hook=None,
-                   teacher_hook=None) -> torch.Tensor:
+                   teacher_hook=None, projection=None) -> torch.Tensor:
     """``objective``'s loss of ``logits`` on batch ``(x, y)`` (example indices ``idx``); the teacher's logits come
-    from ``teacher_cache[idx]`` or a float32 forward pass of ``teacher``, feature maps from the hooks."""
+    from ``teacher_cache[idx]`` or a float32 forward pass of ``teacher``, feature maps from the hooks (the
+    student's through ``projection`` where given: :func:`kdlib.engine.train.feature_projection`)."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
         logits = logits.float()
     row = objective.row
@@ -157,5 +176,8 @@ def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cac
         with torch.no_grad(), dev.float32_forward(x.device):
             teacher(x)
         teacher_features = teacher_hook.out
-    signals = Signals(teacher_logits, student_hook.out if row.feature_layer else None, teacher_features)
+    student_features = student_hook.out if row.feature_layer else None
+    if projection is not None:
+        student_features = projection(student_features)
+    signals = Signals(teacher_logits, student_features, teacher_features)
     return row.loss(objective, logits, y, signals)

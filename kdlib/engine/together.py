@@ -57,7 +57,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                    precision: str | None = None) -> list[TrainLog]:
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
-    Same contract as :func:`kdlib.engine.train.train` per model; returns one train-loss curve per model. A
+    Same contract as :func:`kdlib.engine.train.train` per model (``precision`` too, except that an fp16 pack shares
+    one GradScaler, so a step that overflows in one member is skipped for all); returns one train-loss curve per
+    model. A
     non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone; so
     does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot hold. ``compile``: the
     packed forward pass runs under ``torch.compile``, as a solo run's does: one graph, its backward derived from
@@ -89,6 +91,8 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     forward = Forward(packed, compile, logs[0].notes)
     weights = list(packed.parameters())
     clip = (lambda: _clip_per_model(weights, recipe.grad_clip)) if recipe.grad_clip else None
+    mixed = dev.amp(device, precision)
+    scaler = mixed.grad_scaler()  # one loss scale for the pack: an overflow in any member skips the pack's step
     with dev.seeded(shared_dropout_seed):
         streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
         for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
@@ -98,12 +102,12 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], teacher, teacher_cache, device)
 
             def step_losses():
-                with dev.autocast(device, precision):
+                with mixed.steps():
                     logits = forward(x)
                     return torch.stack([objective_loss(o, logits[k], x[k], y[k], *_teacher_rows(k, kd, targets))
                                         for k, o in enumerate(objectives)])
             # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
-            meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip), step)
+            meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip, scaler), step)
             if step % log_every == 0 or step == recipe.steps:
                 for log, loss in zip(logs, meter.read()):
                     log.steps.append(step)

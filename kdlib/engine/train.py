@@ -3,10 +3,12 @@
 Randomness: the model's initial weights come from the *init seed* (``init_model``); the data order, dropout
 and augmentation come from the *data-order seed* (``train``). Two independent streams are derived from the
 data-order seed: one explicit generator for batch order and augmentation, one for the global RNG that
-dropout uses. Same seeds give the same bits on CPU.
+dropout uses. A feature-map projection's weights come from a third stream of the init seed
+(:func:`feature_projection`). Same seeds give the same bits on CPU.
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -33,13 +35,36 @@ def init_model(build: Callable[[], nn.Module], init_seed: int) -> nn.Module:
         return build()
 
 
+def feature_projection(student_width: int, teacher_width: int, init_seed: int) -> nn.Linear | None:
+    """The PyTorch KD tutorial's regressor for feature-map matching between models of different widths: a learned
+    per-token map from the student's feature width to the teacher's, trained with the student and used only in the
+    loss; None where the widths agree (the features are matched directly). Its weights come from the run's
+    ``init_seed`` through a stream of their own (neither the model's init stream nor the data-order ones)."""
+    if student_width == teacher_width:
+        return None
+    return init_model(lambda: nn.Linear(student_width, teacher_width), derive_seeds(init_seed, 3)[2])
+
+
+def epoch_length(data, recipe: Recipe) -> int:
+    """Optimiser steps of one pass over ``data``, at most the run's: the recipe's ``epoch_length``, else one batch
+    per ``batch_size`` examples (a token stream: its non-overlapping windows, the examples its train metrics
+    count)."""
+    if recipe.epoch_length:
+        return min(recipe.epoch_length, recipe.steps)
+    n = len(data) if hasattr(data, "__len__") else (len(data.tokens) - 1) // data.block_size
+    per_epoch = n // recipe.batch_size if getattr(data, "drop_last", False) else math.ceil(n / recipe.batch_size)
+    return max(1, min(per_epoch, recipe.steps))
+
+
 @dataclass
 class TrainLog:
-    """The train-loss curve (mean per logging interval), wall seconds, and notes on how the run trained."""
+    """The train-loss curve (mean per logging interval), wall seconds, and notes on how the run trained;
+    ``last_epoch``: the mean loss and accuracy of the last epoch's training batches, where asked for."""
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    last_epoch: dict[str, float] | None = None
 
 
 class LossMeter:
@@ -100,12 +125,13 @@ class Forward:
             self.fn = self.eager
             return self.fn(*args)
 
-    def backward(self, loss: torch.Tensor, again: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Back-propagate ``loss`` (its sum: one loss per model of a pack), returning it. If a compiled step's
-        backward fails, the step is done again eagerly: ``again()`` clears the gradients and returns the loss of
-        an eager forward pass."""
+    def backward(self, loss: torch.Tensor, again: Callable[[], torch.Tensor],
+                 scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total) -> torch.Tensor:
+        """Back-propagate ``scale(loss.sum())`` (one loss per model of a pack; ``scale``: a GradScaler's), returning
+        ``loss``. If a compiled step's backward fails, the step is done again eagerly: ``again()`` clears the
+        gradients and returns the loss of an eager forward pass."""
         try:
-            loss.sum().backward()
+            scale(loss.sum()).backward()
             return loss
         except (FloatingPointError, dev.OutOfMemory):
             raise
@@ -117,21 +143,30 @@ class Forward:
             warnings.warn(self.notes[-1])
             self.fn = self.eager
             loss = again()
-            loss.sum().backward()
+            scale(loss.sum()).backward()
             return loss
 
 
 def optimizer_step(forward: Forward, losses_of: Callable[[], torch.Tensor], optimizer, scheduler,
-                   clip: Callable[[], object] | None) -> torch.Tensor:
+                   clip: Callable[[], object] | None, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """One training step of one model or a pack (``train`` and ``train_together`` share it): the loss(es) of
     ``losses_of()``, back-propagated through ``forward`` (which falls back to eager if a compiled backward fails),
-    ``clip()`` on the gradients if given, the optimiser's and the scheduler's step. Returns the loss(es)."""
+    ``clip()`` on the gradients if given, the optimiser's and the scheduler's step. With a ``scaler`` (fp16) the
+    loss is scaled before the backward pass, the gradients unscaled before clipping, and the scaler steps the
+    optimiser (skipping a step whose gradients overflowed) and updates its scale. Returns the (unscaled) loss(es)."""
     losses = losses_of()
     optimizer.zero_grad(set_to_none=True)
-    losses = forward.backward(losses, lambda: optimizer.zero_grad(set_to_none=True) or losses_of())
+    again = lambda: optimizer.zero_grad(set_to_none=True) or losses_of()
+    losses = forward.backward(losses, again) if scaler is None else forward.backward(losses, again, scaler.scale)
     if clip is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         clip()
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     return losses
 
@@ -139,13 +174,19 @@ def optimizer_step(forward: Forward, losses_of: Callable[[], torch.Tensor], opti
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False, compile: bool = False,
-          precision: str | None = None) -> TrainLog:
+          precision: str | None = None, projection: nn.Module | None = None,
+          last_epoch: bool = False) -> TrainLog:
     """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps).
 
     On CUDA the data moves onto the GPU where it fits and the optimiser step is fused; the host waits for the
-    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``. ``precision``:
-    ``"float32"`` turns CUDA's bf16 autocast off (:func:`kdlib.engine.device.autocast`)."""
+    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``. ``precision``: how
+    training steps compute (:func:`amp`). ``projection``: a feature objective's map of the student's features to
+    the teacher's width (:func:`feature_projection`), trained with the model under the same recipe.
+    ``last_epoch``: also record the mean loss and accuracy of the last epoch's batches (:func:`epoch_length`), as
+    they were trained (train mode, augmented), in ``log.last_epoch``."""
     check_teacher_source([objective], data, teacher, teacher_cache)
+    if projection is not None and not objective.row.feature_layer:
+        raise ValueError(f"objective {objective.kind!r} matches no feature map: it takes no projection")
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
     dev.place(model, device).train()
@@ -156,26 +197,44 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         teacher_cache = teacher_cache.to(device)
     student_hook = Capture(model, objective.feature_layer) if objective.row.feature_layer else None
     teacher_hook = Capture(teacher, objective.feature_layer) if objective.row.teacher == "features" else None
-    optimizer, scheduler = recipe.build(model.named_parameters(), fused=dev.fused_optimizer(device))
+    named = list(model.named_parameters())
+    if projection is not None:
+        dev.place(projection, device).train()
+        named += projection.named_parameters(prefix="projection")
+    optimizer, scheduler = recipe.build(named, fused=dev.fused_optimizer(device))
     log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
     forward = Forward(model, compile, log.notes)
-    clip = (lambda: nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)) if recipe.grad_clip else None
+    weights = [p for _, p in named]
+    clip = (lambda: nn.utils.clip_grad_norm_(weights, recipe.grad_clip)) if recipe.grad_clip else None
+    mixed = dev.amp(device, precision)
+    scaler = mixed.grad_scaler()
+    tail = recipe.steps - epoch_length(data, recipe) if last_epoch else recipe.steps  # later steps: the last epoch
+    tail_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss and accuracy summed over the last epoch
     with dev.seeded(dropout_seed):
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
                                                 desc=objective.kind, leave=False), start=1):
             x, y = dev.batch(x, device), dev.batch(y, device)
+            logits = []
 
             def step_loss():
-                with dev.autocast(device, precision):
-                    return objective_loss(objective, forward(x), x, y, idx, teacher, teacher_cache, student_hook,
-                                          teacher_hook)
-            meter.add(optimizer_step(forward, step_loss, optimizer, scheduler, clip), step)
+                with mixed.steps():
+                    logits[:] = [forward(x)]
+                    return objective_loss(objective, logits[0], x, y, idx, teacher, teacher_cache, student_hook,
+                                          teacher_hook, projection)
+            loss = optimizer_step(forward, step_loss, optimizer, scheduler, clip, scaler)
+            meter.add(loss, step)
+            if step > tail:
+                accuracy = (logits[0].detach().argmax(-1) == y).double().mean()
+                tail_sums += torch.stack([loss.detach().double(), accuracy])
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
                 log.losses += meter.read()
     for hook in (student_hook, teacher_hook):
         if hook is not None:
             hook.handle.remove()
+    if last_epoch:
+        loss, accuracy = (tail_sums / (recipe.steps - tail)).tolist()
+        log.last_epoch = {"loss": loss, "accuracy": accuracy}
     log.seconds = time.perf_counter() - start
     return log

@@ -16,7 +16,11 @@ the architectures but not their small-image variants:
 - VGG19 (-BN): torchvision's ``make_layers`` with configuration "E" (channels scaled by width/64). Its feature
   map is image_size/32 pixels wide (1x1 for 32x32, 2x2 for 64x64), so torchvision's 7x7 pool and
   25088->4096 classifier (sized for 224x224) become a pool to that map and a classifier of the same
-  three-layer shape (ReLU, dropout 0.5) with hidden width 8*width (512 at full width, the feature size).
+  three-layer shape (ReLU, dropout 0.5) with hidden width 8*width (512 at full width, the feature size):
+  ``head="compact"``, the default. ``head="torchvision"`` keeps torchvision's own head instead: a 7x7 adaptive
+  pool (a 1x1 or 2x2 map is replicated to 7x7) and a (8*width)*49 -> 64*width -> 64*width -> num_classes
+  classifier, at full width exactly torchvision's 25088-4096-4096 (143,667,240 parameters for vgg19 at 1000
+  classes; same module names and shapes, so torchvision state dicts load when in_channels=3).
 - ViT: torchvision's ``VisionTransformer``. The paper gives no ViT size for SVHN; we use a common
   CIFAR-size configuration (kentaroy47/vision-transformers-cifar10): patch 4 on 32x32 (64 tokens; patch
   image_size/8 in general), 6 layers, 8 heads, hidden 512, MLP 512, dropout 0.1.
@@ -180,24 +184,35 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+VGG_HEADS = ("compact", "torchvision")
+
+
 def _vgg19(num_classes: int, in_channels: int, image_size: int, width: int, batch_norm: bool,
-           dropout: float = 0.5) -> VGG:
+           dropout: float = 0.5, head: str = "compact") -> VGG:
+    """``head``: "compact" (pool to the image_size/32 map, hidden 8*width) or "torchvision" (7x7 pool, hidden
+    64*width: torchvision's 25088-4096-4096 head at width 64)."""
+    if head not in VGG_HEADS:
+        raise ValueError(f"unknown VGG19 head {head!r}: allowed are {list(VGG_HEADS)}")
     if image_size < 32:
         raise ValueError(f"VGG19 halves the image 5 times: image_size must be >= 32, got {image_size}")
     cfg = [v if v == "M" else v * width // 64 for v in vgg_cfgs["E"]]
     features = make_layers(cfg, batch_norm=batch_norm)
     features[0] = nn.Conv2d(in_channels, cfg[0], kernel_size=3, padding=1)
+    if head == "torchvision":
+        model = VGG(features, cfg[-2], 7, 64 * width, num_classes, dropout)
+        model.avgpool = nn.AdaptiveAvgPool2d((7, 7))  # torchvision's module as it prints it
+        return model
     return VGG(features, cfg[-2], image_size // 32, 8 * width, num_classes, dropout)
 
 
 def vgg19(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
-          dropout: float = 0.5) -> VGG:
-    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=False, dropout=dropout)
+          dropout: float = 0.5, head: str = "compact") -> VGG:
+    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=False, dropout=dropout, head=head)
 
 
 def vgg19_bn(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64,
-             dropout: float = 0.5) -> VGG:
-    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=True, dropout=dropout)
+             dropout: float = 0.5, head: str = "compact") -> VGG:
+    return _vgg19(num_classes, in_channels, image_size, width, batch_norm=True, dropout=dropout, head=head)
 
 
 def vit(num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 512, depth: int = 6,

@@ -38,7 +38,8 @@ def export_outputs(setup: Setup, out, dest, data_dir=None, device: str = "cpu") 
             names = "\n".join(str(c) if str(c).strip() else repr(c) for c in task.classes) + "\n"
             write_text(folder / "classes.txt", names)
         else:
-            logits, _ = score(load_model(ws, spec), batches, ws.device, flip=bool(spec.eval_flip))
+            logits, _ = score(load_model(ws, spec), batches, ws.device, flip=bool(spec.eval_flip),
+                              precision=spec.precision)
             name = spec.condition if spec.alpha is None else f"{spec.condition}_{spec.alpha:g}"
             save_npy(folder / name / f"seed{spec.student_seed}.npy", logits.numpy())
     return dest
@@ -62,7 +63,7 @@ def copied_errors(setup: Setup, out, data_dir=None, device: str = "cpu", teacher
     wrong = view["teacher"] != labels
     for name, spec in (("kd", kd), ("siddo", siddo)):
         logits, _ = score(load_model(ws, spec), task.test.eval_batches(setup.eval_batch_size), ws.device,
-                          flip=bool(spec.eval_flip))
+                          flip=bool(spec.eval_flip), precision=spec.precision)
         view[name] = logits.argmax(-1)
         view[f"{name}_copied"] = torch.nonzero(wrong & (view[name] == view["teacher"])).flatten()
     view["teacher_errors"] = int(wrong.sum())

@@ -12,6 +12,7 @@ import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -24,9 +25,9 @@ from .spec import RunSpec, _pack_key
 from ..store import RunResult, claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
 from .workspace import Workspace
 from ..engine.together import train_together
-from ..engine.objectives import Objective
+from ..engine.objectives import Objective, feature_width
 from ..engine.evaluate import evaluate, score
-from ..engine.train import init_model, train
+from ..engine.train import feature_projection, init_model, train
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,7 +106,7 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
         if len(mine) > 1 and not teacher_result.failed:
             for spec in mine:
                 log_attempt(ws.out, spec)
-            prepared = [_prepare_student(s, teacher, ws) for s in mine]
+            prepared = [_prepare_student(s, teacher, ws) for s in mine]  # logit objectives: no projection
             try:
                 logs = _train_together(mine, prepared, ws)
             except Exception as e:  # noqa: BLE001  (whatever breaks a pack, its members still train, one by one)
@@ -114,8 +115,8 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
                 dev.release(ws.device)
             else:
                 pack = [s.run_id for s in mine]
-                for spec, (task, model, _, _), log in zip(mine, prepared, logs):
-                    _finish_student(spec, teacher, ws, task, model, log, pack=pack)
+                for spec, student, log in zip(mine, prepared, logs):
+                    _finish_student(spec, teacher, ws, student.task, student.model, log, pack=pack)
                 return
         for spec in mine:
             _train_claimed(spec, teacher, teacher_result, ws, pack_fallback=fallback)
@@ -165,8 +166,8 @@ def _recipe(spec: RunSpec) -> Recipe:
 
 def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
     """A result of ``spec`` trained here, now."""
-    return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, torch=torch.__version__,
-                     host=platform.node(), pid=os.getpid(), **values)
+    return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, precision=spec.precision or "float32",
+                     torch=torch.__version__, host=platform.node(), pid=os.getpid(), **values)
 
 
 def _train_teacher(spec: RunSpec, ws: Workspace) -> RunResult:
@@ -179,14 +180,18 @@ def _train_teacher(spec: RunSpec, ws: Workspace) -> RunResult:
     training = {}
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=ws.device,
-                    log_every=max(1, spec.recipe["steps"] // 50), compile=ws.compiled, precision=spec.precision)
-        training = _training_record(log)
+                    log_every=max(1, spec.recipe["steps"] // 50), compile=ws.compiled, precision=spec.precision,
+                    last_epoch=True)
+        # what the training loop saw (train mode, augmented as trained), beside the clean train metrics below
+        training = {**_training_record(log), "train_loss_augmented": log.last_epoch["loss"],
+                    "train_accuracy_augmented": log.last_epoch["accuracy"]}
     _save_model(directory / "model.pt", model)
     test_logits, test = score(model, task.test.eval_batches(spec.eval_batch_size), ws.device,
-                              flip=bool(spec.eval_flip))
+                              flip=bool(spec.eval_flip), precision=spec.precision)
     save_tensor(directory / "test_logits.pt", test_logits)
     fixed = getattr(task.train, "fixed", False)  # every training example, in index order: the students' KD cache
-    train_logits, train_metrics = score(model, task.train.eval_batches(spec.eval_batch_size), ws.device, keep=fixed)
+    train_logits, train_metrics = score(model, task.train.eval_batches(spec.eval_batch_size), ws.device, keep=fixed,
+                                        precision=spec.precision)
     if fixed:
         save_tensor(directory / "train_logits.pt", train_logits)
     return write_result(ws.out, spec, _new_result(
@@ -200,26 +205,58 @@ def _save_model(path: Path, model: torch.nn.Module) -> None:
     save_tensor(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace):
-    """A student's data, initial model and what its objective needs: (task, model, teacher model, cache)."""
-    task = load_task(spec, ws.data_dir)
-    teacher_dir = run_dir(ws.out, teacher_spec_)
-    write_json(run_dir(ws.out, spec) / "spec.json", asdict(spec))
-    build = lambda: build_model(spec, task.num_classes)
+INITS = ("seed", "teacher", "student-seed")
+
+
+def _init_seed(spec: RunSpec) -> int:
+    """The seed of a run's initial weights: the student seed under ``init="student-seed"``, else the teacher seed
+    (for ``"teacher"``, the seed the teacher's M0 was drawn from)."""
+    if spec.init not in INITS:
+        raise ValueError(f"init={spec.init!r} is not allowed: use one of {list(INITS)}")
+    return spec.student_seed if spec.init == "student-seed" else spec.teacher_seed
+
+
+def _initial_model(spec: RunSpec, build, teacher_dir: Path) -> torch.nn.Module:
+    """A student's initial model: a copy of the teacher's M0 (``init="teacher"``), else drawn from its init seed."""
     if spec.init == "teacher":
         model = build()
         model.load_state_dict(torch.load(teacher_dir / "init.pt", map_location="cpu"))
-    else:
-        model = init_model(build, spec.teacher_seed)
+        return model
+    return init_model(build, _init_seed(spec))
+
+
+class Student(NamedTuple):
+    """A student ready to train: its data, initial model, objective, what the objective needs (a teacher model or
+    a cache of its logits) and, for feature maps of another width than the teacher's, the projection."""
+    task: object
+    model: torch.nn.Module
+    objective: Objective
+    teacher: torch.nn.Module | None
+    cache: torch.Tensor | None
+    projection: torch.nn.Module | None
+
+
+def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace) -> Student:
+    """A student's data, initial model and what its objective needs."""
+    task = load_task(spec, ws.data_dir)
+    teacher_dir = run_dir(ws.out, teacher_spec_)
+    write_json(run_dir(ws.out, spec) / "spec.json", asdict(spec))
+    model = _initial_model(spec, lambda: build_model(spec, task.num_classes), teacher_dir)
     objective = spec.objective
-    teacher_model, cache = None, None
+    teacher_model, cache, projection = None, None, None
     if objective.needs_teacher:
         cache_path = teacher_dir / "train_logits.pt"
         if objective.row.teacher == "logits" and getattr(task.train, "fixed", False) and cache_path.exists():
             cache = torch.load(cache_path, map_location="cpu")
         else:
-            teacher_model = load_model(ws, teacher_spec_)
-    return task, model, teacher_model, cache
+            teacher_model = load_model(ws, teacher_spec_, which="init.pt" if objective.row.teacher_init else "model.pt")
+    if objective.row.feature_layer:
+        # the widths of the student's and the teacher's features (the teacher's M0 stands in where no teacher runs)
+        x, _ = next(iter(task.train.eval_batches(1)))
+        reference = teacher_model if teacher_model is not None else load_model(ws, teacher_spec_, which="init.pt")
+        widths = [feature_width(m, objective.feature_layer, x) for m in (model, reference)]
+        projection = feature_projection(*widths, _init_seed(spec))
+    return Student(task, model, objective, teacher_model, cache, projection)
 
 
 def _training_record(log) -> dict:
@@ -234,7 +271,7 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, 
     _save_model(run_dir(ws.out, spec) / "model.pt", model)
     teacher_logits = torch.load(run_dir(ws.out, teacher_spec_) / "test_logits.pt", map_location="cpu")
     metrics = evaluate(model, task.test.eval_batches(spec.eval_batch_size), teacher_logits, ws.device,
-                       flip=bool(spec.eval_flip)).result()
+                       flip=bool(spec.eval_flip), precision=spec.precision).result()
     teacher = read_result(ws.out, teacher_spec_)
     return write_result(ws.out, spec, _new_result(
         spec, ws, metrics=metrics, **_training_record(log),
@@ -245,21 +282,23 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, 
 
 
 def _train_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, pack_fallback: str | None) -> RunResult:
-    task, model, teacher_model, cache = _prepare_student(spec, teacher_spec_, ws)
+    student = _prepare_student(spec, teacher_spec_, ws)
     recipe = _recipe(spec)
-    log = train(model, task.train, spec.objective, recipe, data_seed=spec.student_seed, teacher=teacher_model,
-                teacher_cache=cache, device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
-                precision=spec.precision)
-    return _finish_student(spec, teacher_spec_, ws, task, model, log, pack_fallback=pack_fallback)
+    log = train(student.model, student.task.train, student.objective, recipe, data_seed=spec.student_seed,
+                teacher=student.teacher, teacher_cache=student.cache, device=ws.device,
+                log_every=max(1, recipe.steps // 50), compile=ws.compiled, precision=spec.precision,
+                projection=student.projection)
+    if student.projection is not None:  # beside the student, not in it: model.pt stays a plain student model
+        _save_model(run_dir(ws.out, spec) / "projection.pt", student.projection)
+    return _finish_student(spec, teacher_spec_, ws, student.task, student.model, log, pack_fallback=pack_fallback)
 
 
-def _train_together(specs: list[RunSpec], prepared: list, ws: Workspace) -> list:
+def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace) -> list:
     """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
-    task = prepared[0][0]
-    teacher_model = next((p[2] for p in prepared if p[2] is not None), None)
-    cache = next((p[3] for p in prepared if p[3] is not None), None)
+    teacher_model = next((p.teacher for p in prepared if p.teacher is not None), None)
+    cache = next((p.cache for p in prepared if p.cache is not None), None)
     recipe = _recipe(specs[0])
-    return train_together([p[1] for p in prepared], task.train, [s.objective for s in specs], recipe,
-                          [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
+    return train_together([p.model for p in prepared], prepared[0].task.train, [p.objective for p in prepared],
+                          recipe, [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
                           precision=specs[0].precision)

@@ -15,6 +15,10 @@ from ..conditions import CONDITIONS, condition
 from ..setups import Setup
 
 
+#: RCD's feature-map target (``feature_rcd_target``; None: zeros) -> the objective it trains
+RCD_FEATURE_OBJECTIVES = {None: "feature_rcd", "teacher-init": "feature_rcd_init"}
+
+
 @dataclass
 class RunSpec:
     """Everything that determines one trained model. ``condition``: teacher, siddo, kd, rcd or ls."""
@@ -30,7 +34,7 @@ class RunSpec:
     temperature: float = 1.0
     feature_layer: str | None = None
     teacher_id: str | None = None
-    init: str = "seed"  # "seed": init from teacher_seed; "teacher": copy the teacher's M0
+    init: str = "seed"  # "seed": init from teacher_seed; "teacher": copy the teacher's M0; "student-seed"
     eval_batch_size: int = 256
     train_dataset_kwargs: dict | None = None  # teacher only: its own training data when it differs
     probes: list | None = None  # names of extra evaluations (kdlib.engine.probes)
@@ -38,8 +42,9 @@ class RunSpec:
     # set by readings (kdlib.setups.readings); None is what runs did before readings existed, so old ids hold
     kd_t_squared: bool | None = None  # False: no T^2 factor on the distillation term
     label_smoothing: float | None = None  # on the student's cross-entropy against the labels
-    eval_flip: bool | None = None  # test logits averaged over each image and its horizontal flip
-    precision: str | None = None  # "float32": no bf16 autocast on CUDA
+    eval_flip: bool | None = None  # test logits: the image's plus its horizontal flip's (FFCV's val loop)
+    precision: str | None = None  # "float32": no bf16 autocast on CUDA; "fp16-scaler": fp16 with a gradient scaler
+    feature_rcd_target: str | None = None  # "teacher-init": RCD's feature target is the teacher's M0 (None: zeros)
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names and readings: not hashed
 
     @property
@@ -54,9 +59,17 @@ class RunSpec:
 
     @property
     def objective_kind(self) -> str:
-        """The objective trained: the condition's, or its feature-map form in a feature-map setup."""
+        """The objective trained: the condition's, or its feature-map form in a feature-map setup (RCD's with the
+        target ``feature_rcd_target`` names)."""
         c = condition(self.condition)
-        return c.feature_objective if self.feature_layer and c.feature_objective else c.objective
+        if not (self.feature_layer and c.feature_objective):
+            return c.objective
+        if c.feature_objective != RCD_FEATURE_OBJECTIVES[None]:
+            return c.feature_objective
+        if self.feature_rcd_target not in RCD_FEATURE_OBJECTIVES:
+            raise ValueError(f"feature_rcd_target={self.feature_rcd_target!r} is not allowed: use one of "
+                             f"{list(RCD_FEATURE_OBJECTIVES)}")
+        return RCD_FEATURE_OBJECTIVES[self.feature_rcd_target]
 
     @property
     def objective(self):
@@ -99,11 +112,13 @@ def plan(setup: Setup) -> list[RunSpec]:
                         feature_layer=setup.feature_layer if CONDITIONS[name].feature_objective else None,
                         dataset=setup.dataset, dataset_kwargs=setup.dataset_kwargs, arch=student.arch,
                         arch_kwargs=student.kwargs, recipe=setup.student_recipe.fields(), teacher_id=teacher.run_id,
-                        init="teacher" if setup.self_distillation else "seed",
+                        init="teacher" if setup.self_distillation else setup.student_init or "seed",
                         eval_batch_size=setup.eval_batch_size, probes=list(setup.probes) or None,
                         kd_t_squared=setup.kd_t_squared if CONDITIONS[name].distills else None,
                         label_smoothing=setup.label_smoothing, eval_flip=setup.eval_flip,
-                        precision=setup.precision, tags=_tags(setup)))
+                        precision=setup.precision, tags=_tags(setup),
+                        feature_rcd_target=setup.feature_rcd_target
+                        if setup.feature_layer and CONDITIONS[name].feature_objective == "feature_rcd" else None))
     return specs
 
 

@@ -36,7 +36,7 @@ class Setup:
 
     ``student=None`` is self-distillation: students share the teacher's architecture and start from the
     teacher's initial weights M0. Otherwise every student of a teacher starts from the same initialisation,
-    drawn from the teacher seed. ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
+    drawn from the teacher seed (or, under ``student_init="student-seed"``, one per student seed). ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
     ``conditions`` are the student conditions: ``siddo`` (plain CE), ``kd`` and ``rcd`` at every alpha,
     optionally ``ls`` (label smoothing with epsilon = alpha). With ``feature_layer`` set, KD and RCD match
     that module's outputs instead of logits (feature-map matching, Section 4.3). ``teacher_dataset_kwargs``
@@ -68,8 +68,11 @@ class Setup:
     # set by the readings (kdlib.setups.readings); None keeps what runs did before readings existed
     kd_t_squared: bool | None = None  # False: Eq. 1 without the T^2 factor
     label_smoothing: float | None = None  # on every cross-entropy term of the students
-    eval_flip: bool | None = None  # students' and teachers' test logits averaged over the image and its flip
-    precision: str | None = None  # "float32": no bf16 autocast when training on CUDA
+    eval_flip: bool | None = None  # test logits: the image's plus its flip's (FFCV's ``output += model(flip)``)
+    precision: str | None = None  # "float32": no bf16 autocast on CUDA; "fp16-scaler": FFCV's fp16 with a scaler
+    student_init: str | None = None  # "student-seed": a smaller student's init drawn per student seed
+    feature_rcd_target: str | None = None  # "teacher-init": RCD's feature target is the teacher's M0 (else zeros)
+    teacher_train_metrics: str = "clean"  # the teachers' reported train metrics: "clean" or "augmented" (analysis)
     # the verdict rule's open choices (analysis readings): they change no training and enter no run spec
     fdr_family: str = "setting"  # one BH family per (teacher seed, alpha), or "per-control"
     majority: str = "strict"  # "strict": more than half the functional metrics ticked; "half": at least half
