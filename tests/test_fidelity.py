@@ -161,7 +161,7 @@ CHANGES = {
     ("kd-temperature-squared", "without"): ("tinyshakespeare-nanogpt-to-picogpt-t2", {"kd_t_squared"}),
     ("imagenet-ffcv-extras", "ffcv"): ("imagenet-resnet50-to-resnet18", {"label_smoothing", "eval_flip",
                                                                          "teacher_id"}),
-    ("audio-front-end", "log-mel"): ("fsdd-vggish", {"dataset_kwargs", "teacher_id"}),  # power-mel at paper
+    ("audio-front-end", "power-mel"): ("fsdd-vggish", {"dataset_kwargs", "teacher_id"}),
     ("training-precision", "bf16"): ("cifar10-resnet18", {"precision", "teacher_id"}),
     ("training-precision", "fp16-scaler"): ("cifar10-resnet18", {"precision", "teacher_id"}),
     ("vgg19-head", "compact"): ("svhn-vgg19", {"arch_kwargs", "teacher_id"}),
@@ -204,9 +204,8 @@ def test_defaults_that_differ_by_setup_family_follow_their_evidence():
     assert {precision(n) for n in ("tinyshakespeare-nanogpt", "svhn-vit", "tinyimagenet-resnet50", "fsdd-vggish")} \
         == {"float32"}
     assert setups.get("svhn-vit", "paper").precision is None  # float32 is a spec's None: earlier CPU runs keep ids
-    front_end = lambda profile: dict(setups.get("fsdd-vggish", profile).readings)["audio-front-end"]
-    assert (front_end("paper"), front_end("cpu"), front_end("smoke")) == ("power-mel", "log-mel", "log-mel")
-    assert setups.get("fsdd-vggish", "paper").dataset_kwargs["front_end"] == "power-mel"
+    teacher = plan(setups.get("imagenet-resnet50-to-resnet18", "paper"))[0]
+    assert teacher.precision is None  # the pretrained teacher trains nothing: its logits stay float32
 
 
 @pytest.mark.parametrize("reading, choice", sorted(CHANGES))
@@ -367,6 +366,11 @@ def test_feature_map_readings_pick_the_student_the_blocks_and_rcds_target():
 def test_student_seed_init_draws_one_initialisation_per_student_seed_for_smaller_students_only():
     chosen = setups.get("tinyshakespeare-nanogpt-to-picogpt", "smoke", ["student-init=student-seed"])
     assert {x.init for x in plan(chosen) if x.role == "student"} == {"student-seed"}
+    both = lambda name: setups.get(name, "paper", ["student-init=student-seed"])  # the feature maps' Pico too
+    siddo = lambda s: [x.run_id for x in plan(s) if x.condition == "siddo"]
+    assert siddo(both("tinyshakespeare-nanogpt-featuremap-block4")) == siddo(both("tinyshakespeare-nanogpt-to-picogpt"))
+    assert siddo(both("tinyshakespeare-nanogpt-to-picogpt")) != siddo(setups.get("tinyshakespeare-nanogpt-to-picogpt",
+                                                                                "paper"))
     with pytest.raises(UnknownReading, match="uses no reading"):
         setups.get("tinyshakespeare-nanogpt", "smoke", ["student-init=student-seed"])  # self-distillation: M0
 
@@ -407,3 +411,14 @@ def test_a_cuda_run_stored_before_results_recorded_their_precision_is_trained_ag
     assert stored(device="cuda:0") is None
     assert stored(device="cuda:0", precision="float32") is not None  # recorded: trained as its spec says
     assert stored(device="cpu") is not None
+
+
+def test_fp16_students_train_alone_not_in_packs():
+    """One gradient scaler for a pack would skip every member's step when one member overflows: an fp16-scaler run
+    trains alone, so it trains as its spec says whatever else runs."""
+    from kdlib.runs.spec import packs
+    fp16 = [s for s in plan(setups.get("imagenet-resnet50-to-resnet18", "paper")) if s.role == "student"]
+    assert {s.precision for s in fp16} == {"fp16-scaler"} and all(not isinstance(j, tuple) for j in packs(fp16, 7))
+    bf16 = [s for s in plan(setups.get("imagenet-resnet50-to-resnet18", "paper", ["training-precision=bf16"]))
+            if s.role == "student"]
+    assert any(isinstance(j, tuple) for j in packs(bf16, 7))

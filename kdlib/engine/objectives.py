@@ -143,6 +143,9 @@ def feature_width(model: nn.Module, name: str, x: torch.Tensor) -> int:
     finally:
         hook.handle.remove()
         model.train(training)
+    if hook.out.dim() != 3:  # [batch, tokens, width]; a conv map's last dimension would be its spatial width
+        raise ValueError(f"feature map {name!r} has shape {tuple(hook.out.shape)}: a projection needs token features "
+                         f"[batch, tokens, width]")
     return hook.out.shape[-1]
 
 

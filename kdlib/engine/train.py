@@ -185,8 +185,9 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     ``last_epoch``: also record the mean loss and accuracy of the last epoch's batches (:func:`epoch_length`), as
     they were trained (train mode, augmented), in ``log.last_epoch``."""
     check_teacher_source([objective], data, teacher, teacher_cache)
-    if projection is not None and not objective.row.feature_layer:
-        raise ValueError(f"objective {objective.kind!r} matches no feature map: it takes no projection")
+    if projection is not None and objective.row.teacher != "features":
+        raise ValueError(f"objective {objective.kind!r} matches no teacher's feature map: it takes no projection "
+                         f"(a constant target is matched at the student's own width)")
     order_seed, dropout_seed = derive_seeds(data_seed, 2)
     generator = torch.Generator().manual_seed(order_seed)
     dev.place(model, device).train()
@@ -209,7 +210,8 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     mixed = dev.amp(device, precision)
     scaler = mixed.grad_scaler()
     tail = recipe.steps - epoch_length(data, recipe) if last_epoch else recipe.steps  # later steps: the last epoch
-    tail_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss and accuracy summed over the last epoch
+    # the last epoch's loss and correct predictions summed over its examples (tokens), and their count
+    tail_sums = torch.zeros(3, dtype=torch.float64, device=device)
     with dev.seeded(dropout_seed):
         batches = data.batches(recipe.batch_size, recipe.steps, generator)
         for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
@@ -225,8 +227,9 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
             loss = optimizer_step(forward, step_loss, optimizer, scheduler, clip, scaler)
             meter.add(loss, step)
             if step > tail:
-                accuracy = (logits[0].detach().argmax(-1) == y).double().mean()
-                tail_sums += torch.stack([loss.detach().double(), accuracy])
+                correct = (logits[0].detach().argmax(-1) == y).double().sum()
+                tail_sums += torch.stack([loss.detach().double() * y.numel(), correct,
+                                          torch.tensor(float(y.numel()), dtype=torch.float64, device=device)])
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
                 log.losses += meter.read()
@@ -234,7 +237,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         if hook is not None:
             hook.handle.remove()
     if last_epoch:
-        loss, accuracy = (tail_sums / (recipe.steps - tail)).tolist()
-        log.last_epoch = {"loss": loss, "accuracy": accuracy}
+        loss, correct, count = tail_sums.tolist()
+        log.last_epoch = {"loss": loss / count, "accuracy": correct / count}  # per example, as a whole-split count
     log.seconds = time.perf_counter() - start
     return log

@@ -17,7 +17,8 @@ the architectures but not their small-image variants:
   map is image_size/32 pixels wide (1x1 for 32x32, 2x2 for 64x64), so torchvision's 7x7 pool and
   25088->4096 classifier (sized for 224x224) become a pool to that map and a classifier of the same
   three-layer shape (ReLU, dropout 0.5) with hidden width 8*width (512 at full width, the feature size):
-  ``head="compact"``, the default. ``head="torchvision"`` keeps torchvision's own head instead: a 7x7 adaptive
+  ``head="compact"``, the builder's default (earlier models keep it). ``head="torchvision"`` (the vgg19-head
+  reading's default, kdlib.setups.readings) keeps torchvision's own head instead: a 7x7 adaptive
   pool (a 1x1 or 2x2 map is replicated to 7x7) and a (8*width)*49 -> 64*width -> 64*width -> num_classes
   classifier, at full width exactly torchvision's 25088-4096-4096 (143,667,240 parameters for vgg19 at 1000
   classes; same module names and shapes, so torchvision state dicts load when in_channels=3).

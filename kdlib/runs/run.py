@@ -166,7 +166,8 @@ def _recipe(spec: RunSpec) -> Recipe:
 
 def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
     """A result of ``spec`` trained here, now."""
-    return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, precision=spec.precision or "float32",
+    computed = spec.precision if dev.is_cuda(ws.device) and spec.precision else "float32"  # the CPU: float32
+    return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, precision=computed,
                      torch=torch.__version__, host=platform.node(), pid=os.getpid(), **values)
 
 
@@ -250,11 +251,9 @@ def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace) -> St
             cache = torch.load(cache_path, map_location="cpu")
         else:
             teacher_model = load_model(ws, teacher_spec_, which="init.pt" if objective.row.teacher_init else "model.pt")
-    if objective.row.feature_layer:
-        # the widths of the student's and the teacher's features (the teacher's M0 stands in where no teacher runs)
+    if objective.row.teacher == "features":  # matched to a teacher's features: through a projection if narrower
         x, _ = next(iter(task.train.eval_batches(1)))
-        reference = teacher_model if teacher_model is not None else load_model(ws, teacher_spec_, which="init.pt")
-        widths = [feature_width(m, objective.feature_layer, x) for m in (model, reference)]
+        widths = [feature_width(m, objective.feature_layer, x) for m in (model, teacher_model)]
         projection = feature_projection(*widths, _init_seed(spec))
     return Student(task, model, objective, teacher_model, cache, projection)
 

@@ -43,7 +43,7 @@ class RunSpec:
     kd_t_squared: bool | None = None  # False: no T^2 factor on the distillation term
     label_smoothing: float | None = None  # on the student's cross-entropy against the labels
     eval_flip: bool | None = None  # test logits: the image's plus its horizontal flip's (FFCV's val loop)
-    precision: str | None = None  # "float32": no bf16 autocast on CUDA; "fp16-scaler": fp16 with a gradient scaler
+    precision: str | None = None  # None: float32; "bf16" or "fp16-scaler" on CUDA (kdlib.engine.device.amp)
     feature_rcd_target: str | None = None  # "teacher-init": RCD's feature target is the teacher's M0 (None: zeros)
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names and readings: not hashed
 
@@ -90,7 +90,8 @@ def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
                    dataset_kwargs=setup.dataset_kwargs, arch=setup.teacher.arch, arch_kwargs=setup.teacher.kwargs,
                    recipe=setup.teacher_recipe.fields() if setup.teacher_recipe else None,
                    train_dataset_kwargs=setup.teacher_dataset_kwargs, eval_batch_size=setup.eval_batch_size,
-                   probes=list(setup.probes) or None, eval_flip=setup.eval_flip, precision=setup.precision,
+                   probes=list(setup.probes) or None, eval_flip=setup.eval_flip,
+                   precision=setup.precision if setup.teacher_recipe else None,  # a pretrained teacher trains nothing
                    tags=_tags(setup))
 
 
@@ -142,8 +143,10 @@ def packs(specs: list[RunSpec], size: int) -> list:
 
 
 def _packable(spec: RunSpec) -> bool:
-    """Logit objectives of packable conditions (feature matching needs per-model hooks)."""
-    return CONDITIONS[spec.condition].packable and spec.objective_kind == CONDITIONS[spec.condition].objective
+    """Logit objectives of packable conditions (feature matching needs per-model hooks), not under fp16's gradient
+    scaler (one scale for a pack would skip every member's step when one overflows, unlike its run alone)."""
+    return (CONDITIONS[spec.condition].packable and spec.objective_kind == CONDITIONS[spec.condition].objective
+            and spec.precision != "fp16-scaler")
 
 
 def _pack_key(spec: RunSpec) -> str:

@@ -36,7 +36,8 @@ class Setup:
 
     ``student=None`` is self-distillation: students share the teacher's architecture and start from the
     teacher's initial weights M0. Otherwise every student of a teacher starts from the same initialisation,
-    drawn from the teacher seed (or, under ``student_init="student-seed"``, one per student seed). ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
+    drawn from the teacher seed (or, under ``student_init="student-seed"``, one per student seed).
+    ``teacher_recipe=None`` means the teacher is used as loaded (pretrained).
     ``conditions`` are the student conditions: ``siddo`` (plain CE), ``kd`` and ``rcd`` at every alpha,
     optionally ``ls`` (label smoothing with epsilon = alpha). With ``feature_layer`` set, KD and RCD match
     that module's outputs instead of logits (feature-map matching, Section 4.3). ``teacher_dataset_kwargs``
@@ -69,7 +70,7 @@ class Setup:
     kd_t_squared: bool | None = None  # False: Eq. 1 without the T^2 factor
     label_smoothing: float | None = None  # on every cross-entropy term of the students
     eval_flip: bool | None = None  # test logits: the image's plus its flip's (FFCV's ``output += model(flip)``)
-    precision: str | None = None  # "float32": no bf16 autocast on CUDA; "fp16-scaler": FFCV's fp16 with a scaler
+    precision: str | None = None  # None: float32; "bf16"; "fp16-scaler": FFCV's fp16 with a gradient scaler
     student_init: str | None = None  # "student-seed": a smaller student's init drawn per student seed
     feature_rcd_target: str | None = None  # "teacher-init": RCD's feature target is the teacher's M0 (else zeros)
     teacher_train_metrics: str = "clean"  # the teachers' reported train metrics: "clean" or "augmented" (analysis)
