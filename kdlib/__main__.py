@@ -14,6 +14,7 @@ from pathlib import Path
 from .runs import launchers
 from . import setups
 from .runs.suites import DEFAULTS, SUITES, suite
+from .engine.checkpoint import EVERY
 from .data.base import DatasetMissing, available, data_dir, data_status
 from .setups.base import UnknownSetup
 from .setups.readings import UnknownReading
@@ -83,6 +84,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
+    p.add_argument("--checkpoint-every", type=float, default=EVERY / 60, metavar="MINUTES",
+                   help=f"minutes between a training run's checkpoints, from which a killed or preempted run "
+                        f"resumes (default {EVERY / 60:g}; 0: only when SIGTERM asks, as slurm does before it "
+                        f"requeues a job)")
     for option in launchers.options():  # each launcher's own options (kdlib.runs.launchers.register)
         p.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
                        help=option.help)
@@ -221,7 +226,8 @@ def cmd_run(args) -> int:
     from .analysis.collect import collect
     from .runs.setup import run_setup
     from .runs.workspace import Workspace
-    ws = Workspace.resolve(args.out, args.data_dir, args.device, args.compile, args.threads or None)
+    ws = Workspace.resolve(args.out, args.data_dir, args.device, args.compile, args.threads or None,
+                           args.checkpoint_every * 60)
     run_setup(setup, ws, launcher=args.launcher, workers=args.workers, pack=args.pack, **_launcher_options(args))
     students, teachers = collect(setup, args.out)
     _say_collected(setup, students, teachers, args.out)
@@ -233,7 +239,8 @@ def cmd_study(args) -> int:
     from .study import run_study
     return run_study(args.names or args.suite, args.profile, args.data_dir, args.out, args.figures, args.device,
                      args.launcher, args.workers, args.pack, args.compile, args.reading, not args.no_summary,
-                     args.notebook_jobs, threads=args.threads or None, **_launcher_options(args))
+                     args.notebook_jobs, threads=args.threads or None, checkpoint_every=args.checkpoint_every * 60,
+                     **_launcher_options(args))
 
 
 def _say_collected(setup, students, teachers, out) -> None:

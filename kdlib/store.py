@@ -110,7 +110,7 @@ class RunResult:
     of training batches as the training loop saw them (train mode, augmented where the setup augments; absent in
     results written before they existed). A student: its ``metrics`` against the teacher,
     its ``teacher``'s accuracies and losses, the ``pack`` it trained in or why its pack fell back
-    (``pack_fallback``). Keys written by another kdlib version are kept in ``extra`` and written back.
+    (``pack_fallback``). ``fallbacks``: every slower road its training took (:mod:`kdlib.engine.fallback`). Keys written by another kdlib version are kept in ``extra`` and written back.
 
     Read-only mapping access (``result["metrics"]``, ``result.get("pack")``) reads the stored keys, for code
     written against the plain records."""
@@ -136,6 +136,7 @@ class RunResult:
     probes: dict | None = None
     pack_fallback: str | None = None
     pack: list[str] | None = None
+    fallbacks: list[str] | None = None  # kdlib.engine.fallback lines: slower roads taken (compile, pack, probe)
     teacher: dict | None = None
     extra: dict = field(default_factory=dict)
 

@@ -26,18 +26,18 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
               device: str = DEFAULTS["device"], launcher: str = DEFAULTS["launcher"],
               workers: int = DEFAULTS["workers"], pack=DEFAULTS["pack"], compile: str = DEFAULTS["compile"],
               readings=(), summary: bool = True, notebook_jobs: int = 2, threads: int | None = 1,
-              **launcher_options) -> int:
+              checkpoint_every: float = EVERY, **launcher_options) -> int:
     """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.runs.suites.suite`) end to end; returns the
     exit status (1 if a setup or notebook failed, 2 if nothing was collected at all: no summary is written then).
     ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that uses them. ``threads``: torch CPU threads of
-    this process (:class:`~kdlib.runs.workspace.Workspace`)."""
+    this process, ``checkpoint_every``: seconds between training checkpoints (:class:`~kdlib.runs.workspace.Workspace`)."""
     from .report import verdict_summary
     from .analysis.scorecard import scorecard, write_scorecard
     from .analysis.collect import collect
     from .runs.setup import run_setup
     from .runs.workspace import Workspace
     chosen = setups.readings.parse(readings)
-    ws = Workspace.resolve(Path(out).resolve(), data_dir, device, compile, threads)
+    ws = Workspace.resolve(Path(out).resolve(), data_dir, device, compile, threads, checkpoint_every)
     root, out, figures = ws.data_dir, ws.out, Path(figures).resolve()
     plan = []
     for name in suite(names):

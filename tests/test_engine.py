@@ -77,7 +77,7 @@ def test_a_loss_that_diverges_between_logging_steps_still_fails_with_its_step():
         train(model, data, Objective("ce"), Recipe("sgd", lr=0.1, batch_size=4, steps=8), 0, log_every=5)
 
 
-def test_compile_failure_falls_back_to_eager_with_a_note_and_the_same_bits(monkeypatch):
+def test_compile_failure_falls_back_to_eager_with_a_fallback_line_and_the_same_bits(monkeypatch, capsys):
     def failing_compile(fn, *args, **kwargs):
         def compiled(*a):
             raise RuntimeError("inductor: no C++ compiler")
@@ -89,15 +89,15 @@ def test_compile_failure_falls_back_to_eager_with_a_note_and_the_same_bits(monke
     eager_log = train(eager, data, Objective("ce"), recipe, 1)
     monkeypatch.setattr(torch, "compile", failing_compile)
     fallback = init_model(lambda: GPT(TINY), 0)
-    with pytest.warns(UserWarning, match="torch.compile failed"):
-        log = train(fallback, data, Objective("ce"), recipe, 1, compile=True)
-    assert log.notes and "RuntimeError: inductor: no C++ compiler" in log.notes[0]
+    log = train(fallback, data, Objective("ce"), recipe, 1, compile=True)
+    line = "kdlib fallback (compile): torch.compile failed (RuntimeError: inductor: no C++ compiler); trained eagerly"
+    assert log.fallbacks == [line] and capsys.readouterr().err.count(line) == 1  # in the record, and said once
     assert log.losses == eager_log.losses
     for a, b in zip(eager.parameters(), fallback.parameters()):
         assert torch.equal(a, b)
 
 
-def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch):
+def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch, capsys):
     """torch.compile recompiles when shapes change (a shorter last batch): a failure then also trains eagerly."""
     from kdlib.engine.train import Forward
     calls = []
@@ -110,12 +110,11 @@ def test_a_compile_failure_on_a_later_call_also_falls_back(monkeypatch):
             return fn(*a)
         return compiled
     monkeypatch.setattr(torch, "compile", compiled_once)
-    notes = []
-    forward = Forward(lambda x: x + 1, True, notes)
-    assert forward(1) == 2
-    with pytest.warns(UserWarning, match="torch.compile failed"):
-        assert forward(2) == 3
-    assert forward(3) == 4 and len(calls) == 2 and "recompilation failed" in notes[0]
+    fallbacks = []
+    forward = Forward(lambda x: x + 1, True, fallbacks)
+    assert forward(1) == 2 and not capsys.readouterr().err
+    assert forward(2) == 3 and "kdlib fallback (compile)" in capsys.readouterr().err
+    assert forward(3) == 4 and len(calls) == 2 and "recompilation failed" in fallbacks[0]
 
 
 @pytest.mark.slow
@@ -126,7 +125,7 @@ def test_compiled_training_matches_eager_on_cpu():
     eager_log = train(eager, data, Objective("kd", alpha=0.5), recipe, 1, teacher=init_model(lambda: GPT(TINY), 9))
     log = train(compiled, data, Objective("kd", alpha=0.5), recipe, 1, teacher=init_model(lambda: GPT(TINY), 9),
                 compile=True)
-    assert not log.notes, log.notes  # it really compiled
+    assert not log.fallbacks, log.fallbacks  # it really compiled
     torch.testing.assert_close(torch.tensor(log.losses), torch.tensor(eager_log.losses), rtol=1e-4, atol=1e-5)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
@@ -229,9 +228,9 @@ def test_a_compile_failure_in_backward_also_falls_back_to_eager(monkeypatch):
     eager_log = train(eager, data, Objective("ce"), recipe, 1)
     monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: lambda *args: _FailsInBackward.apply(fn(*args)))
     model = init_model(lambda: GPT(TINY), 0)
-    with pytest.warns(UserWarning, match="torch.compile failed in backward"):
-        log = train(model, data, Objective("ce"), recipe, 1, compile=True)
-    assert "backward graph failed" in log.notes[0] and len(log.losses) == len(eager_log.losses)
+    log = train(model, data, Objective("ce"), recipe, 1, compile=True)
+    assert "torch.compile failed in backward" in log.fallbacks[0] and "backward graph failed" in log.fallbacks[0]
+    assert len(log.losses) == len(eager_log.losses)
     assert log.losses[-1] == pytest.approx(eager_log.losses[-1], rel=0.2)  # trained on, eagerly
 
 
@@ -292,7 +291,7 @@ def test_a_compiled_pack_trains_as_the_eager_pack(family):
     eager, compiled = [copy.deepcopy(start) for _ in objectives], [copy.deepcopy(start) for _ in objectives]
     eager_logs = train_together(eager, data, objectives, recipe, [1, 2])
     logs = train_together(compiled, data, objectives, recipe, [1, 2], compile=True)
-    assert not logs[0].notes, logs[0].notes
+    assert not logs[0].fallbacks, logs[0].fallbacks
     for a, b in zip(eager, compiled):  # weights, and BatchNorm's running statistics (in-place updates of views)
         for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(tb, ta, rtol=1e-4, atol=1e-5, msg=name)
@@ -309,10 +308,11 @@ def test_a_later_pack_of_the_same_shape_reuses_the_compiled_graph_whatever_its_o
     graphs = []
     torch._dynamo.reset()  # what earlier tests compiled is not this test's
     for objectives in ([Objective("ce"), Objective("rcd", alpha=0.5)],
-                       [Objective("kd", alpha=0.9, temperature=4.0), Objective("ls", alpha=0.1)]):
+                       [Objective("kd", alpha=0.9, temperature=4.0), Objective("ls", alpha=0.1)],
+                       [Objective("ls", alpha=0.2), Objective("kd", alpha=0.5, temperature=2.0)]):
         counters.clear()
         logs = train_together([init_model(lambda: GPT(TINY), 0) for _ in objectives], data, objectives,
                               Recipe("sgd", lr=0.05, batch_size=4, steps=2), [1, 2], teacher=teacher, compile=True)
-        assert not logs[0].notes, logs[0].notes
+        assert not logs[0].fallbacks, logs[0].fallbacks
         graphs.append((counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())))
-    assert graphs == [(1, 0), (0, 0)]
+    assert graphs == [(1, 0), (1, 0), (0, 0)]  # the second pack compiles only its live teacher's forward pass

@@ -263,7 +263,9 @@ def test_packs_group_students_that_can_share_a_step():
     from kdlib.runs.spec import RunSpec, packs, plan
     students = [s for s in plan(setups.get("tinyshakespeare-nanogpt", "smoke")) if s.role == "student"]
     jobs = packs(students, 4)
-    assert [len(j) if isinstance(j, tuple) else 1 for j in jobs] == [4, 4, 4, 2]
+    assert [len(j) if isinstance(j, tuple) else 1 for j in jobs] == [4, 4, 3, 3]  # 14 split evenly: two shapes
+    sizes = lambda n, size: [len(j) for j in packs(students[:n], size)]
+    assert sizes(14, 5) == [5, 5, 4] and sizes(14, 7) == [7, 7] and sizes(13, 13) == [13]
     assert sorted(s.run_id for j in jobs for s in j) == sorted(s.run_id for s in students)
     assert packs(students, 1) == students
     feature = [s for s in plan(setups.get("tinyshakespeare-nanogpt-featuremap-block4", "smoke"))

@@ -47,11 +47,20 @@ class ExampleData:
             return self
         return ExampleData(self.x.to(device), self.y.to(device), self.augment, self.transform)
 
-    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
-        step = 0
+    #: :meth:`batches` keeps a ``position`` a checkpoint can save and resume from (:mod:`kdlib.engine.checkpoint`).
+    resumable = True
+
+    def batches(self, batch_size: int, steps: int, generator: torch.Generator, position: dict | None = None) -> Iterator:
+        """``steps`` batches ``(indices, x, y)``, a fresh random order of every example per epoch (drawn, with the
+        augmentation, from ``generator``). ``position``: a dict the stream keeps current after each batch (its step,
+        this epoch's order and the next index); given one with a step, the stream goes on from there."""
+        position = {} if position is None else position
+        step, order, start = position.get("step", 0), position.get("order"), position.get("next", 0)
         while True:
-            order = indices_on(torch.randperm(len(self), generator=generator), self.x.device)
-            for i in range(0, len(order), batch_size):
+            if order is None:
+                order, start = indices_on(torch.randperm(len(self), generator=generator), self.x.device), 0
+            order = order.to(self.x.device)
+            for i in range(start, len(order), batch_size):
                 if step == steps:
                     return
                 idx = order[i:i + batch_size]
@@ -60,8 +69,10 @@ class ExampleData:
                 x = self.x[idx]
                 if self.augment is not None:
                     x = self.augment(x, generator)
-                yield idx, self._transform(x), self.y[idx]
                 step += 1
+                position.update(step=step, order=order, next=i + batch_size)
+                yield idx, self._transform(x), self.y[idx]
+            order = None
 
     def _transform(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.transform is None else self.transform(x)
@@ -91,9 +102,14 @@ class WindowData:
             return self
         return WindowData(self.tokens.to(device), self.block_size)
 
-    def batches(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator:
+    resumable = True  # a position is its step: each window is drawn afresh from the generator
+
+    def batches(self, batch_size: int, steps: int, generator: torch.Generator, position: dict | None = None) -> Iterator:
+        """``steps`` batches of ``batch_size`` random windows; ``position`` as in :meth:`ExampleData.batches`."""
+        position = {} if position is None else position
         offsets = torch.arange(self.block_size + 1, device=self.tokens.device)
-        for _ in range(steps):
+        for step in range(position.get("step", 0), steps):
+            position["step"] = step + 1
             start = torch.randint(len(self.tokens) - self.block_size - 1, (batch_size,), generator=generator)
             window = self.tokens[indices_on(start, self.tokens.device)[:, None] + offsets]
             yield None, window[:, :-1], window[:, 1:]

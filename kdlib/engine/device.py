@@ -2,9 +2,10 @@
 number format, how many CPU threads a process uses, and which GPU a worker process gets.
 
 - A run's ``precision`` (the ``training-precision`` reading) says how CUDA computes (:func:`amp`): float32 (None,
-  PyTorch's default), bf16 training steps, or FFCV's fp16 steps with a gradient scaler and fp16 evaluation; every
-  other evaluation, teacher output and probe is a float32 forward pass (:func:`float32_forward`); the CPU stays
-  float32 everywhere.
+  PyTorch's default), bf16 training steps, or FFCV's fp16 steps with a gradient scaler and fp16 evaluation. A live
+  teacher's outputs are training targets and compute in the training step's precision (upcast to float32 for the
+  loss); every other evaluation, cached teacher output and probe is a float32 forward pass
+  (:func:`float32_forward`); the CPU stays float32 everywhere.
 - Convolutional models go channels-last (NHWC, cuDNN's fast layout) on CUDA only: torch 2.14.1's CPU
   channels-last backward of a 1x1 stride-2 convolution (4 -> 8 channels, 64 px: ResNet18's downsample at
   width 4) corrupts the heap, although other shapes ran 1.3-1.4x faster on CPU.
@@ -79,9 +80,9 @@ def autocast(device, precision: str | None = None):
 
 
 def float32_forward(device):
-    """Autocast off, on every device: the float32 forward passes that metrics, teacher logits (KD caches and live
-    teachers), feature-map targets and probes read, even inside a bf16 training step (rounded to bf16's 8
-    mantissa bits, tail logits would tie and the metrics would move in their third decimal)."""
+    """Autocast off, on every device: the float32 forward passes that metrics, cached teacher logits and probes
+    read (rounded to bf16's 8 mantissa bits, tail logits would tie and the metrics would move in their third
+    decimal)."""
     return torch.autocast(torch.device(device).type, enabled=False)
 
 

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import device as dev
 from .losses import check_alpha, check_temperature, feature_map_loss, kd_loss, label_smoothing_loss, rcd_loss
 
 
@@ -163,8 +162,10 @@ def check_teacher_source(objectives: list[Objective], data, teacher, teacher_cac
 def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cache, student_hook=None,
                    teacher_hook=None, projection=None) -> torch.Tensor:
     """``objective``'s loss of ``logits`` on batch ``(x, y)`` (example indices ``idx``); the teacher's logits come
-    from ``teacher_cache[idx]`` or a float32 forward pass of ``teacher``, feature maps from the hooks (the
-    student's through ``projection`` where given: :func:`kdlib.engine.train.feature_projection`)."""
+    from ``teacher_cache[idx]`` (float32, computed once) or a forward pass of a live ``teacher`` in the training
+    step's own precision (its autocast: a live teacher's outputs are training targets, like the student's own
+    logits), upcast to float32 for the loss; feature maps come from the hooks (the student's through
+    ``projection`` where given: :func:`kdlib.engine.train.feature_projection`)."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 under autocast
         logits = logits.float()
     row = objective.row
@@ -173,12 +174,12 @@ def objective_loss(objective: Objective, logits, x, y, idx, teacher, teacher_cac
         if teacher_cache is not None:
             teacher_logits = teacher_cache[idx]
         else:
-            with torch.no_grad(), dev.float32_forward(x.device):
-                teacher_logits = teacher(x)
+            with torch.no_grad():
+                teacher_logits = teacher(x).float()
     elif row.teacher == "features":
-        with torch.no_grad(), dev.float32_forward(x.device):
+        with torch.no_grad():
             teacher(x)
-        teacher_features = teacher_hook.out
+        teacher_features = teacher_hook.out.float()
     student_features = student_hook.out if row.feature_layer else None
     if projection is not None:
         student_features = projection(student_features)

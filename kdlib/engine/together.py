@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from . import device as dev
 from .recipe import Recipe
 from ..models.packed import pack
-from .train import Forward, LossMeter, TrainLog, derive_seeds, optimizer_step
+from .checkpoint import Checkpoint, cpu
+from .train import (Forward, LossMeter, TrainLog, derive_seeds, log_state, open_stream, optimizer_step, resumed_log,
+                    stream_state)
 from .objectives import OBJECTIVES, Objective, check_teacher_source, objective_loss
 
 
@@ -54,17 +56,16 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                    data_seeds: list[int], *, teacher: nn.Module | None = None,
                    teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
                    progress: bool = False, compile: bool = False,
-                   precision: str | None = None) -> list[TrainLog]:
+                   precision: str | None = None, checkpoint: Checkpoint | None = None) -> list[TrainLog]:
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
-    Same contract as :func:`kdlib.engine.train.train` per model (``precision`` too, except that an fp16 pack shares
-    one GradScaler, so a step that overflows in one member is skipped for all); returns one train-loss curve per
-    model. A
-    non-finite loss raises FloatingPointError naming the model, so the caller can retrain the pack alone; so
-    does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot hold. ``compile``: the
-    packed forward pass runs under ``torch.compile``, as a solo run's does: one graph, its backward derived from
-    it, which later packs of the same shape reuse (the losses, whose constants differ from pack to pack, would
-    recompile it for each)."""
+    Same contract as :func:`kdlib.engine.train.train` per model (``precision`` and ``checkpoint`` too, except that
+    an fp16 pack shares one GradScaler, so a step that overflows in one member is skipped for all); returns one
+    train-loss curve per model. A non-finite loss raises FloatingPointError naming the model, so the caller can
+    retrain the pack alone; so does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot
+    hold. ``compile``: the packed forward pass (and a live teacher's) runs under ``torch.compile``, as a solo run's
+    does: one graph, its backward derived from it, which later packs of the same shape reuse (the losses, whose
+    constants differ from pack to pack, would recompile it for each)."""
     check_packable(models, objectives, data_seeds)
     check_teacher_source(objectives, data, teacher, teacher_cache)
     K = len(models)
@@ -83,41 +84,65 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     if teacher_cache is not None:
         teacher_cache = teacher_cache.to(device)
     optimizer, scheduler = recipe.build(packed.body.named_parameters(), fused=dev.fused_optimizer(device))
-    logs, meter, start = [TrainLog() for _ in range(K)], LossMeter(K, device), time.perf_counter()
+    saved = checkpoint.load() if checkpoint is not None else None
+    log = resumed_log(saved) if saved else TrainLog()  # the pack's: its fallbacks and notes are every member's
+    meter = LossMeter(K, device)
+    curves = [list(c) for c in saved["curves"]] if saved else [[] for _ in range(K)]
     kd = [k for k, o in enumerate(objectives) if o.row.teacher == "logits"]  # members that read the teacher's logits
     kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
 
     # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives
-    forward = Forward(packed, compile, logs[0].notes)
+    forward = Forward(packed, compile, log.fallbacks)
+    live = Forward(teacher, compile, log.fallbacks) if teacher is not None and kd else None
     weights = list(packed.parameters())
     clip = (lambda: _clip_per_model(weights, recipe.grad_clip)) if recipe.grad_clip else None
     mixed = dev.amp(device, precision)
     scaler = mixed.grad_scaler()  # one loss scale for the pack: an overflow in any member skips the pack's step
+    if saved:
+        packed.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(saved["scaler"])
+        meter.load(saved["meter"])
+        member_rng = list(saved["member_rng"])
+    first = saved["step"] + 1 if saved else 1
+    start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
     with dev.seeded(shared_dropout_seed):
-        streams = [data.batches(recipe.batch_size, recipe.steps, g) for g in generators]
-        for step in tqdm(range(1, recipe.steps + 1), disable=not progress, desc=f"{K} models", leave=False):
+        opened = [open_stream(data, recipe.batch_size, recipe.steps, g, saved and saved["streams"][k])
+                  for k, g in enumerate(generators)]
+        streams, positions = [s for s, _ in opened], [p for _, p in opened]
+        if saved:
+            dev.set_rng_state(saved["rng"])
+        for step in tqdm(range(first, recipe.steps + 1), initial=first - 1, total=recipe.steps,
+                         disable=not progress, desc=f"{K} models", leave=False):
             batches = _next_batches(streams, member_rng)
             x = dev.batch(torch.stack([b[1] for b in batches]), device)
             y = dev.batch(torch.stack([b[2] for b in batches]), device)
-            targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], teacher, teacher_cache, device)
+            with mixed.steps():  # a live teacher's targets in the step's precision, as a solo run's
+                targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], live, teacher_cache)
 
             def step_losses():
                 with mixed.steps():
-                    logits = forward(x)
-                    return torch.stack([objective_loss(o, logits[k], x[k], y[k], *_teacher_rows(k, kd, targets))
+                    members = forward(x).unbind(0)  # one view per member: their gradients stack back in one copy
+                    return torch.stack([objective_loss(o, members[k], x[k], y[k], *_teacher_rows(k, kd, targets))
                                         for k, o in enumerate(objectives)])
             # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
             meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip, scaler), step)
             if step % log_every == 0 or step == recipe.steps:
-                for log, loss in zip(logs, meter.read()):
-                    log.steps.append(step)
-                    log.losses.append(loss)
+                for curve, loss in zip(curves, meter.read()):
+                    curve.append((step, loss))
+            if checkpoint is not None and step < recipe.steps and checkpoint.due():
+                checkpoint.save(cpu({
+                    "step": step, "seconds": time.perf_counter() - start, "model": packed.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": None if scaler is None else scaler.state_dict(), "rng": dev.rng_state(),
+                    "member_rng": member_rng, "meter": meter.state(), "log": log_state(log),
+                    "curves": curves, "streams": [stream_state(step, g, p) for g, p in zip(generators, positions)]}))
     seconds = time.perf_counter() - start
     packed.copy_into(models)
-    for log in logs:
-        log.seconds = seconds / K  # each model's share of the pack's time
-        log.notes = logs[0].notes
-    return logs
+    return [TrainLog([s for s, _ in curve], [loss for _, loss in curve], seconds / K,  # each model's share
+                     list(log.notes), list(log.fallbacks)) for curve in curves]
 
 
 def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
@@ -134,15 +159,16 @@ def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
     return batches
 
 
-def _kd_targets(kd: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, teacher, teacher_cache, device):
-    """The teacher's logits on every KD member's batch, ``[len(kd), B, ...]`` (None without KD members): the cache
-    at its batch's examples, or one float32 teacher pass over all their batches."""
+def _kd_targets(kd: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, live, teacher_cache):
+    """The teacher's logits on every KD member's batch, ``[len(kd), B, ...]`` in float32 (None without KD members):
+    the cache at its batch's examples, or one pass of the live teacher over all their batches (in the caller's
+    autocast: the step's precision)."""
     if not kd:
         return None
     if teacher_cache is not None:
         return torch.stack([teacher_cache[idx[k]] for k in kd])
-    with torch.no_grad(), dev.float32_forward(device):
-        return teacher(x.index_select(0, kd_rows).flatten(0, 1)).unflatten(0, (len(kd), -1))
+    with torch.no_grad():
+        return live(x.index_select(0, kd_rows).flatten(0, 1)).float().unflatten(0, (len(kd), -1))
 
 
 def _teacher_rows(k: int, kd: list[int], targets):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import device as dev
+from .checkpoint import Checkpoint, cpu
+from .fallback import fallback
 from .objectives import Capture, Objective, check_teacher_source, objective_loss
 from .recipe import Recipe
 
@@ -64,6 +65,7 @@ class TrainLog:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)  # kdlib.engine.fallback lines
     last_epoch: dict[str, float] | None = None
 
 
@@ -89,6 +91,15 @@ class LossMeter:
         self.bad = torch.where(new, loss.float(), self.bad)
         self.count += 1
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the interval in progress."""
+        return {"sum": self.sum, "first_bad": self.first_bad, "bad": self.bad, "count": self.count}
+
+    def load(self, state: dict) -> None:
+        for name in ("sum", "first_bad", "bad"):
+            getattr(self, name).copy_(state[name])
+        self.count = state["count"]
+
     def read(self) -> list[float]:
         """The interval's mean loss per model (raising if any loss was not finite); starts a new interval."""
         first_bad = self.first_bad.cpu().reshape(-1)
@@ -103,14 +114,30 @@ class LossMeter:
         return means
 
 
-class Forward:
-    """A training forward pass, ``torch.compile``d when asked. Compilation happens at the first call, and again
-    when shapes change (a last, shorter batch), and the backward graph compiles at the first backward pass; if any
-    of it fails, training goes on eagerly and ``notes`` says why (the run still completes, and records it)."""
+#: How many graphs ``torch.compile`` may make of one function (dynamo's ``recompile_limit``, 8 by default, which a
+#: study's packs of several families and sizes cross in one process, after which dynamo runs further shapes eagerly
+#: and says nothing). Past it, compilation now fails loudly and :class:`Forward` trains eagerly with a fallback line.
+RECOMPILE_LIMIT = 64
 
-    def __init__(self, fn, compile: bool, notes: list[str]):
-        self.eager, self.notes = fn, notes
-        self.fn = torch.compile(fn) if compile else fn
+
+def compiled(fn):
+    """``torch.compile(fn)`` under :data:`RECOMPILE_LIMIT`, with hitting the limit an error rather than a silent
+    eager run."""
+    config = torch._dynamo.config
+    config.recompile_limit = RECOMPILE_LIMIT
+    config.fail_on_recompile_limit_hit = True
+    return torch.compile(fn)
+
+
+class Forward:
+    """A forward pass (a training step's, or a live teacher's), ``torch.compile``d when asked. Compilation happens
+    at the first call, and again when shapes change (a last, shorter batch), and the backward graph compiles at the
+    first backward pass; if any of it fails, or the recompile limit is hit, training goes on eagerly, and a fallback
+    line (:mod:`kdlib.engine.fallback`) says why, in the terminal and in ``fallbacks`` (the run records it)."""
+
+    def __init__(self, fn, compile: bool, fallbacks: list[str]):
+        self.eager, self.fallbacks = fn, fallbacks
+        self.fn = compiled(fn) if compile else fn
 
     def __call__(self, *args):
         try:
@@ -120,10 +147,12 @@ class Forward:
         except Exception as e:  # noqa: BLE001  (any compiler failure: train eagerly instead)
             if self.fn is self.eager:
                 raise
-            self.notes.append(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); trained eagerly")
-            warnings.warn(self.notes[-1])
-            self.fn = self.eager
+            self._eager(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); trained eagerly")
             return self.fn(*args)
+
+    def _eager(self, why: str) -> None:
+        fallback("compile", why, self.fallbacks)
+        self.fn = self.eager
 
     def backward(self, loss: torch.Tensor, again: Callable[[], torch.Tensor],
                  scale: Callable[[torch.Tensor], torch.Tensor] = lambda total: total) -> torch.Tensor:
@@ -138,10 +167,7 @@ class Forward:
         except Exception as e:  # noqa: BLE001  (a compiler failure surfacing in backward: train eagerly instead)
             if self.fn is self.eager:
                 raise
-            self.notes.append(f"torch.compile failed in backward ({type(e).__name__}: {str(e)[:200]}); "
-                              f"trained eagerly")
-            warnings.warn(self.notes[-1])
-            self.fn = self.eager
+            self._eager(f"torch.compile failed in backward ({type(e).__name__}: {str(e)[:200]}); trained eagerly")
             loss = again()
             scale(loss.sum()).backward()
             return loss
@@ -171,19 +197,54 @@ def optimizer_step(forward: Forward, losses_of: Callable[[], torch.Tensor], opti
     return losses
 
 
+def open_stream(data, batch_size: int, steps: int, generator: torch.Generator, saved: dict | None = None):
+    """A run's stream of training batches and the position it keeps (:meth:`kdlib.data.sources.ExampleData.batches`),
+    continued from ``saved`` (:func:`stream_state`) where given: a resumable source from its saved position and
+    generator state; any other source replays the batches already trained (the same draws from its freshly seeded
+    generator, at the cost of loading them again)."""
+    if not getattr(data, "resumable", False):
+        stream = data.batches(batch_size, steps, generator)
+        for _ in range(saved["step"] if saved else 0):
+            next(stream)
+        return stream, {}
+    position = dict(saved["position"]) if saved else {}
+    if saved:
+        generator.set_state(saved["generator"])
+    return data.batches(batch_size, steps, generator, position), position
+
+
+def stream_state(step: int, generator: torch.Generator, position: dict) -> dict:
+    """What a checkpoint keeps of a batch stream after ``step`` steps (:func:`open_stream` reads it back)."""
+    return {"step": step, "generator": generator.get_state(), "position": position}
+
+
+def log_state(log: TrainLog) -> dict:
+    return {"steps": log.steps, "losses": log.losses, "notes": log.notes, "fallbacks": log.fallbacks}
+
+
+def resumed_log(saved: dict) -> TrainLog:
+    """The log of a run resumed from the checkpoint ``saved``, noting where it resumed."""
+    log = TrainLog(**{k: list(v) for k, v in saved["log"].items()})
+    log.notes.append(f"resumed from a checkpoint after step {saved['step']}")
+    return log
+
+
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False, compile: bool = False,
           precision: str | None = None, projection: nn.Module | None = None,
-          last_epoch: bool = False) -> TrainLog:
+          last_epoch: bool = False, checkpoint: Checkpoint | None = None) -> TrainLog:
     """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps).
 
     On CUDA the data moves onto the GPU where it fits and the optimiser step is fused; the host waits for the
-    device only at logging steps. ``compile``: run the forward pass under ``torch.compile``. ``precision``: how
-    training steps compute (:func:`amp`). ``projection``: a feature objective's map of the student's features to
-    the teacher's width (:func:`feature_projection`), trained with the model under the same recipe.
-    ``last_epoch``: also record the mean loss and accuracy of the last epoch's batches (:func:`epoch_length`), as
-    they were trained (train mode, augmented), in ``log.last_epoch``."""
+    device only at logging steps. ``compile``: run the forward passes (the model's, a live teacher's) under
+    ``torch.compile``. ``precision``: how training steps compute (:func:`amp`), a live teacher's logits or features
+    included (they are training targets; upcast to float32 for the loss). ``projection``: a feature objective's map
+    of the student's features to the teacher's width (:func:`feature_projection`), trained with the model under
+    the same recipe. ``last_epoch``: also record the mean loss and accuracy of the last epoch's batches
+    (:func:`epoch_length`), as they were trained (train mode, augmented), in ``log.last_epoch``. ``checkpoint``:
+    where the loop saves its state at the checkpoint's interval and on SIGTERM, and resumes from if it exists
+    (:mod:`kdlib.engine.checkpoint`)."""
     check_teacher_source([objective], data, teacher, teacher_cache)
     if projection is not None and objective.row.teacher != "features":
         raise ValueError(f"objective {objective.kind!r} matches no teacher's feature map: it takes no projection "
@@ -203,8 +264,11 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
         dev.place(projection, device).train()
         named += projection.named_parameters(prefix="projection")
     optimizer, scheduler = recipe.build(named, fused=dev.fused_optimizer(device))
-    log, meter, start = TrainLog(), LossMeter(None, device), time.perf_counter()
-    forward = Forward(model, compile, log.notes)
+    saved = checkpoint.load() if checkpoint is not None else None
+    log, meter = (resumed_log(saved) if saved else TrainLog()), LossMeter(None, device)
+    forward = Forward(model, compile, log.fallbacks)
+    if objective.row.teacher == "logits" and teacher is not None:  # hooks on a feature teacher stay eager
+        teacher = Forward(teacher, compile, log.fallbacks)
     weights = [p for _, p in named]
     clip = (lambda: nn.utils.clip_grad_norm_(weights, recipe.grad_clip)) if recipe.grad_clip else None
     mixed = dev.amp(device, precision)
@@ -212,10 +276,24 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     tail = recipe.steps - epoch_length(data, recipe) if last_epoch else recipe.steps  # later steps: the last epoch
     # the last epoch's loss and correct predictions summed over its examples (tokens), and their count
     tail_sums = torch.zeros(3, dtype=torch.float64, device=device)
+    if saved:
+        model.load_state_dict(saved["model"])
+        if projection is not None:
+            projection.load_state_dict(saved["projection"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(saved["scaler"])
+        meter.load(saved["meter"])
+        tail_sums.copy_(saved["tail"])
+    first = saved["step"] + 1 if saved else 1
+    start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
     with dev.seeded(dropout_seed):
-        batches = data.batches(recipe.batch_size, recipe.steps, generator)
-        for step, (idx, x, y) in enumerate(tqdm(batches, total=recipe.steps, disable=not progress,
-                                                desc=objective.kind, leave=False), start=1):
+        batches, position = open_stream(data, recipe.batch_size, recipe.steps, generator, saved and saved["stream"])
+        if saved:
+            dev.set_rng_state(saved["rng"])
+        for step, (idx, x, y) in enumerate(tqdm(batches, initial=first - 1, total=recipe.steps,
+                                                disable=not progress, desc=objective.kind, leave=False), start=first):
             x, y = dev.batch(x, device), dev.batch(y, device)
             logits = []
 
@@ -233,6 +311,14 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
                 log.losses += meter.read()
+            if checkpoint is not None and step < recipe.steps and checkpoint.due():
+                checkpoint.save(cpu({
+                    "step": step, "seconds": time.perf_counter() - start, "model": model.state_dict(),
+                    "projection": None if projection is None else projection.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": None if scaler is None else scaler.state_dict(), "rng": dev.rng_state(),
+                    "stream": stream_state(step, generator, position), "meter": meter.state(), "tail": tail_sums,
+                    "log": log_state(log)}))
     for hook in (student_hook, teacher_hook):
         if hook is not None:
             hook.handle.remove()

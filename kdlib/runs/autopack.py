@@ -17,9 +17,10 @@ import torch
 
 from ..engine import device as dev
 from ..conditions import CONDITIONS
+from ..engine.fallback import fallback
 from ..models import build
 from .run import load_task
-from .spec import teacher_spec
+from .spec import RunSpec, packs, plan, teacher_spec
 from ..setups import Setup
 from ..store import setup_dir, write_json
 from ..engine.together import train_together
@@ -65,25 +66,35 @@ def students_per_teacher(setup: Setup) -> int:
 
 def measure_pack(setup: Setup, task, device, warmup: int = 3, steps: int = 10,
                  compile: bool = False) -> Callable[[int], float]:
-    """``measure(K)`` for :func:`choose_pack`: seconds per step of K students of ``setup`` (mixed CE, KD with a
-    live stand-in teacher of the teacher's architecture, RCD) on ``task``'s training data."""
+    """``measure(K)`` for :func:`choose_pack`: seconds per step of K students of ``setup`` as its packs train them:
+    the objectives of one teacher's packable students in plan order, cycled (at the paper's grid 3 of every 7 read
+    the teacher's logits), and the teacher's logits as training reads them: a cache where the training examples
+    are fixed (its students read the teacher's cached logits), else a live stand-in of the teacher's architecture.
+    The same mix at every K, so a larger pack is not cheaper by having fewer KD members."""
     student = setup.students()[0][1]
     make = lambda: build(student.arch, task.num_classes, **student.kwargs)
-    teacher = init_model(lambda: build(setup.teacher.arch, task.num_classes,
-                                       **{k: v for k, v in setup.teacher.kwargs.items() if k != "weights"}), 0)
-    kinds = [Objective("ce"), Objective("kd", alpha=0.5), Objective("rcd", alpha=0.5)]
+    specs = [s for s in plan(setup) if s.role == "student" and s.teacher_seed == setup.teacher_seeds[0]]
+    packed = [job for job in packs(specs, len(specs)) if not isinstance(job, RunSpec)]  # the students that pack
+    mix = [s.objective for job in packed for s in job] or [Objective()]
+    teacher = cache = None
+    if any(o.needs_teacher for o in mix):
+        teacher = init_model(lambda: build(setup.teacher.arch, task.num_classes,
+                                           **{k: v for k, v in setup.teacher.kwargs.items() if k != "weights"}), 0)
+        if getattr(task.train, "fixed", False):  # what a teacher run leaves its students: logits of every example
+            cache, teacher = torch.randn(len(task.train), task.num_classes, generator=torch.Generator().manual_seed(0)), None
 
     def measure(size: int) -> float:
         models = [init_model(make, 0) for _ in range(size)]
-        objectives = [kinds[k % len(kinds)] for k in range(size)]
+        objectives = [mix[k % len(mix)] for k in range(size)]
         seeds = list(range(size))
         recipe = replace(setup.student_recipe, steps=warmup)
-        train_together(models, task.train, objectives, recipe, seeds, teacher=teacher, device=device,
-                       log_every=warmup, compile=compile)
+        train_together(models, task.train, objectives, recipe, seeds, teacher=teacher, teacher_cache=cache,
+                       device=device, log_every=warmup, compile=compile, precision=setup.precision)
         dev.synchronize(device)
         start = time.perf_counter()
         train_together(models, task.train, objectives, replace(recipe, steps=steps), seeds, teacher=teacher,
-                       device=device, log_every=steps, compile=compile)
+                       teacher_cache=cache, device=device, log_every=steps, compile=compile,
+                       precision=setup.precision)
         dev.synchronize(device)
         seconds = (time.perf_counter() - start) / steps
         del models
@@ -93,10 +104,11 @@ def measure_pack(setup: Setup, task, device, warmup: int = 3, steps: int = 10,
 
 
 def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int], float] | None = None,
-              compile: bool = False) -> int:
+              compile: bool = False, fallbacks: list[str] | None = None) -> int:
     """The pack size to train ``setup`` with: ``pack`` itself when it is a number, else (``"auto"``) 1 on CPU
     and on CUDA the remembered or freshly probed best size (``measure`` replaces the probe in tests). The probe
-    times packs as training will run them (``compile``: compiled), and remembers each way apart."""
+    times packs as training will run them (``compile``: compiled), and remembers each way apart. A probe that
+    failed at some size says so (a fallback line, again when remembered), appended to ``fallbacks``."""
     if pack != "auto":
         size = int(pack)
         if size < 1:
@@ -107,13 +119,16 @@ def pack_size(setup: Setup, out, data_dir, device, pack, measure: Callable[[int]
     memo_path = setup_dir(out, setup) / MEMO
     key = dev.name(device) + (" compiled" if compile else "")
     memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
-    if key in memo:
-        return int(memo[key]["pack"])
-    if measure is None:
-        measure = measure_pack(setup, load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), device,
-                               compile=compile)
-    best, tried = choose_pack(measure, students_per_teacher(setup))
-    memo[key] = {"pack": best, "seconds_per_step": {str(k): v for k, v in tried.items()},
-                 "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
-    write_json(memo_path, memo)
-    return best
+    if key not in memo:
+        if measure is None:
+            measure = measure_pack(setup, load_task(teacher_spec(setup, setup.teacher_seeds[0]), data_dir), device,
+                                   compile=compile)
+        best, tried = choose_pack(measure, students_per_teacher(setup))
+        failed = [k for k, v in tried.items() if isinstance(v, str)]
+        memo[key] = {"pack": best, "seconds_per_step": {str(k): v for k, v in tried.items()},
+                     "fallback": f"a pack of {failed[0]} failed ({tried[failed[0]]}); packs of {best}" if failed
+                     else None, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
+        write_json(memo_path, memo)
+    if memo[key].get("fallback"):
+        fallback("probe", memo[key]["fallback"], fallbacks)
+    return int(memo[key]["pack"])

@@ -1,12 +1,15 @@
 """Training one run: ``run_one`` is idempotent and claims the run it trains; ``run_pack`` trains students of one
 teacher together (:mod:`kdlib.engine.together`); ``run_job`` is what a launcher maps over a setup's jobs.
 
-A run killed mid-way leaves no result and is simply trained again (:mod:`kdlib.store` writes atomically).
+A run killed mid-way leaves no result (:mod:`kdlib.store` writes atomically) but its last checkpoint, written every
+``Workspace.checkpoint_every`` seconds and when SIGTERM comes (:mod:`kdlib.engine.checkpoint`): run again, it
+resumes from there, to the same bits.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -18,6 +21,8 @@ import torch
 
 from .. import data as datasets
 from ..engine import device as dev
+from ..engine.checkpoint import FILE, Checkpoint, stop_on_sigterm
+from ..engine.fallback import fallback
 from .. import models
 from ..engine.probes import run_probes
 from ..engine.recipe import Recipe
@@ -79,7 +84,8 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
         done = read_result(ws.out, spec)  # finished by another process between our check and our claim
         if done is not None:
             return done
-        return _train_claimed(spec, teacher, teacher_result, ws)
+        with stop_on_sigterm():
+            return _train_claimed(spec, teacher, teacher_result, ws)
 
 
 def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device: str = "cpu",
@@ -99,7 +105,7 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
     teacher_result = _teacher_result(specs[0], teacher, ws)
     if teacher_result is None:
         return
-    fallback = None
+    why, fallbacks = None, []
     with contextlib.ExitStack() as held:
         mine = [s for s in specs if read_result(ws.out, s) is None and held.enter_context(claim(run_dir(ws.out, s)))
                 and read_result(ws.out, s) is None]
@@ -107,19 +113,25 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
             for spec in mine:
                 log_attempt(ws.out, spec)
             prepared = [_prepare_student(s, teacher, ws) for s in mine]  # logit objectives: no projection
+            checkpoint = pack_checkpoint(ws, mine)
             try:
-                logs = _train_together(mine, prepared, ws)
+                with stop_on_sigterm():
+                    logs = _train_together(mine, prepared, ws, checkpoint)
             except Exception as e:  # noqa: BLE001  (whatever breaks a pack, its members still train, one by one)
-                fallback = f"{type(e).__name__}: {str(e)[:300]}"
+                why = f"{type(e).__name__}: {str(e)[:300]}"
+                fallbacks = [fallback("pack", f"a pack of {len(mine)} trains one by one ({why})")]
+                checkpoint.remove()
                 del prepared
                 dev.release(ws.device)
             else:
                 pack = [s.run_id for s in mine]
                 for spec, student, log in zip(mine, prepared, logs):
                     _finish_student(spec, teacher, ws, student.task, student.model, log, pack=pack)
+                checkpoint.remove()
                 return
-        for spec in mine:
-            _train_claimed(spec, teacher, teacher_result, ws, pack_fallback=fallback)
+        with stop_on_sigterm():
+            for spec in mine:
+                _train_claimed(spec, teacher, teacher_result, ws, pack_fallback=why, fallbacks=fallbacks)
 
 
 def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu", compile: str = "auto") -> None:
@@ -128,6 +140,18 @@ def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu
         run_one(job, out, data_dir, device, teacher=teacher, compile=compile)
     else:
         run_pack(list(job), teacher, out, data_dir, device, compile)
+
+
+def checkpoint_of(ws: Workspace, spec: RunSpec) -> Checkpoint:
+    """The checkpoint of a run trained alone: beside its claim."""
+    return Checkpoint(run_dir(ws.out, spec) / FILE, ws.checkpoint_every)
+
+
+def pack_checkpoint(ws: Workspace, specs: list[RunSpec]) -> Checkpoint:
+    """The checkpoint of a pack, in its first member's folder and named by all its members: a pack of other
+    members (some finished elsewhere meanwhile) starts afresh rather than resume another pack's state."""
+    members = hashlib.sha256(" ".join(s.run_id for s in specs).encode()).hexdigest()[:16]
+    return Checkpoint(run_dir(ws.out, specs[0]) / f"pack-{members}-{FILE}", ws.checkpoint_every)
 
 
 def _teacher_result(spec: RunSpec, teacher: RunSpec | None, ws: Workspace) -> RunResult | None:
@@ -141,23 +165,29 @@ def _teacher_result(spec: RunSpec, teacher: RunSpec | None, ws: Workspace) -> Ru
 
 
 def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: RunResult | None, ws: Workspace,
-                   pack_fallback: str | None = None) -> RunResult:
-    """Train a run this process holds the claim of; divergence and a failed teacher are recorded as failures.
-    ``pack_fallback``: why the run's pack trained it alone (kept in its result)."""
+                   pack_fallback: str | None = None, fallbacks: list[str] = ()) -> RunResult:
+    """Train a run this process holds the claim of (resuming its checkpoint if one is there); divergence and a
+    failed teacher are recorded as failures. ``pack_fallback``: why the run's pack trained it alone, and
+    ``fallbacks`` its fallback line (kept in its result)."""
     log_attempt(ws.out, spec)
+    checkpoint = checkpoint_of(ws, spec)
     if spec.role == "student" and teacher_result.failed:
-        return _record_failure(spec, ws, f"its teacher {teacher.run_id} failed", pack_fallback)
+        return _record_failure(spec, ws, f"its teacher {teacher.run_id} failed", pack_fallback, fallbacks)
     try:
         if spec.role == "student":
-            return _train_student(spec, teacher, ws, pack_fallback)
-        return _train_teacher(spec, ws)
+            result = _train_student(spec, teacher, ws, checkpoint, pack_fallback, fallbacks)
+        else:
+            result = _train_teacher(spec, ws, checkpoint)
     except FloatingPointError as e:
-        return _record_failure(spec, ws, f"diverged: {e}", pack_fallback)
+        result = _record_failure(spec, ws, f"diverged: {e}", pack_fallback, fallbacks)
+    checkpoint.remove()
+    return result
 
 
-def _record_failure(spec: RunSpec, ws: Workspace, reason: str, pack_fallback: str | None) -> RunResult:
+def _record_failure(spec: RunSpec, ws: Workspace, reason: str, pack_fallback: str | None,
+                    fallbacks: list[str]) -> RunResult:
     return write_result(ws.out, spec, _new_result(spec, ws, status="failed", reason=reason,
-                                                  pack_fallback=pack_fallback))
+                                                  pack_fallback=pack_fallback, fallbacks=list(fallbacks)))
 
 
 def _recipe(spec: RunSpec) -> Recipe:
@@ -167,11 +197,12 @@ def _recipe(spec: RunSpec) -> Recipe:
 def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
     """A result of ``spec`` trained here, now."""
     computed = spec.precision if dev.is_cuda(ws.device) and spec.precision else "float32"  # the CPU: float32
+    fallbacks = list(dict.fromkeys([*ws.fallbacks, *(values.pop("fallbacks", None) or [])])) or None
     return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, precision=computed,
-                     torch=torch.__version__, host=platform.node(), pid=os.getpid(), **values)
+                     torch=torch.__version__, host=platform.node(), pid=os.getpid(), fallbacks=fallbacks, **values)
 
 
-def _train_teacher(spec: RunSpec, ws: Workspace) -> RunResult:
+def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint) -> RunResult:
     task = load_task(spec, ws.data_dir)
     own = task if spec.train_dataset_kwargs is None else load_task(spec, ws.data_dir, spec.train_dataset_kwargs)
     directory = run_dir(ws.out, spec)
@@ -182,7 +213,7 @@ def _train_teacher(spec: RunSpec, ws: Workspace) -> RunResult:
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=ws.device,
                     log_every=max(1, spec.recipe["steps"] // 50), compile=ws.compiled, precision=spec.precision,
-                    last_epoch=True)
+                    last_epoch=True, checkpoint=checkpoint)
         # what the training loop saw (train mode, augmented as trained), beside the clean train metrics below
         training = {**_training_record(log), "train_loss_augmented": log.last_epoch["loss"],
                     "train_accuracy_augmented": log.last_epoch["accuracy"]}
@@ -261,7 +292,7 @@ def _prepare_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace) -> St
 def _training_record(log) -> dict:
     """What a result keeps of its training: the loss curve, the seconds, and notes (e.g. a compile fallback)."""
     return {"train_curve": {"step": log.steps, "loss": log.losses}, "train_seconds": log.seconds,
-            "notes": log.notes or None}
+            "notes": log.notes or None, "fallbacks": log.fallbacks}
 
 
 def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, model, log,
@@ -280,19 +311,21 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, 
                  "train_accuracy": teacher.train_accuracy, "train_loss": teacher.train_loss}))
 
 
-def _train_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, pack_fallback: str | None) -> RunResult:
+def _train_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, checkpoint: Checkpoint,
+                   pack_fallback: str | None, fallbacks: list[str]) -> RunResult:
     student = _prepare_student(spec, teacher_spec_, ws)
     recipe = _recipe(spec)
     log = train(student.model, student.task.train, student.objective, recipe, data_seed=spec.student_seed,
                 teacher=student.teacher, teacher_cache=student.cache, device=ws.device,
                 log_every=max(1, recipe.steps // 50), compile=ws.compiled, precision=spec.precision,
-                projection=student.projection)
+                projection=student.projection, checkpoint=checkpoint)
+    log.fallbacks[:0] = fallbacks
     if student.projection is not None:  # beside the student, not in it: model.pt stays a plain student model
         _save_model(run_dir(ws.out, spec) / "projection.pt", student.projection)
     return _finish_student(spec, teacher_spec_, ws, student.task, student.model, log, pack_fallback=pack_fallback)
 
 
-def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace) -> list:
+def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace, checkpoint: Checkpoint) -> list:
     """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
     teacher_model = next((p.teacher for p in prepared if p.teacher is not None), None)
     cache = next((p.cache for p in prepared if p.cache is not None), None)
@@ -300,4 +333,4 @@ def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace
     return train_together([p.model for p in prepared], prepared[0].task.train, [p.objective for p in prepared],
                           recipe, [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
-                          precision=specs[0].precision)
+                          precision=specs[0].precision, checkpoint=checkpoint)

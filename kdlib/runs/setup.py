@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from tqdm.auto import tqdm
 
@@ -51,8 +52,10 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     while True:
         todo = [s for s in specs if read_result(out, s) is None]
         for role in ("teacher", "student"):
-            size = (pack_size(setup, ws.out, ws.data_dir, ws.device, pack, compile=ws.compiled)
+            probe: list[str] = []  # a failed pack-size probe's line, which every student trained here records
+            size = (pack_size(setup, ws.out, ws.data_dir, ws.device, pack, compile=ws.compiled, fallbacks=probe)
                     if role == "student" and todo else 1)
+            ws = replace(ws, fallbacks=tuple(probe))
             jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
                     for job in packs([s for s in todo if s.role == role], size)]
             if jobs:

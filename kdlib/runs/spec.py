@@ -125,7 +125,11 @@ def plan(setup: Setup) -> list[RunSpec]:
 
 def packs(specs: list[RunSpec], size: int) -> list:
     """Group students into packs of at most ``size`` that can train together: same teacher, data, model,
-    recipe and initialisation, and a logit objective (feature matching runs alone). Singles stay specs."""
+    recipe and initialisation, and a logit objective (feature matching runs alone). Singles stay specs.
+
+    A group is split evenly (sizes differ by at most one, e.g. 21 students at size 8: three packs of 7, not 8, 8
+    and 5): each pack size is a shape ``torch.compile`` makes a graph for, so fewer sizes mean fewer compiles and
+    no run past dynamo's recompile limit."""
     if size < 1:
         raise ValueError(f"pack size {size} is not allowed: it must be a positive integer")
     groups: dict[str, list[RunSpec]] = {}
@@ -136,8 +140,11 @@ def packs(specs: list[RunSpec], size: int) -> list:
             continue
         groups.setdefault(_pack_key(spec), []).append(spec)
     for group in groups.values():
-        for i in range(0, len(group), size):
-            chunk = tuple(group[i:i + size])
+        smaller, larger = divmod(len(group), -(-len(group) // size))  # per pack; how many packs take one more
+        start = 0
+        for i in range(-(-len(group) // size)):
+            chunk = tuple(group[start:start + smaller + (i < larger)])
+            start += len(chunk)
             jobs.append(chunk if len(chunk) > 1 else chunk[0])
     return jobs
 

@@ -10,26 +10,34 @@ from pathlib import Path
 
 from ..data.base import data_dir as resolve_data_dir
 from ..engine import device as dev
+from ..engine.checkpoint import EVERY
 
 
 @dataclass(frozen=True)
 class Workspace:
     """``out``: the results folder; ``data_dir``: the data folder; ``device``: "cpu" or "cuda"; ``compile``:
     "auto", "on" or "off" (:func:`kdlib.engine.device.use_compile`); ``threads``: torch CPU threads of the
-    process that trains (None: torch's default)."""
+    process that trains (None: torch's default); ``checkpoint_every``: seconds between a training run's checkpoints
+    (0: only when SIGTERM asks; :mod:`kdlib.engine.checkpoint`); ``fallbacks``: fallback lines that hold for every
+    run trained here (a failed pack-size probe's: :mod:`kdlib.engine.fallback`), which their results record."""
     out: Path
     data_dir: Path
     device: str = "cpu"
     compile: str = "auto"
     threads: int | None = 1
+    checkpoint_every: float = EVERY
+    fallbacks: tuple[str, ...] = ()
 
     @classmethod
     def resolve(cls, out="results", data_dir=None, device: str = "cpu", compile: str = "auto",
-                threads: int | None = 1) -> Workspace:
+                threads: int | None = 1, checkpoint_every: float = EVERY) -> Workspace:
         """A workspace from loose values: the data folder resolved (``$KDLIB_DATA_DIR``, else ``data/``), a bad
-        ``compile`` refused here, before any training."""
+        ``compile`` or ``checkpoint_every`` refused here, before any training."""
         dev.use_compile(compile, device)
-        return cls(Path(out), resolve_data_dir(data_dir), device, compile, threads)
+        if not checkpoint_every >= 0:
+            raise ValueError(f"checkpoint_every={checkpoint_every!r} is not allowed: use seconds >= 0 (0: only on "
+                             f"SIGTERM)")
+        return cls(Path(out), resolve_data_dir(data_dir), device, compile, threads, float(checkpoint_every))
 
     @classmethod
     def of(cls, out, data_dir=None, device: str = "cpu", compile: str = "auto", threads: int | None = 1) -> Workspace:
