@@ -426,3 +426,32 @@ def test_a_channels_last_pack_computes_each_members_outputs(family):
     for k in range(3):
         torch.testing.assert_close(out[k], models[k](x[k].contiguous(memory_format=torch.channels_last)), rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_a_packs_member_losses_back_propagate_in_one_full_size_gradient_whatever_k():
+    """Indexing each member's logits (``logits[k]``) made K full-size zero gradients and K-1 full-size sums in the
+    backward pass (O(K^2) memory traffic at the logits' size); one ``unbind`` stacks the members' gradients once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FullSize(TorchDispatchMode):
+        """Counts the tensors of the packed logits' size that ops create (views excluded)."""
+
+        def __init__(self, numel):
+            super().__init__()
+            self.numel, self.ops = numel, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if torch.is_tensor(out) and out.numel() == self.numel and not out._is_view():
+                self.ops.append(str(func))
+            return out
+
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    tiny = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    counted = {}
+    for K in (2, 8):
+        with FullSize(K * 4 * 16 * 11) as mode:
+            train_together([init_model(lambda: GPT(tiny), 0) for _ in range(K)], data, [Objective("ce")] * K,
+                           Recipe("sgd", lr=0.05, batch_size=4, steps=1), list(range(K)))
+        counted[K] = mode.ops
+    assert len(counted[8]) == len(counted[2]) and "aten.select_backward.default" not in counted[8], counted
