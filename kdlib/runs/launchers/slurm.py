@@ -2,7 +2,8 @@
 
 On a machine without SLURM, submitit's local executor runs the same array as local processes (that is how
 CI tests it). ``run_job`` is idempotent and claims each run, so a requeued or duplicated task never trains a
-finished run again. Options come from ``launch``'s keyword arguments (the CLI's ``--slurm-*`` flags).
+finished run again, and a run that was preempted mid-way resumes from its last checkpoint (written every
+``--checkpoint-every`` minutes and when SIGTERM comes: :mod:`kdlib.engine.checkpoint`). Options come from ``launch``'s keyword arguments (the CLI's ``--slurm-*`` flags).
 """
 from __future__ import annotations
 
