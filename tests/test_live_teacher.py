@@ -105,3 +105,25 @@ def test_a_cached_teacher_stays_float32(monkeypatch):
     (targets,) = seen
     assert targets.dtype == torch.float32
     assert all(any(torch.equal(row, c) for c in cache) for row in targets)  # the cached float32 rows themselves
+
+
+def test_kd_members_of_one_data_seed_share_one_teacher_pass_and_train_as_alone():
+    """A seed's KD students at every alpha see the same batches: the pack's teacher reads them once."""
+    tiny = GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    teacher = init_model(lambda: GPT(tiny), 9).eval()
+    rows = []
+    teacher.lm_head.register_forward_hook(lambda m, i, out: rows.append(out.shape[0]))
+    data = WindowData(torch.randint(11, (500,), generator=torch.Generator().manual_seed(0)), 16)
+    recipe = Recipe("sgd", lr=0.05, batch_size=4, steps=2)
+    objectives = [Objective("kd", alpha=0.1), Objective("kd", alpha=0.9, temperature=2.0), Objective("ce"),
+                  Objective("kd", alpha=0.5)]
+    seeds = [10, 10, 10, 11]
+    start = init_model(lambda: GPT(tiny), 0)
+    packed = [copy.deepcopy(start) for _ in objectives]
+    train_together(packed, data, objectives, recipe, seeds, teacher=teacher)
+    assert rows == [2 * 4] * 2  # per step: the batches of seeds 10 and 11, not of three KD members
+    for model, objective, seed in zip(packed, objectives, seeds):
+        alone = copy.deepcopy(start)
+        train(alone, data, objective, recipe, seed, teacher=teacher)
+        for a, b in zip(alone.parameters(), model.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -89,7 +89,14 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     meter = LossMeter(K, device)
     curves = [list(c) for c in saved["curves"]] if saved else [[] for _ in range(K)]
     kd = [k for k, o in enumerate(objectives) if o.row.teacher == "logits"]  # members that read the teacher's logits
-    kd_rows = torch.tensor(kd, device=device)  # on the device once: a list index would copy (and sync) each step
+    # KD members of one data-order seed (a seed's KD at every alpha) see the same batches: the teacher's logits on
+    # them are computed once, on the first such member's batch, and read by all
+    first = {}
+    for k in kd:
+        first.setdefault(data_seeds[k], k)
+    seen = list(first.values())  # the KD members whose batches the teacher sees
+    target_row = {k: seen.index(first[data_seeds[k]]) for k in kd}
+    kd_rows = torch.tensor(seen, device=device)  # on the device once: a list index would copy (and sync) each step
 
     # compiled, the packed model is one graph that every later pack of its shape reuses, whatever its objectives
     forward = Forward(packed, compile, log.fallbacks)
@@ -120,12 +127,12 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             x = dev.batch(torch.stack([b[1] for b in batches]), device)
             y = dev.batch(torch.stack([b[2] for b in batches]), device)
             with mixed.steps():  # a live teacher's targets in the step's precision, as a solo run's
-                targets = _kd_targets(kd, kd_rows, x, [b[0] for b in batches], live, teacher_cache)
+                targets = _kd_targets(seen, kd_rows, x, [b[0] for b in batches], live, teacher_cache)
 
             def step_losses():
                 with mixed.steps():
                     members = forward(x).unbind(0)  # one view per member: their gradients stack back in one copy
-                    return torch.stack([objective_loss(o, members[k], x[k], y[k], *_teacher_rows(k, kd, targets))
+                    return torch.stack([objective_loss(o, members[k], x[k], y[k], *_teacher_rows(k, target_row, targets))
                                         for k, o in enumerate(objectives)])
             # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
             meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip, scaler), step)
@@ -159,22 +166,22 @@ def _next_batches(streams, member_rng: list[torch.Tensor]) -> list:
     return batches
 
 
-def _kd_targets(kd: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, live, teacher_cache):
-    """The teacher's logits on every KD member's batch, ``[len(kd), B, ...]`` in float32 (None without KD members):
-    the cache at its batch's examples, or one pass of the live teacher over all their batches (in the caller's
-    autocast: the step's precision)."""
-    if not kd:
+def _kd_targets(seen: list[int], kd_rows: torch.Tensor, x: torch.Tensor, idx: list, live, teacher_cache):
+    """The teacher's logits on the batches of the KD members ``seen`` (one per data-order seed), ``[len(seen), B,
+    ...]`` in float32 (None without KD members): the cache at their batches' examples, or one pass of the live
+    teacher over all their batches (in the caller's autocast: the step's precision)."""
+    if not seen:
         return None
     if teacher_cache is not None:
-        return torch.stack([teacher_cache[idx[k]] for k in kd])
+        return torch.stack([teacher_cache[idx[k]] for k in seen])
     with torch.no_grad():
-        return live(x.index_select(0, kd_rows).flatten(0, 1)).float().unflatten(0, (len(kd), -1))
+        return live(x.index_select(0, kd_rows).flatten(0, 1)).float().unflatten(0, (len(seen), -1))
 
 
-def _teacher_rows(k: int, kd: list[int], targets):
+def _teacher_rows(k: int, target_row: dict[int, int], targets):
     """(index, teacher, cache) for model ``k``'s loss: a KD member's rows of the pack's teacher targets (passed as a
-    cache indexed by its place among the KD members); nothing for the others."""
-    return (kd.index(k), None, targets) if k in kd else (None, None, None)
+    cache indexed by the row of its batch); nothing for the others."""
+    return (target_row[k], None, targets) if k in target_row else (None, None, None)
 
 
 def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:

@@ -10,8 +10,10 @@ from .. import data as datasets
 from ..engine import device as dev
 from . import launchers
 from .autopack import pack_size
-from .spec import RunSpec, packs, plan
+from .spec import RunSpec, packs, plan, teacher_spec
 from ..setups import Setup
+from ..setups.yours import SetupFileError
+from .. import models
 from ..store import RunResult, is_claimed, read_result
 from .workspace import Workspace
 
@@ -40,6 +42,8 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
     ws = Workspace.of(out, data_dir, device, compile, threads)
     dev.set_threads(ws.threads)  # a bad compile value failed above, before any training
     datasets.check(setup.dataset, ws.data_dir)  # and a missing dataset, before any worker starts
+    if setup.source:
+        check_yours(setup, ws)
     launch = launchers.get(launcher)
     specs = plan(setup)
     out = ws.out
@@ -54,7 +58,7 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
         for role in ("teacher", "student"):
             probe: list[str] = []  # a failed pack-size probe's line, which every student trained here records
             size = (pack_size(setup, ws.out, ws.data_dir, ws.device, pack, compile=ws.compiled, fallbacks=probe)
-                    if role == "student" and todo else 1)
+                    if role == "student" and any(s.role == "student" for s in todo) else 1)
             ws = replace(ws, fallbacks=tuple(probe))
             jobs = [(job, teachers.get((job if isinstance(job, RunSpec) else job[0]).teacher_id))
                     for job in packs([s for s in todo if s.role == role], size)]
@@ -73,3 +77,36 @@ def run_setup(setup: Setup, out, data_dir=None, device: str = "cpu", progress: b
             raise RuntimeError(f"{len(unclaimed)} runs of {setup.label} neither finished nor are claimed by another "
                                f"process, e.g. {sorted(unclaimed)[0]}")
         stranded = unclaimed  # released by another process without a result (it died or gave up): take them over
+
+
+def check_yours(setup: Setup, ws: Workspace) -> None:
+    """Your own setup, tried before any worker starts, each failure one line (:class:`SetupFileError`): its data
+    loads, its models build, the teacher's checkpoint fits its architecture, and every model gives one output per
+    class of the data."""
+    import torch
+    from .run import load_task
+    from .weights import load_weights
+    try:
+        task = load_task(teacher_spec(setup, setup.teacher_seeds[0]), ws.data_dir)
+    except (datasets.DatasetMissing, SetupFileError):
+        raise
+    except Exception as e:  # noqa: BLE001  (your loader's own error, as one line)
+        raise SetupFileError(f"setup {setup.name}: dataset {setup.dataset!r} failed to load: {type(e).__name__}: "
+                             f"{e}") from None
+    x, _ = next(iter(task.test.eval_batches(2)))
+    for role, model in [("teacher", setup.teacher), *[(label or "student", m) for label, m in setup.students()]]:
+        try:
+            net = models.build(model.arch, task.num_classes, **model.kwargs)
+        except Exception as e:  # noqa: BLE001  (an unknown architecture, your factory's own error)
+            raise SetupFileError(f"setup {setup.name}: {role} {model.arch!r} failed to build: {type(e).__name__}: "
+                                 f"{e}") from None
+        if role == "teacher" and setup.teacher_checkpoint:
+            load_weights(net, setup.teacher_checkpoint)
+        with torch.no_grad():
+            out = net.eval()(x)
+        if not torch.is_tensor(out):
+            raise SetupFileError(f"setup {setup.name}: {role} {model.arch!r} returns {type(out).__name__}: a model "
+                                 f"must return its logits as a tensor")
+        if out.shape[-1] != task.num_classes:
+            raise SetupFileError(f"setup {setup.name}: {role} {model.arch!r} gives {out.shape[-1]} outputs per "
+                                 f"example, but dataset {setup.dataset!r} has {task.num_classes} classes")
