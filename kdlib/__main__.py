@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .engine.checkpoint import EVERY
 from .data.base import DatasetMissing, available, data_dir, data_status
 from .setups.base import UnknownSetup
 from .setups.readings import UnknownReading
+from .setups.yours import SetupFileError
 
 DESCRIPTION = """\
 kdlib: the functional study of knowledge distillation (arXiv 2510.12615).
@@ -41,6 +43,13 @@ class UserError(Exception):
     """A mistake in what the user asked for: reported in one line, exit status 2."""
 
 
+def _setup_name(args) -> str:
+    """The setup a command names: SETUP or --setup-from (exactly one)."""
+    if bool(args.setup) == bool(args.setup_from):
+        raise UserError("name one setup: SETUP (a name, an import path or a TOML file) or --setup-from REF")
+    return args.setup or args.setup_from
+
+
 def _pack(value: str):
     if value == "auto":
         return value
@@ -60,7 +69,10 @@ def _setup_args(p: argparse.ArgumentParser, data: bool = True, several: bool = F
                        help="every setup under this reading of the paper (repeatable; an analysis reading re-analyses "
                             "the collected runs, stored beside the default analysis)")
     else:
-        p.add_argument("setup", help="setup name (see: python -m kdlib list)")
+        p.add_argument("setup", nargs="?", help="setup name (see: python -m kdlib list), or your own: an import path "
+                                                 "(mypkg.kd:my_setup) or a TOML file")
+        p.add_argument("--setup-from", metavar="REF", help="your own setup: an import path (mypkg.kd:my_setup) or a "
+                                                          "TOML file (the same as giving it as SETUP)")
         p.add_argument("--reading", action="append", default=[], metavar="ID=CHOICE",
                        help="read an ambiguity of the paper another way than the default (repeatable; `python -m "
                             "kdlib list SETUP` shows the readings a setup uses, the README lists them all)")
@@ -84,6 +96,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
+    p.add_argument("--trust-checkpoints", action="store_true",
+                   help="read teacher checkpoint files that hold pickled objects beyond tensors (they can run code "
+                        "when loaded; by default such a file is refused)")
     p.add_argument("--checkpoint-every", type=float, default=EVERY / 60, metavar="MINUTES",
                    help=f"minutes between a training run's checkpoints, from which a killed or preempted run "
                         f"resumes (default {EVERY / 60:g}; 0: only when SIGTERM asks, as slurm does before it "
@@ -128,7 +143,10 @@ def parser() -> argparse.ArgumentParser:
     _setup_args(run)
     _run_args(run)
     study = sub.add_parser("study", help="a suite end to end: train, notebooks, summary, verdicts, scorecard")
-    study.add_argument("names", nargs="*", metavar="SETUP", help="setups to run instead of a suite")
+    study.add_argument("names", nargs="*", metavar="SETUP", help="setups to run instead of a suite (names, import "
+                                                                 "paths or TOML files)")
+    study.add_argument("--setup-from", action="append", default=[], metavar="REF",
+                       help="your own setup (an import path or a TOML file; repeatable), run beside SETUPs")
     study.add_argument("--suite", default="core", help=f"a named suite: {', '.join(SUITES)} (default core)")
     study.add_argument("--profile", default=DEFAULTS["profile"], choices=setups.PROFILES,
                        help="scale of every setup (default: cpu)")
@@ -183,7 +201,7 @@ def cmd_list(args) -> int:
 
 def cmd_plan(args) -> int:
     from .runs.cost import plan_summary
-    setup = setups.get(args.setup, args.profile, args.reading)
+    setup = setups.get(_setup_name(args), args.profile, args.reading)
     timings = None
     record = Path(args.out) / "gpu_check.json"
     if args.device.startswith("cuda") and record.exists():  # the GPU check's timings are a GPU's
@@ -222,7 +240,7 @@ def cmd_launchers(args) -> int:
 
 
 def cmd_run(args) -> int:
-    setup = setups.get(args.setup, args.profile, args.reading)  # a mistyped name fails before torch loads
+    setup = setups.get(_setup_name(args), args.profile, args.reading)  # a mistyped name fails before torch loads
     from .analysis.collect import collect
     from .runs.setup import run_setup
     from .runs.workspace import Workspace
@@ -235,6 +253,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_study(args) -> int:
+    args.names = [*args.names, *args.setup_from]
     suite(args.names or args.suite)  # a mistyped setup or suite fails before torch loads
     from .study import run_study
     return run_study(args.names or args.suite, args.profile, args.data_dir, args.out, args.figures, args.device,
@@ -274,7 +293,7 @@ def _collected(setup, out, fresh: bool = True):
 
 
 def cmd_collect(args) -> int:
-    setup = setups.get(args.setup, args.profile, args.reading)
+    setup = setups.get(_setup_name(args), args.profile, args.reading)
     students, teachers = _collected(setup, args.out)
     _say_collected(setup, students, teachers, args.out)
     return 0
@@ -284,7 +303,7 @@ def cmd_report(args) -> int:
     from .analysis import collected_analysis
     from .report import build_report, calibration_warning
     from .store import figures_dir, setup_dir
-    setup = setups.get(args.setup, args.profile, args.reading)
+    setup = setups.get(_setup_name(args), args.profile, args.reading)
     students, teachers = _collected(setup, args.out, fresh=False)  # what run/collect collected, and its analysis
     rep = build_report(students, setup.label, figures_dir(args.figures, setup), setup=setup, teachers=teachers,
                        analysis=collected_analysis(setup_dir(args.out, setup)))
@@ -298,7 +317,7 @@ def cmd_calibrate(args) -> int:
     from .analysis import options
     from .report import CALIBRATION, NULL_LEVEL, calibration_report
     from .store import figures_dir, setup_dir
-    setup = setups.get(args.setup, args.profile, args.reading)
+    setup = setups.get(_setup_name(args), args.profile, args.reading)
     students, _ = _collected(setup, args.out, fresh=False)
     _, summary = calibration_report(setup, students, setup_dir(args.out, setup), figures_dir(args.figures, setup),
                                     options(setup)["rule"], args.draws)
@@ -356,7 +375,7 @@ def cmd_summary(args) -> int:
 def cmd_export(args) -> int:
     from .runs.export import export_outputs
     from .runs.workspace import Workspace
-    setup = setups.get(args.setup, args.profile, args.reading)
+    setup = setups.get(_setup_name(args), args.profile, args.reading)
     ws = Workspace.resolve(args.out, args.data_dir, args.device)
     print(f"outputs in {export_outputs(setup, ws, args.dest)}")
     return 0
@@ -409,10 +428,12 @@ COMMANDS = {"list": cmd_list, "launchers": cmd_launchers, "plan": cmd_plan, "run
 def main(argv=None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
+    if getattr(args, "trust_checkpoints", False):
+        os.environ["KDLIB_TRUST_CHECKPOINTS"] = "1"  # for this process and every worker it starts (runs.weights)
     if extra and args.command != "lab":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.jupyter = extra
-    user_errors = (UserError, DatasetMissing, UnknownSetup, UnknownReading)
+    user_errors = (UserError, DatasetMissing, UnknownSetup, UnknownReading, SetupFileError)
     if args.command == "audit":  # the audit's input files are the user's: any problem with them is theirs
         user_errors += (ValueError, FileNotFoundError)
     try:

@@ -4,6 +4,12 @@ An entry is an object, or a lazy ``"module:name"`` string imported on first use 
 import no torch, and a process that trains only GPTs never imports torchvision). An unknown name raises the same
 error everywhere: ``unknown <kind> 'x': did you mean 'y'? <the allowed names>``. ``register`` works alike for
 built-in entries and a user's own, as a call or a decorator.
+
+Your own entries reach every process (a launcher's workers, slurm and Ray tasks) in two ways that need no
+registration call there: installed plugins declare them as entry points (groups ``kdlib.setups``,
+``kdlib.models``, ``kdlib.data``, ``kdlib.launchers``, ``kdlib.probes``; e.g. ``mynet = "mypkg.nets:build"`` in
+``kdlib.models``), loaded when a name is first missing; and where a registry takes
+them, a name that is itself an import path (``"mypkg.nets:build"``) is its own entry.
 """
 from __future__ import annotations
 
@@ -37,10 +43,14 @@ class Registry(Mapping):
     allowed names (default: the list). ``meta(name)``: what an entry declared at registration, without importing it."""
 
     def __init__(self, kind: str, plural: str | None = None, error: type[Exception] = ValueError,
-                 listing: Callable[[list[str]], str] | None = None, entry_type: type | None = None):
+                 listing: Callable[[list[str]], str] | None = None, entry_type: type | None = None,
+                 from_path: Callable[[str], object] | None = None, group: str | None = None):
         self.kind, self.plural, self.error = kind, plural or f"{kind}s", error
         self.listing = listing or (lambda names: f"allowed {self.plural} are {names}")
         self.entry_type = entry_type  # what an entry must be, where it cannot be a lazy path
+        self.from_path = from_path  # the entry a name that is a path stands for (None from it: not a path)
+        self.group = group or f"kdlib.{self.plural}"  # installed plugins' entry points
+        self._plugins_loaded = False
         self._entries: dict[str, object] = {}
         self._given: dict[str, object] = {}  # each entry as registered (a lazy path stays a path here)
         self._meta: dict[str, dict] = {}
@@ -72,15 +82,36 @@ class Registry(Mapping):
 
     def unknown(self, name) -> Exception:
         """The error for an unknown ``name``: the closest names, then the allowed ones."""
-        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
+        named = [n for n in self._entries if ":" not in n]  # import paths found on the way are not names to offer
+        close = difflib.get_close_matches(str(name), named, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        return self.error(f"unknown {self.kind} {name!r}: {hint}{self.listing(list(self._entries))}")
+        return self.error(f"unknown {self.kind} {name!r}: {hint}{self.listing(named)}")
 
     def check(self, name: str) -> str:
-        """``name`` if registered, else the error (nothing imported)."""
+        """``name`` if registered (found among installed plugins, or an import path that is its own entry), else
+        the error (nothing imported)."""
+        if name not in self._entries:
+            self._discover(name)
         if name not in self._entries:
             raise self.unknown(name)
         return name
+
+    def _discover(self, name: str) -> None:
+        """Register the installed plugins' entries (once), then ``name`` itself where it is an import path."""
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            from importlib.metadata import entry_points
+            for point in entry_points(group=self.group):
+                if point.name not in self._given:
+                    self.register(point.name, point.value if self.entry_type is None else point.load(),
+                                  plugin=point.value)
+        if name not in self._entries and self.from_path is not None:
+            try:
+                entry = self.from_path(str(name))
+            except (ImportError, AttributeError, ValueError, OSError) as e:
+                raise self.error(f"{self.kind} {name!r}: cannot import it ({type(e).__name__}: {e})") from None
+            if entry is not None:
+                self.register(name, entry)
 
     def meta(self, name: str) -> dict:
         return self._meta[self.check(name)]
@@ -88,7 +119,10 @@ class Registry(Mapping):
     def __getitem__(self, name: str):
         entry = self._entries[self.check(name)]
         if isinstance(entry, str):
-            entry = self._entries[name] = resolve(entry)
+            try:
+                entry = self._entries[name] = resolve(entry)
+            except (ImportError, AttributeError) as e:
+                raise self.error(f"{self.kind} {name!r}: cannot import {entry!r} ({type(e).__name__}: {e})") from None
         return entry
 
     def __contains__(self, name) -> bool:

@@ -28,8 +28,9 @@ def test_a_lazy_entry_is_imported_on_first_use_only():
     assert r.entry("decoder") == "json.decoder:JSONDecoder" and "missing" in r  # registered, nothing imported
     import json.decoder
     assert r["decoder"] is json.decoder.JSONDecoder and r.entry("decoder") is json.decoder.JSONDecoder
-    with pytest.raises(ModuleNotFoundError):
-        r["missing"]
+    with pytest.raises(ValueError, match=r"^widget 'missing': cannot import 'kdlib_no_such_module:thing' "
+                                         r"\(ModuleNotFoundError: No module named 'kdlib_no_such_module'\)$"):
+        r["missing"]  # one line naming the entry and what failed
     with pytest.raises(ValueError, match="is not an import path: write it as 'module:name'"):
         resolve("json.decoder.JSONDecoder")
 

@@ -42,7 +42,10 @@ class Source:
 
 
 #: Every dataset a setup can name, with where it comes from and its loader.
-SOURCES = Registry("dataset", listing=lambda names: f"known datasets are {sorted(names)}", entry_type=Source)
+SOURCES = Registry("dataset", listing=lambda names: f"known datasets are {sorted(names)}", entry_type=Source,
+                   from_path=lambda name: resolve("kdlib.data.yours:source_from_path")(name), group="kdlib.data")
+SOURCES.register("imagefolder", Source((), "your own ImageFolder tree (kdlib.data.yours)", built_in=True,
+                                       loader="kdlib.data.yours:load_imagefolder"))
 SOURCES.register("tinyshakespeare", Source(
     ("tinyshakespeare.txt",), "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     downloads=True, built_in=True, loader="kdlib.data.text:load_tinyshakespeare"))

@@ -23,12 +23,14 @@ from .. import data as datasets
 from ..engine import device as dev
 from ..engine.checkpoint import FILE, Checkpoint, stop_on_sigterm
 from ..engine.fallback import fallback
-from .. import models
+from .. import models, setups
 from ..engine.probes import run_probes
 from ..engine.recipe import Recipe
 from .spec import RunSpec, _pack_key
 from ..store import RunResult, claim, log_attempt, read_result, run_dir, save_tensor, write_json, write_result
 from .workspace import Workspace
+from .weights import CheckpointError, load_weights
+from ..setups.yours import sha256
 from ..engine.together import train_together
 from ..engine.objectives import Objective, feature_width
 from ..engine.evaluate import evaluate, score
@@ -75,6 +77,7 @@ def run_one(spec: RunSpec, out, data_dir=None, device: str = "cpu", teacher: Run
     done = read_result(ws.out, spec)
     if done is not None:
         return done
+    import_source(spec)
     teacher_result = _teacher_result(spec, teacher, ws)
     if spec.role == "student" and teacher_result is None:
         return None
@@ -102,6 +105,7 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
         raise ValueError(f"runs {[s.run_id for s in specs]} cannot train together: they differ in teacher, data, "
                          f"model, recipe or initialisation (group them with kdlib.runs.spec.packs)")
     ws = Workspace.of(out, data_dir, device, compile)
+    import_source(specs[0])
     teacher_result = _teacher_result(specs[0], teacher, ws)
     if teacher_result is None:
         return
@@ -140,6 +144,13 @@ def run_job(job, teacher: RunSpec | None, out, data_dir=None, device: str = "cpu
         run_one(job, out, data_dir, device, teacher=teacher, compile=compile)
     else:
         run_pack(list(job), teacher, out, data_dir, device, compile)
+
+
+def import_source(spec: RunSpec) -> None:
+    """Your own setup's module or file, imported in this process (a launcher's worker, a slurm or Ray task), so
+    the datasets and architectures it registers are known here too (:mod:`kdlib.setups.yours`)."""
+    if spec.tags.get("source"):
+        setups.SETUPS.check(spec.tags["source"])
 
 
 def checkpoint_of(ws: Workspace, spec: RunSpec) -> Checkpoint:
@@ -209,6 +220,12 @@ def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint) -> RunR
     write_json(directory / "spec.json", asdict(spec))
     model = init_model(lambda: build_model(spec, task.num_classes), spec.teacher_seed)
     save_tensor(directory / "init.pt", model.state_dict())
+    if spec.weights_sha256:  # your teacher: its checkpoint file, unchanged since the plan named it
+        path = spec.tags["checkpoint"]
+        if sha256(path) != spec.weights_sha256:
+            raise CheckpointError(f"teacher checkpoint {path} changed since its run was planned (SHA-256 "
+                                  f"{sha256(path)[:12]}, planned {spec.weights_sha256[:12]}): plan the setup again")
+        load_weights(model, path)
     training = {}
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=ws.device,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..conditions import CONDITIONS, condition
 from ..setups import Setup
+from ..setups.yours import sha256
 
 
 #: RCD's feature-map target (``feature_rcd_target``; None: zeros) -> the objective it trains
@@ -45,6 +46,7 @@ class RunSpec:
     eval_flip: bool | None = None  # test logits: the image's plus its horizontal flip's (FFCV's val loop)
     precision: str | None = None  # None: float32; "bf16" or "fp16-scaler" on CUDA (kdlib.engine.device.amp)
     feature_rcd_target: str | None = None  # "teacher-init": RCD's feature target is the teacher's M0 (None: zeros)
+    weights_sha256: str | None = None  # teacher only: the checkpoint file it is loaded from (its path: tags)
     tags: dict = field(default_factory=dict, compare=False)  # setup/profile names and readings: not hashed
 
     @property
@@ -81,7 +83,10 @@ class RunSpec:
 
 
 def _tags(setup: Setup) -> dict:
-    return {"setup": setup.name, "profile": setup.profile, "readings": dict(setup.readings)}
+    """What a spec says of its setup without hashing it: names, readings, and your own setup's source (which a
+    worker imports: :func:`kdlib.runs.run.run_one`)."""
+    tags = {"setup": setup.name, "profile": setup.profile, "readings": dict(setup.readings)}
+    return {**tags, "source": setup.source} if setup.source else tags
 
 
 def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
@@ -92,7 +97,9 @@ def teacher_spec(setup: Setup, teacher_seed: int) -> RunSpec:
                    train_dataset_kwargs=setup.teacher_dataset_kwargs, eval_batch_size=setup.eval_batch_size,
                    probes=list(setup.probes) or None, eval_flip=setup.eval_flip,
                    precision=setup.precision if setup.teacher_recipe else None,  # a pretrained teacher trains nothing
-                   tags=_tags(setup))
+                   weights_sha256=sha256(setup.teacher_checkpoint) if setup.teacher_checkpoint else None,
+                   tags={**_tags(setup), **({"checkpoint": setup.teacher_checkpoint} if setup.teacher_checkpoint
+                                            else {})})
 
 
 def plan(setup: Setup) -> list[RunSpec]:

@@ -26,14 +26,17 @@ SUITES = {"core": CORE, "experiments": EXPERIMENTS, "full": CORE + EXPERIMENTS, 
 
 
 def suite(names) -> list[str]:
-    """The setups of a suite: a suite name (:data:`SUITES`), or setup names, each optionally written as
-    ``modality:setup`` (``run_all.sh``'s older form; the modality must be the setup's)."""
+    """The setups of a suite: a suite name (:data:`SUITES`), or setups: names, each optionally written as
+    ``modality:setup`` (``run_all.sh``'s older form; the modality must be the setup's), and your own setups'
+    import paths or TOML files (:mod:`kdlib.setups.yours`)."""
     items = names.split() if isinstance(names, str) else list(names)
     if len(items) == 1 and items[0] in SUITES:
         return list(SUITES[items[0]])
     chosen = []
     for item in items:
-        modality, sep, name = item.rpartition(":")
+        modality, sep, name = item.partition(":")
+        if modality not in setups.MODALITIES:  # a plain name, or your own setup's import path or file
+            modality, sep, name = "", "", item
         setup = setups.get(name, "paper")  # an unknown name fails here, with a did-you-mean
         if sep and modality != setup.modality:
             raise setups.UnknownSetup(f"{item!r}: {name} is a {setup.modality} setup, shown in notebooks/"

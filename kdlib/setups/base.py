@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ..conditions import student_conditions
-from ..registry import Registry
+from ..registry import Registry, resolve
 from ..engine.recipe import Recipe
 
 PROFILES = ("paper", "cpu", "smoke")
@@ -81,6 +81,8 @@ class Setup:
     best_control: str = "per-quantity"  # the agreement deltas' candidates: or "same-alpha", "exclude-collapsed"
     readings: tuple[tuple[str, str], ...] = ()  # (reading id, choice) of every reading the setup uses
     tag: str = ""  # "+id=choice" for every reading chosen off its default
+    teacher_checkpoint: str | None = None  # a file of the teacher's weights, used as loaded (teacher_recipe None)
+    source: str | None = None  # your own setup's import path or TOML file (kdlib.setups.yours), which workers import
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
@@ -125,6 +127,7 @@ class UnknownSetup(ValueError):
 
 
 #: Every setup: ``make(profile) -> Setup`` (or its ``"module:name"`` path) by name.
-SETUPS = Registry("setup", error=UnknownSetup, listing=lambda names: f"`python -m kdlib list` shows all {len(names)}")
+SETUPS = Registry("setup", error=UnknownSetup, listing=lambda names: f"`python -m kdlib list` shows all {len(names)}",
+                  from_path=lambda ref: resolve("kdlib.setups.yours:from_path")(ref))
 #: ``@register(name)`` over ``make(profile) -> Setup``, or ``register(name, "mypkg.kd:my_setup")``.
 register = SETUPS.register
