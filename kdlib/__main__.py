@@ -302,6 +302,7 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from .analysis import collected_analysis
     from .report import build_report, calibration_warning
+    from .runs import provenance
     from .store import figures_dir, setup_dir
     setup = setups.get(_setup_name(args), args.profile, args.reading)
     students, teachers = _collected(setup, args.out, fresh=False)  # what run/collect collected, and its analysis
@@ -310,6 +311,9 @@ def cmd_report(args) -> int:
     print(f"{setup.label} ({setup.profile}): artefacts in {figures_dir(args.figures, setup)}")
     for line in rep["verdicts"] + calibration_warning(setup_dir(args.out, setup), setup.label):
         print("  " + line)
+    made = setup_dir(args.out, setup) / provenance.FILE
+    if made.exists():
+        print("  " + provenance.describe(json.loads(made.read_text())))
     return 0
 
 

@@ -137,6 +137,7 @@ class RunResult:
     pack_fallback: str | None = None
     pack: list[str] | None = None
     fallbacks: list[str] | None = None  # kdlib.engine.fallback lines: slower roads taken (compile, pack, probe)
+    provenance: dict | None = None  # what made it (kdlib.provenance): versions, commit, device, data checksums
     teacher: dict | None = None
     extra: dict = field(default_factory=dict)
 

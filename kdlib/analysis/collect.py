@@ -3,14 +3,16 @@ analysis written beside them; and the train-loss curves for plots."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pandas as pd
 
 from .. import analysis
+from ..runs import provenance
 from ..conditions import CONDITIONS
 from ..runs.spec import plan
 from ..setups import Setup
-from ..store import read_result, setup_dir, write_table
+from ..store import read_result, setup_dir, write_json, write_table
 
 
 def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -21,6 +23,11 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
     students, teachers, failed = gather(setup, out)
     if write:
         write_collected(setup, out, students, teachers, failed)
+        made = provenance.summarise([r.provenance or {} for s in plan(setup)
+                                     if (r := read_result(out, s)) is not None and not r.failed])
+        write_json(setup_dir(out, setup) / provenance.FILE, made)
+        if provenance.mixed(made):
+            print(f"kdlib collect: warning: {setup.label}: {provenance.mixed(made)}", file=sys.stderr, flush=True)
     return students, teachers
 
 

@@ -34,6 +34,7 @@ than this".
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -48,6 +49,7 @@ from ..metrics import FUNCTIONAL_METRICS, lower_is_better
 from . import analyse, collected_analysis, options
 from ..store import read_table, setup_dir, write_csv, write_text
 from .collect import collect
+from ..runs import provenance
 from ..runs.spec import teacher_spec
 from .evidence import FRAGILE
 
@@ -297,7 +299,7 @@ def scorecard(names: list[str] | None, profile: str, out, level: int = 3) -> dic
     first heading its title); where a setup was run under several readings, which agrees with more claims."""
     collected = collected_labels(out, profile)
     names = names or sorted(set(paper.SETUP_TABLES) | set(collected))
-    rows, lines, compared, idle = [], [], [], {}
+    rows, lines, compared, idle, made = [], [], [], {}, []
     regimes_counted: set[str] = set()  # teachers whose regime is counted already (shared by several setups)
     for name in names:
         labels = [name] if "+" in name else collected.get(name) or [setups.get(name, profile).label]
@@ -307,6 +309,9 @@ def scorecard(names: list[str] | None, profile: str, out, level: int = 3) -> dic
         for label_ in labels:
             setup = setups.get(label_, profile)
             students, teachers, analysis = _runs_of(setup, out)
+            if students is not None and (setup_dir(out, setup) / provenance.FILE).exists():
+                made.append(f"- {label_}: " + provenance.describe(
+                    json.loads((setup_dir(out, setup) / provenance.FILE).read_text())))
             claims = setup_claims(setup, students, teachers, analysis) if name in paper.SETUP_TABLES else []
             own = headline(pd.DataFrame(claims, columns=COLUMNS))  # this label's figures, for its line
             for c in claims:
@@ -362,6 +367,8 @@ def scorecard(names: list[str] | None, profile: str, out, level: int = 3) -> dic
     if compared:
         markdown += [f"{'#' * (level + 1)} Readings compared", "", "Where a setup ran under several readings of the "
                      "paper (`kdlib/setups/readings.py`), which agrees with more of its claims:", "", *compared, ""]
+    if made:
+        markdown += [f"{'#' * (level + 1)} What made the runs", "", *made, ""]
     markdown += ["Claims: tick, verdict, direction (KD vs each control per metric), asymmetry, best accuracy and "
                  "teacher regime, as described in `kdlib/analysis/scorecard.py`; every claim is a row of "
                  "`scorecard.csv`.", ""]

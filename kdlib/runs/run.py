@@ -24,6 +24,7 @@ from ..engine import device as dev
 from ..engine.checkpoint import FILE, Checkpoint, stop_on_sigterm
 from ..engine.fallback import fallback
 from .. import models, setups
+from . import provenance
 from ..engine.probes import run_probes
 from ..engine.recipe import Recipe
 from .spec import RunSpec, _pack_key
@@ -210,7 +211,8 @@ def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
     computed = spec.precision if dev.is_cuda(ws.device) and spec.precision else "float32"  # the CPU: float32
     fallbacks = list(dict.fromkeys([*ws.fallbacks, *(values.pop("fallbacks", None) or [])])) or None
     return RunResult(run_id=spec.run_id, spec=asdict(spec), device=ws.device, precision=computed,
-                     torch=torch.__version__, host=platform.node(), pid=os.getpid(), fallbacks=fallbacks, **values)
+                     torch=torch.__version__, host=platform.node(), pid=os.getpid(), fallbacks=fallbacks,
+                     provenance=provenance.record(spec, ws.device, ws.data_dir), **values)
 
 
 def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint) -> RunResult:
