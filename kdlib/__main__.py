@@ -96,6 +96,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training steps: auto (on CUDA only), on or off (default auto)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1; 0: torch's default)")
+    p.add_argument("--log-to", default=None, metavar="{tensorboard,mlflow}",
+                   help="mirror each run's loss curve and result, and each setup's analysis, to TensorBoard event "
+                        "files or a local MLflow store under OUT/tracking/ (default: off)")
     p.add_argument("--trust-checkpoints", action="store_true",
                    help="read teacher checkpoint files that hold pickled objects beyond tensors (they can run code "
                         "when loaded; by default such a file is refused)")
@@ -245,11 +248,22 @@ def cmd_run(args) -> int:
     from .runs.setup import run_setup
     from .runs.workspace import Workspace
     ws = Workspace.resolve(args.out, args.data_dir, args.device, args.compile, args.threads or None,
-                           args.checkpoint_every * 60)
+                           args.checkpoint_every * 60, args.log_to)
     run_setup(setup, ws, launcher=args.launcher, workers=args.workers, pack=args.pack, **_launcher_options(args))
     students, teachers = collect(setup, args.out)
+    mirror_analysis(ws, setup)
     _say_collected(setup, students, teachers, args.out)
     return 0
+
+
+def mirror_analysis(ws, setup) -> None:
+    """A collected setup's analysis, mirrored where ``--log-to`` says (nothing when off)."""
+    if ws.log_to:
+        from . import tracking
+        from .analysis import collected_analysis
+        from .store import setup_dir
+        tracking.mirror_analysis(ws.log_to, ws.out, f"{setup.label}/{setup.profile}",
+                                 collected_analysis(setup_dir(ws.out, setup)))
 
 
 def cmd_study(args) -> int:
@@ -438,6 +452,13 @@ def main(argv=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.jupyter = extra
     user_errors = (UserError, DatasetMissing, UnknownSetup, UnknownReading, SetupFileError)
+    if getattr(args, "log_to", None):  # a bad tracker or a missing package, before torch loads
+        from . import tracking
+        try:
+            tracking.check(args.log_to)
+        except ValueError as e:
+            print(f"kdlib {args.command}: error: {e}", file=sys.stderr)
+            return 2
     if args.command == "audit":  # the audit's input files are the user's: any problem with them is theirs
         user_errors += (ValueError, FileNotFoundError)
     try:

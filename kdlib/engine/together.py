@@ -17,6 +17,7 @@ there); it is meant for GPUs. ``benchmarks/gpu_check.py`` measures both on a len
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -56,10 +57,12 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
                    data_seeds: list[int], *, teacher: nn.Module | None = None,
                    teacher_cache: torch.Tensor | None = None, device: str = "cpu", log_every: int = 10,
                    progress: bool = False, compile: bool = False,
-                   precision: str | None = None, checkpoint: Checkpoint | None = None) -> list[TrainLog]:
+                   precision: str | None = None, checkpoint: Checkpoint | None = None,
+                   on_log: Callable[[int, list[float]], None] | None = None) -> list[TrainLog]:
     """Train ``models`` in place, model ``k`` under ``objectives[k]`` with data-order seed ``data_seeds[k]``.
 
-    Same contract as :func:`kdlib.engine.train.train` per model (``precision`` and ``checkpoint`` too, except that
+    Same contract as :func:`kdlib.engine.train.train` per model (``precision``, ``checkpoint`` and ``on_log``, which
+    gets the members' losses, too, except that
     an fp16 pack shares one GradScaler, so a step that overflows in one member is skipped for all); returns one
     train-loss curve per model. A non-finite loss raises FloatingPointError naming the model, so the caller can
     retrain the pack alone; so does a ValueError from :func:`~kdlib.models.packed.pack` for a layer a pack cannot
@@ -137,8 +140,11 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
             # the models share no weights: the sum of their losses gives each exactly its own loss's gradient
             meter.add(optimizer_step(forward, step_losses, optimizer, scheduler, clip, scaler), step)
             if step % log_every == 0 or step == recipe.steps:
-                for curve, loss in zip(curves, meter.read()):
+                losses = meter.read()
+                for curve, loss in zip(curves, losses):
                     curve.append((step, loss))
+                if on_log is not None:
+                    on_log(step, losses)
             if checkpoint is not None and step < recipe.steps and checkpoint.due():
                 checkpoint.save(cpu({
                     "step": step, "seconds": time.perf_counter() - start, "model": packed.state_dict(),

@@ -233,7 +233,8 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False, compile: bool = False,
           precision: str | None = None, projection: nn.Module | None = None,
-          last_epoch: bool = False, checkpoint: Checkpoint | None = None) -> TrainLog:
+          last_epoch: bool = False, checkpoint: Checkpoint | None = None,
+          on_log: Callable[[int, float], None] | None = None) -> TrainLog:
     """Train ``model`` in place; returns the train-loss curve (mean loss per ``log_every`` steps).
 
     On CUDA the data moves onto the GPU where it fits and the optimiser step is fused; the host waits for the
@@ -244,7 +245,7 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     the same recipe. ``last_epoch``: also record the mean loss and accuracy of the last epoch's batches
     (:func:`epoch_length`), as they were trained (train mode, augmented), in ``log.last_epoch``. ``checkpoint``:
     where the loop saves its state at the checkpoint's interval and on SIGTERM, and resumes from if it exists
-    (:mod:`kdlib.engine.checkpoint`)."""
+    (:mod:`kdlib.engine.checkpoint`). ``on_log(step, loss)``: called at each logging step (a tracker's curve)."""
     check_teacher_source([objective], data, teacher, teacher_cache)
     if projection is not None and objective.row.teacher != "features":
         raise ValueError(f"objective {objective.kind!r} matches no teacher's feature map: it takes no projection "
@@ -311,6 +312,8 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
             if step % log_every == 0 or step == recipe.steps:
                 log.steps.append(step)
                 log.losses += meter.read()
+                if on_log is not None:
+                    on_log(step, log.losses[-1])
             if checkpoint is not None and step < recipe.steps and checkpoint.due():
                 checkpoint.save(cpu({
                     "step": step, "seconds": time.perf_counter() - start, "model": model.state_dict(),

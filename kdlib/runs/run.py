@@ -23,7 +23,7 @@ from .. import data as datasets
 from ..engine import device as dev
 from ..engine.checkpoint import FILE, Checkpoint, stop_on_sigterm
 from ..engine.fallback import fallback
-from .. import models, setups
+from .. import models, setups, tracking
 from . import provenance
 from ..engine.probes import run_probes
 from ..engine.recipe import Recipe
@@ -118,20 +118,27 @@ def run_pack(specs: list[RunSpec], teacher: RunSpec, out, data_dir=None, device:
             for spec in mine:
                 log_attempt(ws.out, spec)
             prepared = [_prepare_student(s, teacher, ws) for s in mine]  # logit objectives: no projection
-            checkpoint = pack_checkpoint(ws, mine)
+            checkpoint, trained = pack_checkpoint(ws, mine), False
             try:
-                with stop_on_sigterm():
-                    logs = _train_together(mine, prepared, ws, checkpoint)
+                with stop_on_sigterm(), contextlib.ExitStack() as tracked:
+                    trackers = [tracked.enter_context(tracker_of(ws, s)) for s in mine]
+                    on_log = (lambda step, losses: [t.curve(step, loss) for t, loss in zip(trackers, losses)]
+                              ) if ws.log_to else None
+                    logs = _train_together(mine, prepared, ws, checkpoint, on_log)
+                    trained, pack = True, [s.run_id for s in mine]
+                    for spec, student, log, tracker in zip(mine, prepared, logs, trackers):
+                        result = _finish_student(spec, teacher, ws, student.task, student.model, log, pack=pack)
+                        if tracker:
+                            tracker.result(result.to_json())
             except Exception as e:  # noqa: BLE001  (whatever breaks a pack, its members still train, one by one)
+                if trained:  # the pack trained; storing or evaluating a member failed, which one by one would too
+                    raise
                 why = f"{type(e).__name__}: {str(e)[:300]}"
                 fallbacks = [fallback("pack", f"a pack of {len(mine)} trains one by one ({why})")]
                 checkpoint.remove()
                 del prepared
                 dev.release(ws.device)
             else:
-                pack = [s.run_id for s in mine]
-                for spec, student, log in zip(mine, prepared, logs):
-                    _finish_student(spec, teacher, ws, student.task, student.model, log, pack=pack)
                 checkpoint.remove()
                 return
         with stop_on_sigterm():
@@ -185,15 +192,26 @@ def _train_claimed(spec: RunSpec, teacher: RunSpec | None, teacher_result: RunRe
     checkpoint = checkpoint_of(ws, spec)
     if spec.role == "student" and teacher_result.failed:
         return _record_failure(spec, ws, f"its teacher {teacher.run_id} failed", pack_fallback, fallbacks)
-    try:
-        if spec.role == "student":
-            result = _train_student(spec, teacher, ws, checkpoint, pack_fallback, fallbacks)
-        else:
-            result = _train_teacher(spec, ws, checkpoint)
-    except FloatingPointError as e:
-        result = _record_failure(spec, ws, f"diverged: {e}", pack_fallback, fallbacks)
+    with tracker_of(ws, spec) as tracker:
+        on_log = tracker.curve if tracker else None
+        try:
+            if spec.role == "student":
+                result = _train_student(spec, teacher, ws, checkpoint, pack_fallback, fallbacks, on_log)
+            else:
+                result = _train_teacher(spec, ws, checkpoint, on_log)
+        except FloatingPointError as e:
+            result = _record_failure(spec, ws, f"diverged: {e}", pack_fallback, fallbacks)
+        if tracker:
+            tracker.result(result.to_json())
     checkpoint.remove()
     return result
+
+
+def tracker_of(ws: Workspace, spec: RunSpec):
+    """Where a run's training is mirrored (:mod:`kdlib.tracking`, under its setup's label and profile): a context
+    manager giving the tracker, or None when ``--log-to`` is off."""
+    setup = f"{spec.tags.get('label', spec.tags.get('setup'))}/{spec.tags.get('profile')}"
+    return tracking.open_run(ws.log_to, ws.out, setup, spec.run_id, asdict(spec)) or contextlib.nullcontext()
 
 
 def _record_failure(spec: RunSpec, ws: Workspace, reason: str, pack_fallback: str | None,
@@ -215,7 +233,7 @@ def _new_result(spec: RunSpec, ws: Workspace, **values) -> RunResult:
                      provenance=provenance.record(spec, ws.device, ws.data_dir), **values)
 
 
-def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint) -> RunResult:
+def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint, on_log=None) -> RunResult:
     task = load_task(spec, ws.data_dir)
     own = task if spec.train_dataset_kwargs is None else load_task(spec, ws.data_dir, spec.train_dataset_kwargs)
     directory = run_dir(ws.out, spec)
@@ -232,7 +250,7 @@ def _train_teacher(spec: RunSpec, ws: Workspace, checkpoint: Checkpoint) -> RunR
     if spec.recipe is not None:
         log = train(model, own.train, Objective("ce"), _recipe(spec), data_seed=spec.teacher_seed, device=ws.device,
                     log_every=max(1, spec.recipe["steps"] // 50), compile=ws.compiled, precision=spec.precision,
-                    last_epoch=True, checkpoint=checkpoint)
+                    last_epoch=True, checkpoint=checkpoint, on_log=on_log)
         # what the training loop saw (train mode, augmented as trained), beside the clean train metrics below
         training = {**_training_record(log), "train_loss_augmented": log.last_epoch["loss"],
                     "train_accuracy_augmented": log.last_epoch["accuracy"]}
@@ -331,20 +349,21 @@ def _finish_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, task, 
 
 
 def _train_student(spec: RunSpec, teacher_spec_: RunSpec, ws: Workspace, checkpoint: Checkpoint,
-                   pack_fallback: str | None, fallbacks: list[str]) -> RunResult:
+                   pack_fallback: str | None, fallbacks: list[str], on_log=None) -> RunResult:
     student = _prepare_student(spec, teacher_spec_, ws)
     recipe = _recipe(spec)
     log = train(student.model, student.task.train, student.objective, recipe, data_seed=spec.student_seed,
                 teacher=student.teacher, teacher_cache=student.cache, device=ws.device,
                 log_every=max(1, recipe.steps // 50), compile=ws.compiled, precision=spec.precision,
-                projection=student.projection, checkpoint=checkpoint)
+                projection=student.projection, checkpoint=checkpoint, on_log=on_log)
     log.fallbacks[:0] = fallbacks
     if student.projection is not None:  # beside the student, not in it: model.pt stays a plain student model
         _save_model(run_dir(ws.out, spec) / "projection.pt", student.projection)
     return _finish_student(spec, teacher_spec_, ws, student.task, student.model, log, pack_fallback=pack_fallback)
 
 
-def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace, checkpoint: Checkpoint) -> list:
+def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace, checkpoint: Checkpoint,
+                    on_log=None) -> list:
     """Train prepared students (:func:`_prepare_student`) of one pack together; returns their train logs."""
     teacher_model = next((p.teacher for p in prepared if p.teacher is not None), None)
     cache = next((p.cache for p in prepared if p.cache is not None), None)
@@ -352,4 +371,4 @@ def _train_together(specs: list[RunSpec], prepared: list[Student], ws: Workspace
     return train_together([p.model for p in prepared], prepared[0].task.train, [p.objective for p in prepared],
                           recipe, [s.student_seed for s in specs], teacher=teacher_model, teacher_cache=cache,
                           device=ws.device, log_every=max(1, recipe.steps // 50), compile=ws.compiled,
-                          precision=specs[0].precision, checkpoint=checkpoint)
+                          precision=specs[0].precision, checkpoint=checkpoint, on_log=on_log)

@@ -85,7 +85,7 @@ class RunSpec:
 def _tags(setup: Setup) -> dict:
     """What a spec says of its setup without hashing it: names, readings, and your own setup's source (which a
     worker imports: :func:`kdlib.runs.run.run_one`)."""
-    tags = {"setup": setup.name, "profile": setup.profile, "readings": dict(setup.readings)}
+    tags = {"setup": setup.name, "label": setup.label, "profile": setup.profile, "readings": dict(setup.readings)}
     return {**tags, "source": setup.source} if setup.source else tags
 
 
