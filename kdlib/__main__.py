@@ -250,20 +250,9 @@ def cmd_run(args) -> int:
     ws = Workspace.resolve(args.out, args.data_dir, args.device, args.compile, args.threads or None,
                            args.checkpoint_every * 60, args.log_to)
     run_setup(setup, ws, launcher=args.launcher, workers=args.workers, pack=args.pack, **_launcher_options(args))
-    students, teachers = collect(setup, args.out)
-    mirror_analysis(ws, setup)
+    students, teachers = collect(setup, args.out, log_to=ws.log_to)
     _say_collected(setup, students, teachers, args.out)
     return 0
-
-
-def mirror_analysis(ws, setup) -> None:
-    """A collected setup's analysis, mirrored where ``--log-to`` says (nothing when off)."""
-    if ws.log_to:
-        from . import tracking
-        from .analysis import collected_analysis
-        from .store import setup_dir
-        tracking.mirror_analysis(ws.log_to, ws.out, f"{setup.label}/{setup.profile}",
-                                 collected_analysis(setup_dir(ws.out, setup)))
 
 
 def cmd_study(args) -> int:
@@ -273,7 +262,7 @@ def cmd_study(args) -> int:
     return run_study(args.names or args.suite, args.profile, args.data_dir, args.out, args.figures, args.device,
                      args.launcher, args.workers, args.pack, args.compile, args.reading, not args.no_summary,
                      args.notebook_jobs, threads=args.threads or None, checkpoint_every=args.checkpoint_every * 60,
-                     **_launcher_options(args))
+                     log_to=args.log_to, **_launcher_options(args))
 
 
 def _say_collected(setup, students, teachers, out) -> None:

@@ -3,6 +3,12 @@ or resume it in the terminal with progress and collect it, then execute its stud
 the next setup's training (``notebook_jobs`` at once); then the summary notebook, one verdict line per setup,
 teacher seed and alpha, and the reproduction scorecard. Setups whose data is missing are listed up front with
 where to get them; the others still run. Nothing finished is trained again.
+
+It needs the ``notebooks`` extra (papermill and the notebook stack): without it, it stops before training, in one
+line naming ``pip install 'kdlib[notebooks]'``. The notebooks it executes are those of the kdlib that runs
+(:mod:`kdlib.notebook.sources`: an installed kdlib's package data, a checkout's ``notebooks/``). Relative folders
+(results, figures, data) are the working directory's, as everywhere on the command line; the notebooks are given
+the data folder the study trained on.
 """
 from __future__ import annotations
 
@@ -11,10 +17,9 @@ from pathlib import Path
 
 from . import setups
 from .data.base import available, data_status
-from .notebook import executed
+from .engine.checkpoint import EVERY
+from .notebook import executed, sources
 from .runs.suites import DEFAULTS, notebook_for, suite
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def ready(setup, root: Path) -> bool:
@@ -26,18 +31,23 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
               device: str = DEFAULTS["device"], launcher: str = DEFAULTS["launcher"],
               workers: int = DEFAULTS["workers"], pack=DEFAULTS["pack"], compile: str = DEFAULTS["compile"],
               readings=(), summary: bool = True, notebook_jobs: int = 2, threads: int | None = 1,
-              checkpoint_every: float = EVERY, **launcher_options) -> int:
+              checkpoint_every: float = EVERY, log_to: str | None = None, **launcher_options) -> int:
     """Run the suite ``names`` (a suite name or setup names, :func:`kdlib.runs.suites.suite`) end to end; returns the
     exit status (1 if a setup or notebook failed, 2 if nothing was collected at all: no summary is written then).
     ``readings`` (``["ID=CHOICE", ...]``) apply to every setup that uses them. ``threads``: torch CPU threads of
-    this process, ``checkpoint_every``: seconds between training checkpoints (:class:`~kdlib.runs.workspace.Workspace`)."""
-    from .report import verdict_summary
-    from .analysis.scorecard import scorecard, write_scorecard
+    this process, ``checkpoint_every``: seconds between training checkpoints, ``log_to``: where training is mirrored
+    (:class:`~kdlib.runs.workspace.Workspace`).
+    Without the notebook stack (:func:`kdlib.notebook.executed.missing`) it says so in one line and returns 2."""
+    if why := executed.missing():  # before anything trains
+        print(f"kdlib study: error: {why}", file=sys.stderr, flush=True)
+        return 2
     from .analysis.collect import collect
+    from .analysis.scorecard import scorecard, write_scorecard
+    from .report import verdict_summary
     from .runs.setup import run_setup
     from .runs.workspace import Workspace
     chosen = setups.readings.parse(readings)
-    ws = Workspace.resolve(Path(out).resolve(), data_dir, device, compile, threads, checkpoint_every)
+    ws = Workspace.resolve(Path(out).resolve(), data_dir, device, compile, threads, checkpoint_every, log_to)
     root, out, figures = ws.data_dir, ws.out, Path(figures).resolve()
     plan = []
     for name in suite(names):
@@ -55,7 +65,7 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
         print(f"== {setup.label} ({profile})", flush=True)
         try:
             run_setup(setup, ws, launcher=launcher, workers=workers, pack=pack, **launcher_options)
-            students, teachers = collect(setup, out)
+            students, teachers = collect(setup, out, log_to=ws.log_to)
         except Exception as e:  # noqa: BLE001  (one setup's failure must not stop the suite)
             print(f"{setup.label}: {type(e).__name__}: {e}", flush=True)
             failed.append(setup.label)
@@ -63,12 +73,12 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
         collected += len(students)
         print(f"{setup.label} ({profile}): {_count(len(students), 'student run')} and "
               f"{_count(len(teachers), 'teacher')} collected in {out / setup.label / profile}", flush=True)
-        notebook = REPO / notebook_for(setup)
+        notebook = sources.path(Path(notebook_for(setup)).name)
         dest = out / setup.label / profile / notebook.name
-        print(f"   {notebook_for(setup)} -> {dest}", flush=True)
+        print(f"   {notebook} -> {dest}", flush=True)
         _throttle(notebooks, notebook_jobs, failed)
         notebooks.append((setup.label, dest, executed.start(notebook, dest, executed.portable({
-            "setup": setup.name, "profile": profile, "data_dir": data_dir, "out": out, "figures": figures,
+            "setup": setup.source or setup.name, "profile": profile, "data_dir": root, "out": out, "figures": figures,
             "device": device, "launcher": launcher, "workers": workers, "pack": pack, "compile": compile,
             "readings": " ".join(f"{r}={c}" for r, c in setup.readings if r in chosen)}, dest, out))))
     _throttle(notebooks, 1, failed)  # every study notebook has run
@@ -80,8 +90,8 @@ def run_study(names, profile: str = DEFAULTS["profile"], data_dir=None, out="res
     if summary:
         dest = out / f"summary-{profile}.ipynb"
         print(f"== summary ({profile}) -> {dest}", flush=True)
-        _throttle([("summary", dest, executed.start(REPO / "notebooks" / "summary.ipynb", dest, executed.portable(
-            {"out": out, "figures": figures, "profile": profile, "data_dir": data_dir}, dest, out)))], 1, failed,
+        _throttle([("summary", dest, executed.start(sources.path("summary.ipynb"), dest, executed.portable(
+            {"out": out, "figures": figures, "profile": profile, "data_dir": root}, dest, out)))], 1, failed,
             html=True)
     print(f"== verdicts ({profile})", flush=True)
     print("\n".join(verdict_summary(out, profile) or [f"nothing collected at the {profile} profile in {out}"]))

@@ -55,12 +55,14 @@ def test_run_all_is_kdlib_study_with_its_knobs_as_flags(tmp_path):
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "PROFILE": "smoke", "SUITE": "core",
            "KDLIB_DATA_DIR": "d", "DEVICE": "cuda", "OUT": "o", "FIGURES": "f", "LAUNCHER": "slurm", "WORKERS": "8",
            "PACK": "auto", "COMPILE": "off", "SUMMARY": "0", "NOTEBOOK_JOBS": "3", "GPUS_PER_RUN": "1",
-           "SLURM_PARTITION": "gpu", "TIME_LIMIT": "240", "READINGS": "gpt-architecture=nanogpt training-precision=float32"}
+           "SLURM_PARTITION": "gpu", "TIME_LIMIT": "240", "READINGS": "gpt-architecture=nanogpt training-precision=float32",
+           "CHECKPOINT_EVERY": "5", "LOG_TO": "mlflow"}
     subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, check=True)
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv == ["-m", "kdlib", "study", "--suite", "core", "--profile", "smoke", "--data-dir", "d", "--device",
                     "cuda", "--out", "o", "--figures", "f", "--launcher", "slurm", "--workers", "8", "--pack", "auto",
-                    "--compile", "off", "--notebook-jobs", "3", "--no-summary", "--gpus-per-run", "1",
+                    "--compile", "off", "--notebook-jobs", "3", "--checkpoint-every", "5", "--no-summary",
+                    "--log-to", "mlflow", "--gpus-per-run", "1",
                     "--slurm-partition", "gpu", "--time-limit", "240", "--reading", "gpt-architecture=nanogpt",
                     "--reading", "training-precision=float32"]
     env.update(SUITE="language:tinyshakespeare-nanogpt vision:cifar10-resnet18")  # the older hand-typed form

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The engine tests (training, packs, compile graphs, the GPU check's CPU dry run) under another
+# The engine tests (training, packs and their layouts, compile graphs, checkpoints, fallbacks, live teachers, the GPU
+# check's CPU dry run) under another
 # torch than requirements.txt pins: by default the H200 image's torch 2.11.0 / torchvision 0.26.0 /
 # torchaudio 2.11.0, whose dynamo differs from 2.14's in ways CPU tests on the pinned torch cannot see.
 #
@@ -26,4 +27,5 @@ fi
 # the working tree's kdlib (the current directory comes first on sys.path), one process, no xdist
 exec "$PYTHON" -m pytest -q -o addopts="" -p no:cacheprovider \
     tests/test_engine.py tests/test_together.py tests/test_train.py tests/test_losses.py tests/test_objectives.py \
+    tests/test_packed_layout.py tests/test_checkpoint.py tests/test_fallbacks.py tests/test_live_teacher.py \
     "tests/test_benchmarks.py::test_gpu_check_dry_run_on_cpu_without_soundfile_data_or_network" "$@"

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from .. import analysis
+from .. import analysis, tracking
 from ..runs import provenance
 from ..conditions import CONDITIONS
 from ..runs.spec import plan
@@ -15,8 +15,9 @@ from ..setups import Setup
 from ..store import read_result, setup_dir, write_json, write_table
 
 
-def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/.
+def collect(setup: Setup, out, write: bool = True, log_to: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gather a setup's finished runs into (students, teachers) tables; write them under out/<setup>/<profile>/
+    with what made them (``provenance.json``), and mirror the analysis where ``log_to`` says (:mod:`kdlib.tracking`).
 
     Failed runs (diverged) are left out of both and listed with their reason in ``failed``; the statistics
     then report the pairs they leave incomplete (``missing_pairs``)."""
@@ -28,6 +29,8 @@ def collect(setup: Setup, out, write: bool = True) -> tuple[pd.DataFrame, pd.Dat
         write_json(setup_dir(out, setup) / provenance.FILE, made)
         if provenance.mixed(made):
             print(f"kdlib collect: warning: {setup.label}: {provenance.mixed(made)}", file=sys.stderr, flush=True)
+        tracking.mirror_analysis(log_to, out, f"{setup.label}/{setup.profile}",
+                                 analysis.collected_analysis(setup_dir(out, setup)))
     return students, teachers
 
 
