@@ -92,7 +92,9 @@ def _bf16_everywhere():
 
 def test_metrics_teacher_logits_and_probes_come_from_float32_forwards_under_bf16_autocast():
     """Under the bf16 autocast a CUDA training step runs in (emulated on the CPU), evaluation turns it off: every
-    logit handed to the metrics is float32 and equals a plain float32 forward, bit for bit."""
+    logit handed to the metrics is float32 and equals a plain float32 forward, bit for bit. A live teacher's logits
+    are training targets: they compute in the step's bf16 like the student's (issue "GPU engine 3";
+    tests/test_live_teacher.py shows their rounding moves the student's gradient less than its own)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0, style="lecture"))
     x = torch.randint(11, (6, 8))
@@ -118,7 +120,7 @@ def test_metrics_teacher_logits_and_probes_come_from_float32_forwards_under_bf16
     assert set(dtypes[:6]) == {torch.float32}
     assert logits.dtype == torch.float32 and torch.equal(logits, plain)
     assert all(m.dtype == torch.float32 for m in handed) and torch.equal(torch.cat(handed), plain)
-    assert teacher_out == [torch.bfloat16, torch.float32]  # the student's step in bf16, the teacher's in float32
+    assert teacher_out == [torch.bfloat16, torch.bfloat16]  # the student's step and its live teacher's, in bf16
 
 
 def test_teacher_train_metrics_cover_the_whole_training_split(smoke_store, data_dir):

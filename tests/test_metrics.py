@@ -117,14 +117,16 @@ def toy_metric():
 
 def test_a_metric_registered_in_metrics_py_reaches_comparison_audit_and_tables(toy_metric, tmp_path):
     import pandas as pd
-    from kdlib.audit import _rates, _unit_sums
+    from kdlib.audit import _rates, audit
     from kdlib.report import build_report
     teacher = torch.tensor([[3.0, 2.0, 1.0], [0.0, 5.0, 1.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0]])
     model = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 2.0]])
     y = torch.tensor([0, 0, 2, 1])
     # model top-2: {1,2}, {0,2}, {0,2}, {2,1}; teacher top-1: 0, 1, 2, 2 -> in top-2 for samples 2 and 3
     assert compare(teacher, model, y)["top2_agreement"] == pytest.approx(0.5)
-    assert _rates(_unit_sums(teacher, model, y).sum(0))["top2_agreement"] == pytest.approx(0.5)
+    units = Comparison().update(teacher, model, y, units=torch.arange(4)).unit_sums()  # the bootstrap's input
+    assert _rates(units.sum(0))["top2_agreement"] == pytest.approx(0.5)
+    assert audit(teacher, model, y, n_boot=2)["models"]["student"][0]["top2_agreement"] == pytest.approx(0.5)
     g = np.random.default_rng(0)
     rows = [{"teacher_seed": 0, "student_seed": s, "condition": c, "alpha": a,
              **{m: g.random() for m in ("activation_distance", "rank_disagreement", "prediction_disagreement",

@@ -1,6 +1,7 @@
 """The audit's inputs: teacher, student and control outputs saved by any framework (.npy, .npz, .pt, .csv; logits
 ``[N, K]`` or ``[N, L, K]``), read and checked against each other and the labels, with errors that say which file
-and what to do."""
+and what to do. Files are read as data only, never executing code from them (``np.load(allow_pickle=False)``,
+``torch.load(weights_only=True)``)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..outputs import check_labels, check_logits
+from ..metrics import labels_for
+from ..outputs import check_logits
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 
@@ -97,8 +99,9 @@ def _resolve(spec, what: str, role: str) -> tuple[str, torch.Tensor]:
     return f"{role} (in-memory)", torch.as_tensor(spec if isinstance(spec, torch.Tensor) else np.asarray(spec))
 
 
-def _check(teacher, models, labels) -> torch.Tensor:
-    """Raise a ValueError naming the file for every mismatch; return the labels as class indices."""
+def _check(teacher, models, labels, ignore_index: int | None = -100) -> torch.Tensor:
+    """Raise a ValueError naming the file for every mismatch; return the labels as class indices (``ignore_index``
+    kept, for the metrics to drop)."""
     tname, t = teacher
     for name, x in [teacher, *models]:
         check_logits(x, name, finite=True)
@@ -114,7 +117,7 @@ def _check(teacher, models, labels) -> torch.Tensor:
     lname, y = labels
     hint = (" (for sequence models save [N, L, K] logits with [N, L] labels as .npy, .npz or .pt: CSV holds "
             "[N, K] logits only)" if y.dim() == t.dim() else _header_hint(lname, len(y), N))
-    return check_labels(y, t, lname, tname, hint)
+    return labels_for(y, t, ignore_index, lname, tname, hint)
 
 
 def _header_hint(name: str, n: int, N: int) -> str:

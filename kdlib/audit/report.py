@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,15 @@ from matplotlib.figure import Figure
 from ..report.figures import COLOURS, new_figure, save_figure, styled
 from ..metrics import METRICS
 from ..store import atomic_write
+
+
+class Copies(NamedTuple):
+    """The teacher's errors as (true label, teacher's wrong label) pairs, arrays in row-major order: ``errors``
+    per pair, and ``by_side`` {side: copies per pair, the mean over the side's models}."""
+    true: np.ndarray
+    wrong: np.ndarray
+    errors: np.ndarray
+    by_side: dict
 
 
 def _json_safe(x):
@@ -31,14 +41,14 @@ def _json_safe(x):
     return x
 
 
-def _write(out: Path, report: dict, table: pd.DataFrame, comparisons, sides, names) -> None:
+def _write(out: Path, report: dict, table: pd.DataFrame, copies: Copies, names: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write(out / "report.json", lambda f: f.write(text.encode()))
     atomic_write(out / "copied_errors.csv", lambda f: f.write(table.to_csv(index=False).encode()))
     atomic_write(out / "report.md", lambda f: f.write(_markdown(report).encode()))
     save_figure(_plot_agreement(report), out / "agreement_deltas")
-    save_figure(_plot_copied(comparisons, sides, names), out / "copied_errors")
+    save_figure(_plot_copied(copies, names), out / "copied_errors")
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -108,6 +118,8 @@ def _markdown(r: dict) -> str:
           f"{x['student_rate']:.3f}", f"{x['control_rate']:.3f}" if x.get("control_rate") is not None else "n/a"]
          for x in rows]) if rows else "The teacher makes no errors on this test set.\n")
         + "\nAll pairs: `copied_errors.csv`.\n")
+    if r["notes"]:
+        md.append("\n## Notes\n\n" + "".join(f"- {note}\n" for note in r["notes"]))
     md.append("\n## Figures\n\n![agreement deltas](agreement_deltas.png)\n\n![copied errors](copied_errors.png)\n")
     return "".join(md)
 
@@ -149,21 +161,23 @@ def _plot_agreement(r: dict) -> Figure:
 
 
 @styled
-def _plot_copied(comparisons, sides, names, max_classes: int = 30) -> Figure:
+def _plot_copied(copies: Copies, names: list[str], max_classes: int = 30) -> Figure:
     """Per true class: how often each side reproduces the teacher's wrong label (tick: its most-copied label)."""
-    errors = comparisons[0].teacher_errors.numpy()
-    copies = {s: np.mean([comparisons[i].copied_errors.numpy() for i in idx], 0) for s, idx in sides.items()}
-    per_class = errors.sum(1)
+    true, wrong, errors, by_side = copies
+    per_class = np.bincount(true, weights=errors, minlength=len(names))
+    copied = {s: np.bincount(true, weights=c, minlength=len(names)) for s, c in by_side.items()}
     classes = np.nonzero(per_class)[0]
-    classes = classes[np.argsort(-copies["student"].sum(1)[classes], kind="stable")][:max_classes]
-    fig = new_figure(min(16.0, max(5.0, 0.25 * len(classes) * len(sides) + 2)), 3.0)
+    classes = classes[np.argsort(-copied["student"][classes], kind="stable")][:max_classes]
+    fig = new_figure(min(16.0, max(5.0, 0.25 * len(classes) * len(by_side) + 2)), 3.0)
     ax = fig.subplots()
-    w = 0.8 / len(sides)
-    for j, s in enumerate(sides):
-        ax.bar(np.arange(len(classes)) + (j - (len(sides) - 1) / 2) * w,
-               copies[s].sum(1)[classes] / per_class[classes], w, label=s)
-    ticks = [names[k] + (f"\n→{names[int(copies['student'][k].argmax())]}" if copies["student"][k].any() else "")
-             for k in classes]
+    w = 0.8 / len(by_side)
+    for j, s in enumerate(by_side):
+        ax.bar(np.arange(len(classes)) + (j - (len(by_side) - 1) / 2) * w, copied[s][classes] / per_class[classes],
+               w, label=s)
+    ticks = []
+    for k in classes:
+        student = np.where(true == k, by_side["student"], 0)  # first most-copied label of class k, if any copied
+        ticks.append(names[k] + (f"\n→{names[wrong[student.argmax()]]}" if student.max() > 0 else ""))
     ax.set_xticks(np.arange(len(classes)), ticks, fontsize=7)
     ax.set_xlabel("true class (→ teacher's wrong label the student copies most)")
     ax.set_ylabel("copied teacher errors / teacher errors")
