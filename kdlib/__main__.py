@@ -126,6 +126,8 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--alpha-level", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line, label order")
+    p.add_argument("--ignore-index", type=int, default=-100,
+                   help="the label of padding positions, left out for every model (default -100, PyTorch's)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -406,7 +408,8 @@ def cmd_audit(args) -> int:
     if args.class_names:
         names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
     report = audit(args.teacher, args.student, args.labels, controls=parse_controls(args.control), out=args.out,
-                   n_boot=args.bootstrap, seed=args.seed, alpha_level=args.alpha_level, class_names=names)
+                   n_boot=args.bootstrap, seed=args.seed, alpha_level=args.alpha_level, class_names=names,
+                   ignore_index=args.ignore_index)
     print(report["verdict"]["text"])
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

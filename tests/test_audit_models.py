@@ -422,3 +422,44 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "Transfer is supported" in capsys.readouterr().out
     report = json.loads((tmp_path / "audit_report" / "report.json").read_text())
     assert report["uncertainty"]["resampling_unit"] == "sequence" and report["inputs"]["n_examples"] == 96
+
+
+def test_the_command_line_audit_leaves_out_the_padding_label_it_is_given(tmp_path, capsys):
+    """``kdlib audit --ignore-index``: a label value other than -100 can mark padding."""
+    import numpy as np
+    from kdlib.__main__ import main
+    g = np.random.default_rng(0)
+    t, s, c = (g.normal(size=(40, 5)).astype(np.float32) for _ in range(3))
+    y = g.integers(0, 5, 40)
+    padded = y.copy()
+    padded[30:] = 7  # padding rows, whose logits are noise
+    for name, value in {"t": t, "s": s, "c": c, "y": y, "p": padded}.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    args = lambda labels, out, *more: ["audit", "--teacher", str(tmp_path / "t.npy"), "--student",
+                                       str(tmp_path / "s.npy"), "--control", f"no_kd={tmp_path / 'c.npy'}",
+                                       "--labels", str(tmp_path / labels), "--out", str(tmp_path / out),
+                                       "--bootstrap", "50", *more]
+    for name in ("t", "s", "c"):
+        np.save(tmp_path / f"{name}30.npy", np.load(tmp_path / f"{name}.npy")[:30])
+    np.save(tmp_path / "y30.npy", y[:30])
+    assert main(args("p.npy", "padded", "--ignore-index", "7")) == 0
+    assert main(["audit", "--teacher", str(tmp_path / "t30.npy"), "--student", str(tmp_path / "s30.npy"),
+                 "--control", f"no_kd={tmp_path / 'c30.npy'}", "--labels", str(tmp_path / "y30.npy"), "--out",
+                 str(tmp_path / "cut"), "--bootstrap", "50"]) == 0
+    import json
+    padded_report, cut_report = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("padded", "cut"))
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}/").items()}
+        if isinstance(tree, list):
+            return {k: v for i, value in enumerate(tree) for k, v in flat(value, f"{prefix}{i}/").items()}
+        return {prefix: tree}
+    for key in ("teacher", "models"):
+        padded_flat, cut_flat = flat(padded_report[key]), flat(cut_report[key])
+        assert padded_flat.keys() == cut_flat.keys()
+        for name, value in cut_flat.items():
+            if name.endswith("/name/"):
+                continue  # the files' names
+            assert padded_flat[name] == (pytest.approx(value, rel=1e-12, nan_ok=True) if isinstance(value, float)
+                                         else value), name
+    assert main(args("p.npy", "refused")) == 2  # 7 is not a class of 5 logits when it is not padding
