@@ -244,3 +244,15 @@ def test_a_checkpoint_changed_after_planning_is_refused(images, tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "t.pt")  # another init
     with pytest.raises(CheckpointError, match="changed since its run was planned"):
         run_one(teacher, tmp_path / "out", tmp_path)
+
+
+def test_a_timm_architecture_without_timm_is_one_line():
+    from kdlib import models
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"^architecture 'timm:resnet18' needs timm, which is not installed: "
+                                             r"pip install timm$"):
+            models.build("timm:resnet18", 3)
+    else:
+        assert models.build("timm:resnet18", 3).num_classes == 3
