@@ -54,6 +54,7 @@ class Registry(Mapping):
         self._entries: dict[str, object] = {}
         self._given: dict[str, object] = {}  # each entry as registered (a lazy path stays a path here)
         self._meta: dict[str, dict] = {}
+        self._paths: set[str] = set()  # names that are paths, found on the way: entries, but not listed
 
     def register(self, name: str, entry=None, **meta):
         """Register ``entry`` (an object or a ``"module:name"`` string) under ``name`` with ``meta``; without
@@ -75,6 +76,7 @@ class Registry(Mapping):
     def unregister(self, name: str) -> None:
         """Remove ``name`` (a test's or a notebook's own entry)."""
         del self._entries[self.check(name)], self._given[name], self._meta[name]
+        self._paths.discard(name)
 
     def entry(self, name: str):
         """What ``name`` holds now: its lazy ``"module:name"`` path until first used, then the object."""
@@ -82,7 +84,7 @@ class Registry(Mapping):
 
     def unknown(self, name) -> Exception:
         """The error for an unknown ``name``: the closest names, then the allowed ones."""
-        named = [n for n in self._entries if ":" not in n]  # import paths found on the way are not names to offer
+        named = list(self)
         close = difflib.get_close_matches(str(name), named, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         return self.error(f"unknown {self.kind} {name!r}: {hint}{self.listing(named)}")
@@ -112,6 +114,7 @@ class Registry(Mapping):
                 raise self.error(f"{self.kind} {name!r}: cannot import it ({type(e).__name__}: {e})") from None
             if entry is not None:
                 self.register(name, entry)
+                self._paths.add(name)
 
     def meta(self, name: str) -> dict:
         return self._meta[self.check(name)]
@@ -129,10 +132,11 @@ class Registry(Mapping):
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        """The registered names (a path that named an entry on the way is not one of them)."""
+        return (n for n in self._entries if n not in self._paths)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) - len(self._paths)
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self)

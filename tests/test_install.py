@@ -22,7 +22,7 @@ TORCH = ("torch", "torchvision", "torchaudio")
 def test_dependencies_are_ranges_and_the_extras_are_named():
     assert [r for r in REQUIREMENTS if "==" in r] == []  # pins live in requirements.txt only
     assert "torch>=2.11" in PROJECT["dependencies"]
-    assert set(PROJECT["optional-dependencies"]) == {"notebooks", "launchers", "dev"}
+    assert set(PROJECT["optional-dependencies"]) == {"notebooks", "launchers", "tracking", "dev"}
 
 
 def test_the_pinned_set_lies_within_the_ranges():

@@ -114,6 +114,7 @@ def test_a_setup_named_by_import_path_trains_through_every_launcher(launcher, op
         pytest.importorskip("submitit" if launcher == "slurm" else "ray")
     setup = setups.get(user_module, "smoke")
     assert setup.name == "blobs-kd" and setup.source == user_module
+    assert user_module not in setups.names()  # found by its path, not listed among the named setups
     specs = plan(setup)
     assert all(s.tags["source"] == user_module for s in specs)
     run_setup(setup, tmp_path / "out", tmp_path, progress=False, launcher=launcher, workers=2, **options)
@@ -146,6 +147,7 @@ def test_plugins_register_through_entry_points(tmp_path, monkeypatch):
 def test_architectures_and_datasets_named_by_import_path_need_no_registration(tmp_path):
     from kdlib import data, models
     assert models.build("torchvision:resnet18", 7).fc.out_features == 7
+    assert "torchvision:resnet18" in models.ARCHITECTURES and "torchvision:resnet18" not in list(models.ARCHITECTURES)
     assert isinstance(models.build("torch.nn:Identity", 7), torch.nn.Identity)  # a factory without num_classes
     (tmp_path / "pairdata.py").write_text(
         "import torch\nfrom torch.utils.data import TensorDataset\n"
