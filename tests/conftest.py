@@ -82,11 +82,11 @@ def smoke_copy(smoke_store, tmp_path) -> Path:
     return copy_store(smoke_store, tmp_path / "store")
 
 
-#: Test files that take longest, longest first (seconds measured on a 2-core machine: about 190, 145, 125, 75, 71,
-#: 66, 64, 62, 60, 56, 50, 36, 33, 20, 19, 18), so that two test processes (pytest.ini), each taking the next file
+#: Test files that take longest, longest first (seconds measured on a 2-core machine: about 180, 145, 125, 75, 71,
+#: 66, 64, 60, 60, 56, 50, 36, 33, 20, 19, 18), so that two test processes (pytest.ini), each taking the next file
 #: when free, finish together.
-LONGEST_FIRST = ("test_yours.py", "test_audit_models.py", "test_notebooks.py", "test_install.py", "test_drills.py",
-                 "test_jupyter.py", "test_study.py", "test_launchers.py", "test_benchmarks.py",
+LONGEST_FIRST = ("test_launchers.py", "test_audit_models.py", "test_notebooks.py", "test_install.py",
+                 "test_drills.py", "test_jupyter.py", "test_study.py", "test_yours.py", "test_benchmarks.py",
                  "test_modalities_smoke.py", "test_checkpoint.py", "test_together.py", "test_artefacts.py",
                  "test_runs.py", "test_fidelity.py")
 

@@ -1,4 +1,8 @@
 """Every launcher gives the same collected table as one-after-another training (smoke profile)."""
+import os
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -8,6 +12,9 @@ from kdlib import setups
 from kdlib.runs.spec import plan
 from kdlib.analysis.collect import collect
 from kdlib.runs.setup import run_setup
+from kdlib.store import read_result
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMOKE = "tinyshakespeare-nanogpt"
 
@@ -49,3 +56,76 @@ def test_launcher_matches_serial(launcher, options, serial_table, smoke_store, t
 def test_unknown_launcher():
     with pytest.raises(ValueError, match=r"unknown launcher 'mpi'.*'serial', 'local', 'slurm', 'ray'"):
         launchers.get("mpi")
+
+
+# ----------------------------------------------------------------------------- your own setup, through every launcher
+# (here, not in tests/test_yours.py: tests of one file run one after another, and two local Ray clusters started at
+# once by the two test processes hung both)
+
+MODULE = '''
+"""A user's module: its own dataset and architecture registered by name, and a setup using them."""
+import torch
+from kdlib import data, models, setups
+from kdlib.data.base import Source, TaskData
+from kdlib.data.sources import ExampleData
+from kdlib.engine.recipe import Recipe
+
+
+def load_blobs(root):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 4, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 4).float()
+    return TaskData(ExampleData(x[:40], y[:40]), ExampleData(x[40:], y[40:]), 3)
+
+
+def mlp(num_classes, hidden=8):
+    return torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
+
+
+data.register("blobs", Source((), "the user's own", built_in=True, loader=load_blobs))
+models.register("mlp", mlp)
+
+
+def my_setup(profile):
+    recipe = Recipe("sgd", lr=0.1, batch_size=8, steps=5)
+    return setups.Setup(name="blobs-kd", modality="vision", description="a user's setup", dataset="blobs",
+                        teacher=setups.Model("mlp", {"hidden": 16}), student=setups.Model("mlp"),
+                        teacher_recipe=recipe, student_recipe=recipe, teacher_seeds=(0,), student_seeds=(10,),
+                        alphas=(0.5,), profile=profile)
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``myplugin_kd`` on the path of this process and of every process it starts, and not yet imported."""
+    (tmp_path / "myplugin_kd.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    yield "myplugin_kd:my_setup"
+    sys.modules.pop("myplugin_kd", None)
+    from kdlib.data.base import SOURCES
+    from kdlib.models import ARCHITECTURES
+    for registry, name in ((SOURCES, "blobs"), (ARCHITECTURES, "mlp"), (setups.SETUPS, "myplugin_kd:my_setup")):
+        if name in registry:
+            registry.unregister(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher, options", [("local", {}), ("slurm", {"cluster": "local", "time_limit_min": 10}),
+                                               ("ray", {})])
+def test_a_setup_named_by_import_path_trains_through_every_launcher(launcher, options, user_module, tmp_path):
+    """The workers know nothing of the user's module until the runs' source makes them import it: its dataset and
+    architecture are registered names, not paths."""
+    if launcher != "local":
+        pytest.importorskip("submitit" if launcher == "slurm" else "ray")
+    setup = setups.get(user_module, "smoke")
+    assert setup.name == "blobs-kd" and setup.source == user_module
+    assert user_module not in setups.names()  # found by its path, not listed among the named setups
+    specs = plan(setup)
+    assert all(s.tags["source"] == user_module for s in specs)
+    run_setup(setup, tmp_path / "out", tmp_path, progress=False, launcher=launcher, workers=2, **options)
+    results = [read_result(tmp_path / "out", s) for s in specs]
+    assert all(r is not None and r["status"] == "ok" for r in results)
+    assert {r["pid"] for r in results[1:]} - {os.getpid()}  # trained in other processes
+    students, _ = collect(setup, tmp_path / "out", write=False)
+    assert len(students) == 3

@@ -1,10 +1,9 @@
-"""Your own study without a fork: the README's example as written, setups named by import path through every
-launcher, plugins' entry points, a teacher from a checkpoint file, and one line for every kind of bad input."""
+"""Your own study without a fork: the README's example as written (a setup named by import path through every
+launcher: tests/test_launchers.py), plugins' entry points, a teacher from a checkpoint file, and one line for every kind of bad input."""
 import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ import torch
 
 from kdlib import setups
 from kdlib.__main__ import main
-from kdlib.analysis.collect import collect
 from kdlib.registry import Registry
-from kdlib.runs.setup import run_setup
 from kdlib.runs.spec import plan
 from kdlib.store import read_result
 
@@ -54,75 +51,6 @@ def test_the_readmes_example_runs_as_written(tmp_path):
     given = torch.load(tmp_path / "teacher.pt", weights_only=True)
     assert all(torch.equal(loaded[k], given[k]) for k in given)  # used as loaded
     assert teacher["spec"]["weights_sha256"] and teacher["spec"]["recipe"] is None
-
-
-MODULE = '''
-"""A user's module: its own dataset and architecture registered by name, and a setup using them."""
-import torch
-from kdlib import data, models, setups
-from kdlib.data.base import Source, TaskData
-from kdlib.data.sources import ExampleData
-from kdlib.engine.recipe import Recipe
-
-
-def load_blobs(root):
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(60) % 3
-    x = torch.randn(60, 4, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 4).float()
-    return TaskData(ExampleData(x[:40], y[:40]), ExampleData(x[40:], y[40:]), 3)
-
-
-def mlp(num_classes, hidden=8):
-    return torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
-
-
-data.register("blobs", Source((), "the user's own", built_in=True, loader=load_blobs))
-models.register("mlp", mlp)
-
-
-def my_setup(profile):
-    recipe = Recipe("sgd", lr=0.1, batch_size=8, steps=5)
-    return setups.Setup(name="blobs-kd", modality="vision", description="a user's setup", dataset="blobs",
-                        teacher=setups.Model("mlp", {"hidden": 16}), student=setups.Model("mlp"),
-                        teacher_recipe=recipe, student_recipe=recipe, teacher_seeds=(0,), student_seeds=(10,),
-                        alphas=(0.5,), profile=profile)
-'''
-
-
-@pytest.fixture
-def user_module(tmp_path, monkeypatch):
-    """``myplugin_kd`` on the path of this process and of every process it starts, and not yet imported."""
-    (tmp_path / "myplugin_kd.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    yield "myplugin_kd:my_setup"
-    sys.modules.pop("myplugin_kd", None)
-    from kdlib.data.base import SOURCES
-    from kdlib.models import ARCHITECTURES
-    for registry, name in ((SOURCES, "blobs"), (ARCHITECTURES, "mlp"), (setups.SETUPS, "myplugin_kd:my_setup")):
-        if name in registry:
-            registry.unregister(name)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher, options", [("local", {}), ("slurm", {"cluster": "local", "time_limit_min": 10}),
-                                               ("ray", {})])
-def test_a_setup_named_by_import_path_trains_through_every_launcher(launcher, options, user_module, tmp_path):
-    """The workers know nothing of the user's module until the runs' source makes them import it: its dataset and
-    architecture are registered names, not paths."""
-    if launcher != "local":
-        pytest.importorskip("submitit" if launcher == "slurm" else "ray")
-    setup = setups.get(user_module, "smoke")
-    assert setup.name == "blobs-kd" and setup.source == user_module
-    assert user_module not in setups.names()  # found by its path, not listed among the named setups
-    specs = plan(setup)
-    assert all(s.tags["source"] == user_module for s in specs)
-    run_setup(setup, tmp_path / "out", tmp_path, progress=False, launcher=launcher, workers=2, **options)
-    results = [read_result(tmp_path / "out", s) for s in specs]
-    assert all(r is not None and r["status"] == "ok" for r in results)
-    assert {r["pid"] for r in results[1:]} - {os.getpid()}  # trained in other processes
-    students, _ = collect(setup, tmp_path / "out", write=False)
-    assert len(students) == 3
 
 
 def test_plugins_register_through_entry_points(tmp_path, monkeypatch):
