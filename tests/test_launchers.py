@@ -117,7 +117,9 @@ def test_a_setup_named_by_import_path_trains_through_every_launcher(launcher, op
     """The workers know nothing of the user's module until the runs' source makes them import it: its dataset and
     architecture are registered names, not paths."""
     if launcher != "local":
-        pytest.importorskip("submitit" if launcher == "slurm" else "ray")
+        engine = pytest.importorskip("submitit" if launcher == "slurm" else "ray")
+        if launcher == "ray" and engine.is_initialized():
+            engine.shutdown()  # Ray's workers keep the environment their cluster started in: this one has the module
     setup = setups.get(user_module, "smoke")
     assert setup.name == "blobs-kd" and setup.source == user_module
     assert user_module not in setups.names()  # found by its path, not listed among the named setups
