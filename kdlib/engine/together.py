@@ -28,8 +28,8 @@ from . import device as dev
 from .recipe import Recipe
 from ..models.packed import pack
 from .checkpoint import Checkpoint, cpu
-from .train import (Forward, LossMeter, TrainLog, derive_seeds, log_state, open_stream, optimizer_step, resumed_log,
-                    stream_state)
+from .train import (Forward, LossMeter, TrainLog, derive_seeds, log_state, open_stream, optimizer_step, restore,
+                    resumed_log, stream_state)
 from .objectives import OBJECTIVES, Objective, check_teacher_source, objective_loss
 
 
@@ -108,16 +108,9 @@ def train_together(models: list[nn.Module], data, objectives: list[Objective], r
     clip = (lambda: _clip_per_model(weights, recipe.grad_clip)) if recipe.grad_clip else None
     mixed = dev.amp(device, precision)
     scaler = mixed.grad_scaler()  # one loss scale for the pack: an overflow in any member skips the pack's step
+    first, start = restore(saved, packed, optimizer, scheduler, scaler, meter)
     if saved:
-        packed.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if scaler is not None:
-            scaler.load_state_dict(saved["scaler"])
-        meter.load(saved["meter"])
         member_rng = list(saved["member_rng"])
-    first = saved["step"] + 1 if saved else 1
-    start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
     with dev.seeded(shared_dropout_seed):
         opened = [open_stream(data, recipe.batch_size, recipe.steps, g, saved and saved["streams"][k])
                   for k, g in enumerate(generators)]

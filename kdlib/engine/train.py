@@ -229,6 +229,21 @@ def resumed_log(saved: dict) -> TrainLog:
     return log
 
 
+def restore(saved: dict | None, model: nn.Module, optimizer, scheduler, scaler, meter: LossMeter) -> tuple[int, float]:
+    """A training loop's shared state from the checkpoint ``saved`` (the model's or pack's, the optimiser's, the
+    scheduler's, the gradient scaler's, the loss meter's); returns the first step to train and the origin of the
+    run's seconds (without a checkpoint: step 1, now)."""
+    if not saved:
+        return 1, time.perf_counter()
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(saved["scaler"])
+    meter.load(saved["meter"])
+    return saved["step"] + 1, time.perf_counter() - saved["seconds"]
+
+
 def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_seed: int, *,
           teacher: nn.Module | None = None, teacher_cache: torch.Tensor | None = None, device: str = "cpu",
           log_every: int = 10, progress: bool = False, compile: bool = False,
@@ -277,18 +292,11 @@ def train(model: nn.Module, data, objective: Objective, recipe: Recipe, data_see
     tail = recipe.steps - epoch_length(data, recipe) if last_epoch else recipe.steps  # later steps: the last epoch
     # the last epoch's loss and correct predictions summed over its examples (tokens), and their count
     tail_sums = torch.zeros(3, dtype=torch.float64, device=device)
+    first, start = restore(saved, model, optimizer, scheduler, scaler, meter)
     if saved:
-        model.load_state_dict(saved["model"])
         if projection is not None:
             projection.load_state_dict(saved["projection"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if scaler is not None:
-            scaler.load_state_dict(saved["scaler"])
-        meter.load(saved["meter"])
         tail_sums.copy_(saved["tail"])
-    first = saved["step"] + 1 if saved else 1
-    start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
     with dev.seeded(dropout_seed):
         batches, position = open_stream(data, recipe.batch_size, recipe.steps, generator, saved and saved["stream"])
         if saved:
