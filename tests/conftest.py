@@ -82,6 +82,21 @@ def smoke_copy(smoke_store, tmp_path) -> Path:
     return copy_store(smoke_store, tmp_path / "store")
 
 
+def assert_pack_matches_members(packed, models, x):
+    """A packed forward and backward pass over ``x [K, B, ...]`` against each member run alone (float64): outputs to
+    1e-12, every parameter's gradient to 1e-10 (tests/test_together.py, tests/test_packed_layout.py)."""
+    import torch
+    out = packed(x)
+    out.square().sum().backward()
+    for k, model in enumerate(models):
+        alone = model(x[k])
+        torch.testing.assert_close(out[k], alone, rtol=1e-12, atol=1e-12)
+        alone.square().sum().backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(packed.body.get_parameter(name).grad[k], p.grad, rtol=1e-10, atol=1e-12,
+                                       msg=f"model {k}: {name}")
+
+
 #: Test files that take longest, longest first (seconds measured on a 2-core machine: about 180, 145, 125, 75, 71,
 #: 66, 64, 60, 60, 56, 50, 36, 33, 20, 19, 18), so that two test processes (pytest.ini), each taking the next file
 #: when free, finish together.
