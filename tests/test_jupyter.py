@@ -81,30 +81,61 @@ class Server:
 
 
 class Kernel:
-    """Executes code through the server's kernel websocket (the channel JupyterLab's cells run through)."""
+    """Executes code through the server's kernel websocket (the channel JupyterLab's cells run through). Every wait
+    has a deadline: the server pings the socket every 30 s, so a reply that never comes would otherwise block a
+    plain ``recv`` for ever (a CI run hung so for 85 minutes)."""
 
-    def __init__(self, url: str):
-        self.ws = websocket.create_connection(url, timeout=300)
+    #: Seconds one ``recv`` waits before the deadline is looked at again (shorter than the server's 30 s pings)
+    POLL = 5.0
+
+    def __init__(self, url: str, ready_seconds: float = 120):
+        self.ws = websocket.create_connection(url, timeout=self.POLL)
         self.session = uuid.uuid4().hex
+        self._wait_ready(ready_seconds)
 
-    def execute(self, code: str) -> list[dict]:
+    def _send(self, msg_type: str, content: dict) -> str:
         msg_id = uuid.uuid4().hex
         self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": "execute_request",
+            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": msg_type,
                        "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
+            "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}))
+        return msg_id
+
+    def _replies(self, msg_id: str, deadline: float):
+        """The messages answering ``msg_id`` (both channels) until ``deadline`` (``time.monotonic``)."""
+        while time.monotonic() < deadline:
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                yield msg
+
+    def _wait_ready(self, seconds: float) -> None:
+        """Ask for the kernel's info until its reply and an IOPub message for it arrive, as JupyterLab does before it
+        runs a cell: a cell sent earlier may lose its output to an IOPub channel not yet subscribed."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg_id = self._send("kernel_info_request", {})
+            if any(m["channel"] == "iopub" for m in self._replies(msg_id, min(deadline, time.monotonic() + 2))):
+                return
+        raise AssertionError(f"the kernel did not answer on IOPub within {seconds:g} s")
+
+    def execute(self, code: str, seconds: float = 600) -> list[dict]:
+        """Run ``code``; its outputs once the kernel is idle again. Fails, naming the cell, after ``seconds``."""
+        msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
         outputs = []
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id or msg["channel"] != "iopub":
+        for msg in self._replies(msg_id, time.monotonic() + seconds):
+            if msg["channel"] != "iopub":
                 continue
             kind = msg["header"]["msg_type"]
             if kind == "status" and msg["content"]["execution_state"] == "idle":
                 return outputs
             if kind in ("stream", "error", "execute_result", "display_data"):
                 outputs.append({"type": kind, **msg["content"]})
+        raise AssertionError(f"no end of the cell within {seconds:g} s (outputs so far: {outputs!r:.1000}): "
+                             f"{code[:200]!r}")
 
     def run_notebook(self, path: Path, injected: str = "") -> list[dict]:
         """Every code cell of ``path``, ``injected`` right after its parameters cell (as papermill injects)."""
@@ -176,3 +207,13 @@ def test_the_summary_notebook_runs_in_its_own_folder(served):
     assert not _errors(outputs), _errors(outputs)
     text = " ".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in outputs)
     assert "tinyshakespeare-nanogpt" in text and "claims reproduced" in text
+
+
+def test_a_cell_that_never_ends_fails_naming_it_instead_of_hanging(served):
+    """The client's deadline holds although the server keeps the socket alive with pings."""
+    _, server = served
+    kernel = server.session("notebooks/summary.ipynb")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"no end of the cell within 2 s .*'import time; time.sleep\(60\)'"):
+        kernel.execute("import time; time.sleep(60)", seconds=2)
+    assert time.monotonic() - started < 30

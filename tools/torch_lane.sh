@@ -19,7 +19,7 @@ if [ -z "${PYTHON:-}" ]; then
         "$venv/bin/pip" install -q --index-url https://download.pytorch.org/whl/cpu \
             "torch==$TORCH" "torchvision==$VISION" "torchaudio==$AUDIO"
         "$venv/bin/pip" install -q numpy scipy pandas statsmodels matplotlib seaborn scikit-learn pillow tqdm \
-            pytest hypothesis nbformat ipython ipywidgets
+            pytest pytest-timeout hypothesis nbformat ipython ipywidgets
     fi
     PYTHON=$venv/bin/python
 fi
