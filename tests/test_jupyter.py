@@ -87,6 +87,8 @@ class Kernel:
 
     #: Seconds one ``recv`` waits before the deadline is looked at again (shorter than the server's 30 s pings)
     POLL = 5.0
+    #: Seconds a cell's end waits for IOPub's idle status once the shell's reply is in
+    GRACE = 10.0
 
     def __init__(self, url: str, ready_seconds: float = 120):
         self.ws = websocket.create_connection(url, timeout=self.POLL)
@@ -101,39 +103,49 @@ class Kernel:
             "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}))
         return msg_id
 
-    def _replies(self, msg_id: str, deadline: float):
-        """The messages answering ``msg_id`` (both channels) until ``deadline`` (``time.monotonic``)."""
-        while time.monotonic() < deadline:
+    def _next(self, msg_id: str, until: float) -> dict | None:
+        """The next message answering ``msg_id`` (either channel), or None at ``until`` (``time.monotonic``)."""
+        while time.monotonic() < until:
             try:
                 msg = json.loads(self.ws.recv())
             except websocket.WebSocketTimeoutException:
                 continue
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                yield msg
+                return msg
+        return None
 
     def _wait_ready(self, seconds: float) -> None:
-        """Ask for the kernel's info until its reply and an IOPub message for it arrive, as JupyterLab does before it
-        runs a cell: a cell sent earlier may lose its output to an IOPub channel not yet subscribed."""
+        """Ask for the kernel's info until an IOPub message for it arrives, as JupyterLab does before it runs a
+        cell: a cell sent earlier may lose its output to an IOPub channel not yet subscribed."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            msg_id = self._send("kernel_info_request", {})
-            if any(m["channel"] == "iopub" for m in self._replies(msg_id, min(deadline, time.monotonic() + 2))):
-                return
+            msg_id, until = self._send("kernel_info_request", {}), min(deadline, time.monotonic() + 2)
+            while (msg := self._next(msg_id, until)) is not None:
+                if msg["channel"] == "iopub":
+                    return
         raise AssertionError(f"the kernel did not answer on IOPub within {seconds:g} s")
 
     def execute(self, code: str, seconds: float = 600) -> list[dict]:
-        """Run ``code``; its outputs once the kernel is idle again. Fails, naming the cell, after ``seconds``."""
+        """Run ``code``; its outputs once the kernel is idle again. The shell's reply also ends the cell,
+        :attr:`GRACE` seconds after it arrives, should IOPub's idle status be lost; its error, if any, is then an output. Fails, naming
+        the cell, after ``seconds``."""
         msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": True,
                                                 "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-        outputs = []
-        for msg in self._replies(msg_id, time.monotonic() + seconds):
-            if msg["channel"] != "iopub":
-                continue
+        outputs, replied, until = [], False, time.monotonic() + seconds
+        while (msg := self._next(msg_id, until)) is not None:
             kind = msg["header"]["msg_type"]
-            if kind == "status" and msg["content"]["execution_state"] == "idle":
+            if msg["channel"] == "shell" and kind == "execute_reply":
+                replied, until = True, min(until, time.monotonic() + self.GRACE)
+                if msg["content"]["status"] == "error" and not any(o["type"] == "error" for o in outputs):
+                    outputs.append({"type": "error", **msg["content"]})
+            elif msg["channel"] != "iopub":
+                continue
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 return outputs
-            if kind in ("stream", "error", "execute_result", "display_data"):
+            elif kind in ("stream", "error", "execute_result", "display_data"):
                 outputs.append({"type": kind, **msg["content"]})
+        if replied:
+            return outputs
         raise AssertionError(f"no end of the cell within {seconds:g} s (outputs so far: {outputs!r:.1000}): "
                              f"{code[:200]!r}")
 
@@ -217,3 +229,33 @@ def test_a_cell_that_never_ends_fails_naming_it_instead_of_hanging(served):
     with pytest.raises(AssertionError, match=r"no end of the cell within 2 s .*'import time; time.sleep\(60\)'"):
         kernel.execute("import time; time.sleep(60)", seconds=2)
     assert time.monotonic() - started < 30
+
+
+class _Socket:
+    """A kernel websocket that delivers ``messages`` (each answering the last request sent), then only times out."""
+
+    def __init__(self, messages):
+        self.messages, self.sent = list(messages), []
+
+    def send(self, text):
+        self.sent.append(json.loads(text))
+
+    def recv(self):
+        if not self.messages:
+            time.sleep(0.01)
+            raise websocket.WebSocketTimeoutException("no message")
+        return json.dumps({**self.messages.pop(0), "parent_header": {"msg_id": self.sent[-1]["header"]["msg_id"]}})
+
+
+def test_the_shells_reply_ends_a_cell_whose_idle_status_is_lost(monkeypatch):
+    stream = {"channel": "iopub", "header": {"msg_type": "stream"}, "content": {"name": "stdout", "text": "hi"}}
+    reply = {"channel": "shell", "header": {"msg_type": "execute_reply"},
+             "content": {"status": "error", "ename": "ValueError", "evalue": "bad", "traceback": []}}
+    monkeypatch.setattr(Kernel, "GRACE", 0.2)
+    kernel = Kernel.__new__(Kernel)  # no server: the socket above
+    kernel.session, kernel.ws = "s", _Socket([stream, reply])
+    outputs = kernel.execute("print('hi'); raise ValueError('bad')", seconds=60)
+    assert [o["type"] for o in outputs] == ["stream", "error"] and _errors(outputs) == ["ValueError: bad"]
+    kernel.ws = _Socket([])
+    with pytest.raises(AssertionError, match="no end of the cell within 0.3 s"):
+        kernel.execute("1", seconds=0.3)
