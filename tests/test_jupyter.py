@@ -127,8 +127,8 @@ class Kernel:
 
     def execute(self, code: str, seconds: float = 600) -> list[dict]:
         """Run ``code``; its outputs once the kernel is idle again. The shell's reply also ends the cell,
-        :attr:`GRACE` seconds after it arrives, should IOPub's idle status be lost; its error, if any, is then an output. Fails, naming
-        the cell, after ``seconds``."""
+        :attr:`GRACE` seconds after it arrives, should IOPub's idle status be lost; its error, if any, is then an
+        output. Fails, naming the cell, after ``seconds``."""
         msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": True,
                                                 "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
         outputs, replied, until = [], False, time.monotonic() + seconds
